@@ -1,0 +1,5 @@
+"""Technician CLI (placeholder while the foundation is assembled)."""
+
+
+def main() -> None:
+    raise SystemExit(0)

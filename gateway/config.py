@@ -1,0 +1,734 @@
+"""The gateway's settings: pydantic models of one lot, loaded from a TOML file and the environment.
+
+`load_settings` reads the file, lays the `PARKING_GATEWAY__...` environment variables (and
+systemd credentials of the same names) over it, and validates the whole lot at once: every
+model forbids unknown keys, so a typo stops start-up, and every problem of a file comes back
+together in one `ConfigError`, each with its dotted path (`lanes.0.camera.url`).
+
+Secrets (`SecretStr`) never show in a repr, a dump or an error; each may also be read from
+a sibling `<name>_file`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections import Counter
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from gateway.tariff import RateTable
+
+ENV_PREFIX = "PARKING_GATEWAY__"
+ENV_NESTED_DELIMITER = "__"
+DEFAULT_JOURNAL_PATH = Path("/var/lib/parking-gateway/journal.db")
+
+Loc = tuple[str | int, ...]
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One thing wrong with a configuration, at its dotted path (`bays.3.sensor.unit_id`)."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; `problems` holds everything wrong with it."""
+
+    def __init__(self, problems: Sequence[ConfigProblem]) -> None:
+        super().__init__(problems)
+        self.problems = list(problems)
+
+    def __str__(self) -> str:
+        return "\n".join(map(str, self.problems))
+
+
+_PROBLEMS = "config_problems"
+
+
+def _problems_error(problems: Sequence[tuple[Loc, str]]) -> PydanticCustomError:
+    """One pydantic error carrying several problems, each at a location below the validator's.
+
+    A validator can raise only one error, and only at its own location; `ConfigError` unfolds
+    this one so that each duplicate id or pin is reported where it is.
+    """
+    summary = "; ".join(f"{_dotted(loc)}: {message}" for loc, message in problems)
+    return PydanticCustomError(_PROBLEMS, "{summary}", {"summary": summary, "problems": problems})
+
+
+def _check(problems: Iterable[tuple[Loc, str]]) -> None:
+    if found := list(problems):
+        raise _problems_error(found)
+
+
+def _dotted(loc: Loc) -> str:
+    return ".".join(map(str, loc)) or "<config>"
+
+
+_MESSAGES = {
+    "extra_forbidden": "unknown key (check its spelling and its section)",
+    "missing": "required, but not set",
+}
+
+
+def _problems_from(error: ValidationError) -> list[ConfigProblem]:
+    problems: list[ConfigProblem] = []
+    # include_input=False: an error's input may be a table that holds a secret.
+    for err in error.errors(include_url=False, include_input=False):
+        loc = _without_union_tags(err["loc"])
+        if err["type"] == _PROBLEMS:
+            for sub, message in err["ctx"]["problems"]:
+                problems.append(ConfigProblem(_dotted((*loc, *sub)), message))
+        else:
+            message = _MESSAGES.get(err["type"], err["msg"].removeprefix("Value error, "))
+            problems.append(ConfigProblem(_dotted(loc), message))
+    return problems
+
+
+# --- shared types -------------------------------------------------------------------------
+
+
+def _matching(pattern: str, description: str) -> AfterValidator:
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(f"must be {description}")
+        return value
+
+    return AfterValidator(check)
+
+
+# Goes into the CloudEvents source `urn:parking:<lot>:<gateway>` and into MQTT topics.
+Slug = Annotated[
+    str,
+    _matching(
+        r"[a-z0-9][a-z0-9-]{0,62}",
+        "1 to 63 lowercase letters, digits or '-', starting with a letter or digit",
+    ),
+]
+# Lane and bay ids go into MQTT topics and events: no '/', '+', '#' or spaces.
+Ident = Annotated[
+    str,
+    _matching(
+        r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}",
+        "1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit",
+    ),
+]
+# A Broadcom (BCM) GPIO number on the Pi's 40-pin header.
+Pin = Annotated[int, Field(ge=0, le=27)]
+
+
+def _secret_of_at_least(characters: int) -> AfterValidator:
+    def check(value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < characters:
+            plural = "s" if characters > 1 else ""
+            raise ValueError(f"must be at least {characters} character{plural} long")
+        return value
+
+    return AfterValidator(check)
+
+
+Secret = Annotated[SecretStr, _secret_of_at_least(1)]
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+class _Section(BaseModel):
+    # hide_input_in_errors: a table in an error's input may hold a secret.
+    # coerce_numbers_to_str: `floor = 1` means the floor named "1".
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, hide_input_in_errors=True, coerce_numbers_to_str=True
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Rejected:
+    """A `<name>_file` value that could not be used, and why; validating the key reports it.
+
+    Raising in the section's pre-pass instead would hide the section's other problems.
+    """
+
+    reason: str
+
+
+def _not_rejected(value: Any) -> Any:
+    if isinstance(value, _Rejected):
+        raise ValueError(value.reason)
+    return value
+
+
+SecretFile = Annotated[Path, BeforeValidator(_not_rejected)]
+
+
+class _SectionWithSecrets(_Section):
+    """A section whose secrets may each also come from a sibling `<name>_file` (a `SecretFile`)."""
+
+    _secret_names: ClassVar[tuple[str, ...]]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_secret_files(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for name in cls._secret_names:
+            file_key = f"{name}_file"
+            file = data.get(file_key)
+            if not isinstance(file, str | os.PathLike):
+                continue  # unset, or a wrong type that validating the key reports
+            if data.get(name) is not None:
+                data[file_key] = _Rejected(f"set either {name} or {file_key}, not both")
+                continue
+            try:
+                data[name] = _read_secret_file(Path(file))
+            except ValueError as exc:
+                data[file_key] = _Rejected(str(exc))
+        return data
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:  # its message would quote a byte of the file, maybe of a secret
+        raise ValueError(f"{path} is not UTF-8 text") from None
+
+
+def _read_secret_file(path: Path) -> str:
+    secret = _read_text(path).rstrip("\r\n")  # `echo secret > file` adds a newline
+    if not secret:
+        raise ValueError(f"{path} is empty")
+    return secret
+
+
+def _reject_password_in_url(url: str, where: str) -> None:
+    if urlsplit(url).password is not None:
+        raise ValueError(f"must not carry a password; set {where} instead")
+
+
+# --- gateway ------------------------------------------------------------------------------
+
+
+class GatewayConfig(_Section):
+    lot_id: Slug
+    gateway_id: Slug
+    timezone: str
+    default_tariff: NonEmpty
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}; use an IANA name such as 'Europe/Berlin'"
+            ) from None
+        return value
+
+    @property
+    def tzinfo(self) -> ZoneInfo:
+        """The lot's local time zone, for tariff bands and calendar days."""
+        return ZoneInfo(self.timezone)
+
+
+# --- lanes --------------------------------------------------------------------------------
+
+CameraKind = Literal["rtsp", "http", "v4l2", "file"]
+_V4L2_DEVICE = re.compile(r"/dev/video[0-9]+")
+
+
+def _camera_kind(url: str) -> CameraKind:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme in ("rtsp", "rtsps", "http", "https"):
+        if not parts.hostname:
+            raise ValueError(f"{scheme}:// URL has no host")
+        return "rtsp" if scheme.startswith("rtsp") else "http"
+    if scheme:
+        raise ValueError(
+            f"unsupported scheme {scheme!r}: use rtsp://, http(s):// (a snapshot URL), "
+            "a V4L2 device /dev/videoN or an absolute file path"
+        )
+    if _V4L2_DEVICE.fullmatch(url):
+        return "v4l2"
+    if url.startswith("/dev/"):
+        raise ValueError("a capture device must be /dev/videoN")
+    if not url.startswith("/"):
+        # Under systemd the working directory is /, so a relative path is a mistake.
+        raise ValueError("a file path must be absolute")
+    return "file"
+
+
+class CameraConfig(_SectionWithSecrets):
+    """Where a lane's plate camera is read; the driver adds the credentials to the URL."""
+
+    _secret_names = ("password",)
+
+    url: NonEmpty
+    username: str | None = None
+    password: Secret | None = None
+    password_file: SecretFile | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _supported_url(cls, value: str) -> str:
+        _camera_kind(value)
+        # A password in the URL would show in every log line and dump that shows the URL.
+        _reject_password_in_url(value, "camera.password or camera.password_file")
+        return value
+
+    @property
+    def kind(self) -> CameraKind:
+        return _camera_kind(self.url)
+
+
+class LaneGpio(_Section):
+    """The lane's BCM pins: loop detector outputs in, barrier controller inputs out."""
+
+    arming_loop: Pin
+    safety_loop: Pin
+    closing_loop: Pin | None = None
+    open_relay: Pin
+    close_relay: Pin | None = None
+    up_limit: Pin | None = None
+    down_limit: Pin | None = None
+
+    @property
+    def pins(self) -> dict[str, int]:
+        """The pins in use, by key."""
+        return {name: pin for name, pin in self.model_dump().items() if pin is not None}
+
+
+class BarrierConfig(_Section):
+    drive: Literal["pulse", "level"] = "pulse"
+    pulse_ms: int = Field(500, ge=50, le=5000)
+    feedback_timeout_s: float = Field(6.0, gt=0, le=60)
+
+
+class LaneConfig(_Section):
+    id: Ident
+    direction: Literal["entry", "exit"]
+    name: NonEmpty
+    mode: Literal["auto", "locked_open", "locked_closed"] = "auto"
+    camera: CameraConfig
+    gpio: LaneGpio
+    barrier: BarrierConfig = Field(default_factory=BarrierConfig)
+
+    @model_validator(mode="after")
+    def _close_relay_needs_pulse_drive(self) -> LaneConfig:
+        if self.barrier.drive == "level" and self.gpio.close_relay is not None:
+            raise _problems_error(
+                [
+                    (
+                        ("gpio", "close_relay"),
+                        "a level-driven barrier closes when open_relay is released; "
+                        "remove close_relay or use drive = 'pulse'",
+                    )
+                ]
+            )
+        return self
+
+
+# --- bays ---------------------------------------------------------------------------------
+
+
+class ModbusSensor(_Section):
+    """A detector node on the RS-485 bus."""
+
+    kind: Literal["modbus"]
+    unit_id: int = Field(ge=1, le=247)  # Modbus RTU slave addresses
+
+
+class UltrasonicSensor(_Section):
+    """An HC-SR04 style distance sensor above the bay, wired to the Pi's GPIO."""
+
+    kind: Literal["ultrasonic"]
+    trigger_pin: Pin
+    echo_pin: Pin
+    threshold_cm: float = Field(150.0, gt=2, le=400)
+    hysteresis_cm: float = Field(10.0, ge=0)
+
+    @model_validator(mode="after")
+    def _hysteresis_below_threshold(self) -> UltrasonicSensor:
+        if self.hysteresis_cm >= self.threshold_cm:
+            raise _problems_error([(("hysteresis_cm",), "must be less than threshold_cm")])
+        return self
+
+    @property
+    def pins(self) -> dict[str, int]:
+        return {"trigger_pin": self.trigger_pin, "echo_pin": self.echo_pin}
+
+
+class NoSensor(_Section):
+    """A bay counted by the lanes only (entries minus exits)."""
+
+    kind: Literal["none"]
+
+
+SensorConfig = Annotated[ModbusSensor | UltrasonicSensor | NoSensor, Field(discriminator="kind")]
+
+
+def _without_union_tags(loc: Loc) -> Loc:
+    """Drop the sensor kind that pydantic puts into a location (`bays.3.sensor.modbus.unit_id`).
+
+    The operator's file has no such level.
+    """
+    if len(loc) > 3 and loc[0] == "bays" and loc[2] == "sensor":
+        return (*loc[:3], *loc[4:])
+    return loc
+
+
+class BayConfig(_Section):
+    id: Ident
+    floor: NonEmpty
+    zone: NonEmpty
+    type: Literal["regular", "disabled", "ev", "vip", "reserved"] = "regular"
+    sensor: SensorConfig
+    max_stay_minutes: int | None = Field(None, ge=1)
+
+
+def _duplicates(values: Iterable[tuple[Loc, Hashable]]) -> Iterator[tuple[Loc, Loc]]:
+    """(location, location of the first use) of every value seen before."""
+    first: dict[Hashable, Loc] = {}
+    for loc, value in values:
+        if value in first:
+            yield loc, first[value]
+        else:
+            first[value] = loc
+
+
+# --- journal ------------------------------------------------------------------------------
+
+
+class JournalConfig(_Section):
+    path: Path = DEFAULT_JOURNAL_PATH
+    group_commit_ms: float = Field(2.0, ge=0, le=50)
+    max_batch: int = Field(512, ge=1, le=65536)
+    retention_days: int = Field(30, ge=1)
+    max_size_mb: int = Field(512, ge=1)
+    startup_check: Literal["quick", "full", "off"] = "quick"
+    maintenance_interval_s: float = Field(60.0, gt=0)
+
+
+# --- sync ---------------------------------------------------------------------------------
+
+
+class MqttTlsConfig(_Section):
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _cert_with_key(self) -> MqttTlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            missing = "key_file" if self.key_file is None else "cert_file"
+            raise _problems_error(
+                [((missing,), "a client certificate needs both cert_file and key_file")]
+            )
+        return self
+
+
+class MqttConfig(_SectionWithSecrets):
+    _secret_names = ("password",)
+
+    host: NonEmpty = "localhost"
+    port: int = Field(1883, ge=1, le=65535)
+    client_id: NonEmpty | None = None
+    keepalive_s: int = Field(60, ge=5, le=3600)
+    username: NonEmpty | None = None
+    password: Secret | None = None
+    password_file: SecretFile | None = None
+    tls: MqttTlsConfig | None = None
+
+    @model_validator(mode="after")
+    def _password_needs_username(self) -> MqttConfig:
+        # MQTT 3.1.1 sends a password only with a user name.
+        if self.password is not None and self.username is None:
+            raise _problems_error([(("username",), "required when a password is set")])
+        return self
+
+
+class HttpConfig(_SectionWithSecrets):
+    _secret_names = ("token",)
+
+    base_url: HttpUrl | None = None
+    token: Secret | None = None
+    token_file: SecretFile | None = None
+    timeout_s: float = Field(10.0, gt=0, le=300)
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_password(cls, value: HttpUrl | None) -> HttpUrl | None:
+        if value is not None:
+            _reject_password_in_url(str(value), "sync.http.token or sync.http.token_file")
+        return value
+
+
+class SyncConfig(_SectionWithSecrets):
+    _secret_names = ("command_hmac_key",)
+
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    # RFC 2104: a key shorter than the hash's output (32 bytes for SHA-256) weakens the MAC.
+    command_hmac_key: Annotated[SecretStr, _secret_of_at_least(32)] | None = None
+    command_hmac_key_file: SecretFile | None = None
+
+
+# --- logging ------------------------------------------------------------------------------
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+class LoggingConfig(_Section):
+    level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+# --- the whole lot ------------------------------------------------------------------------
+
+
+class Settings(BaseSettings):
+    """A lot's whole configuration; `load_settings` builds one from a file and the environment."""
+
+    model_config = SettingsConfigDict(
+        extra="forbid",
+        frozen=True,
+        hide_input_in_errors=True,
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+        case_sensitive=False,
+    )
+
+    gateway: GatewayConfig
+    lanes: tuple[LaneConfig, ...] = ()
+    bays: tuple[BayConfig, ...] = ()
+    tariffs: dict[str, RateTable]
+    journal: JournalConfig = Field(default_factory=JournalConfig)
+    sync: SyncConfig = Field(default_factory=SyncConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    # Uniqueness within a list is checked on the list itself, so that it is reported together
+    # with the other sections' problems; checks across sections wait for all sections.
+
+    @field_validator("lanes")
+    @classmethod
+    def _unique_lane_ids(cls, lanes: tuple[LaneConfig, ...]) -> tuple[LaneConfig, ...]:
+        _check(
+            (loc, f"duplicate lane id, first used at lanes.{first[0]}")
+            for loc, first in _duplicates(((i, "id"), lane.id) for i, lane in enumerate(lanes))
+        )
+        return lanes
+
+    @field_validator("bays")
+    @classmethod
+    def _unique_bay_ids(cls, bays: tuple[BayConfig, ...]) -> tuple[BayConfig, ...]:
+        problems = [
+            (loc, f"duplicate bay id, first used at bays.{first[0]}")
+            for loc, first in _duplicates(((i, "id"), bay.id) for i, bay in enumerate(bays))
+        ]
+        units = (
+            ((i, "sensor", "unit_id"), bay.sensor.unit_id)
+            for i, bay in enumerate(bays)
+            if isinstance(bay.sensor, ModbusSensor)
+        )
+        problems += [
+            (loc, f"Modbus unit id already used on the bus by bays.{first[0]}")
+            for loc, first in _duplicates(units)
+        ]
+        _check(problems)
+        return bays
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> Settings:
+        problems = [
+            (loc, f"GPIO pin already used at {_dotted(first)}")
+            for loc, first in _duplicates(self._gpio_pins())
+        ]
+        if self.gateway.default_tariff not in self.tariffs:
+            known = ", ".join(sorted(self.tariffs)) or "none"
+            problems.append((("gateway", "default_tariff"), f"no such tariff (defined: {known})"))
+        _check(problems)
+        return self
+
+    def _gpio_pins(self) -> Iterator[tuple[Loc, int]]:
+        for i, lane in enumerate(self.lanes):
+            for key, pin in lane.gpio.pins.items():
+                yield ("lanes", i, "gpio", key), pin
+        for i, bay in enumerate(self.bays):
+            if isinstance(bay.sensor, UltrasonicSensor):
+                for key, pin in bay.sensor.pins.items():
+                    yield ("bays", i, "sensor", key), pin
+
+
+# --- loading ------------------------------------------------------------------------------
+
+
+class _VariablesSource(EnvSettingsSource):
+    """`PARKING_GATEWAY__...` variables from a given mapping rather than `os.environ`.
+
+    Serves both the environment and systemd credentials (files named like the variables).
+    A prefixed name that is no setting is passed on under its own name, so that `extra="forbid"`
+    reports it: pydantic-settings would otherwise drop it silently.
+    """
+
+    def __init__(self, variables: Mapping[str, str]) -> None:
+        self._variables = variables
+        super().__init__(Settings)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {name.lower(): value for name, value in self._variables.items()}
+
+    def prepare_field_value(
+        self, field_name: str, field: FieldInfo, value: Any, value_is_complex: bool
+    ) -> Any:
+        try:
+            return super().prepare_field_value(field_name, field, value, value_is_complex)
+        except ValueError as exc:  # pydantic-settings' own error names neither variable nor cause
+            variable = f"{ENV_PREFIX}{field_name.upper()}"
+            message = f"it, or a variable below it, holds a table or a list that is not JSON: {exc}"
+            raise ConfigError([ConfigProblem(variable, message)]) from None
+
+    def __call__(self) -> dict[str, Any]:
+        data = super().__call__()
+        prefix = ENV_PREFIX.lower()
+        for name, value in self._variables.items():
+            if not name.lower().startswith(prefix):
+                continue
+            field = name.lower().removeprefix(prefix).split(ENV_NESTED_DELIMITER)[0]
+            if field not in Settings.model_fields:
+                data[name] = value
+        return data
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = _read_text(path)
+    except ValueError as exc:
+        raise ConfigError([ConfigProblem("<file>", str(exc))]) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:  # the message ends "(at line L, column C)"
+        raise ConfigError([ConfigProblem("<toml>", f"syntax error: {exc}")]) from None
+
+
+def _read_credentials(directory: Path) -> dict[str, str]:
+    """systemd credentials (`LoadCredential=PARKING_GATEWAY__SYNC__MQTT__PASSWORD:...`)."""
+    try:
+        files = [file for file in directory.iterdir() if file.name.upper().startswith(ENV_PREFIX)]
+        return {file.name: _read_secret_file(file) for file in files}
+    except OSError as exc:
+        message = f"cannot read $CREDENTIALS_DIRECTORY {directory}: {exc.strerror or exc}"
+        raise ConfigError([ConfigProblem("<credentials>", message)]) from None
+    except ValueError as exc:
+        raise ConfigError([ConfigProblem("<credentials>", str(exc))]) from None
+
+
+def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
+    """Load and validate a lot's settings: `env` (default `os.environ`) wins over the file.
+
+    Priority, highest first: `PARKING_GATEWAY__...` environment variables, systemd credentials
+    of the same names in `$CREDENTIALS_DIRECTORY`, the TOML file. Raises `ConfigError`.
+    """
+    environ = os.environ if env is None else env
+    file = InitSettingsSource(Settings, _read_toml(path))
+    sources: list[PydanticBaseSettingsSource] = [_VariablesSource(environ)]
+    if credentials := environ.get("CREDENTIALS_DIRECTORY"):
+        sources.append(_VariablesSource(_read_credentials(Path(credentials))))
+    sources.append(file)
+    try:
+        # The file and the environment are per call, which the class-level
+        # settings_customise_sources hook cannot express; _build_sources takes them as given.
+        return Settings(_build_sources=(tuple(sources), {}))
+    except ValidationError as exc:
+        # `from None`: the pydantic error, printed in a traceback, would show the inputs.
+        raise ConfigError(_problems_from(exc)) from None
+
+
+# --- summary ------------------------------------------------------------------------------
+
+
+def _counts(values: Iterable[str]) -> dict[str, int]:
+    return dict(sorted(Counter(values).items()))
+
+
+def describe(settings: Settings) -> dict[str, Any]:
+    """What `parking-gateway config check` prints: the shape of the lot, never a secret."""
+    mqtt, http = settings.sync.mqtt, settings.sync.http
+    bays = settings.bays
+    return {
+        "lot_id": settings.gateway.lot_id,
+        "gateway_id": settings.gateway.gateway_id,
+        "timezone": settings.gateway.timezone,
+        "lanes": {
+            "total": len(settings.lanes),
+            "by_direction": _counts(lane.direction for lane in settings.lanes),
+            "cameras": _counts(lane.camera.kind for lane in settings.lanes),
+        },
+        "bays": {
+            "total": len(bays),
+            "by_floor": _counts(bay.floor for bay in bays),
+            "by_zone": _counts(bay.zone for bay in bays),
+            "by_type": _counts(bay.type for bay in bays),
+            "by_sensor": _counts(bay.sensor.kind for bay in bays),
+        },
+        "tariffs": {"names": sorted(settings.tariffs), "default": settings.gateway.default_tariff},
+        "journal": {
+            "path": str(settings.journal.path),
+            "max_size_mb": settings.journal.max_size_mb,
+            "retention_days": settings.journal.retention_days,
+            "startup_check": settings.journal.startup_check,
+        },
+        "sync": {
+            "mqtt": {
+                "broker": f"{mqtt.host}:{mqtt.port}",
+                "tls": mqtt.tls is not None,
+                "username": mqtt.username,
+                "password_set": mqtt.password is not None,
+            },
+            "http": {
+                "base_url": None if http.base_url is None else str(http.base_url),
+                "token_set": http.token is not None,
+            },
+            "command_hmac_key_set": settings.sync.command_hmac_key is not None,
+        },
+        "logging": {"level": settings.logging.level, "format": settings.logging.format},
+    }

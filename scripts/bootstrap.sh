@@ -1,0 +1,34 @@
+# Sourced by scripts/test and scripts/demo: makes .venv and installs the project into it.
+# Safe to run again: it reinstalls only when pyproject.toml changed since the last install.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${PARKING_GATEWAY_VENV:-$ROOT/.venv}"
+EXTRAS="${PARKING_GATEWAY_EXTRAS:-dev}"
+
+find_python() {
+    for py in python3.13 python3.12 python3.11 python3; do
+        if command -v "$py" >/dev/null 2>&1 &&
+            "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+            echo "$py"
+            return 0
+        fi
+    done
+    echo "error: Python 3.11 or newer is required" >&2
+    return 1
+}
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "==> creating virtual environment in $VENV"
+    "$(find_python)" -m venv "$VENV"
+fi
+
+stamp="$VENV/.installed-$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)-$EXTRAS"
+if [ ! -f "$stamp" ]; then
+    echo "==> installing parking-gateway[$EXTRAS]"
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    "$VENV/bin/python" -m pip install -q -e "$ROOT[$EXTRAS]"
+    rm -f "$VENV"/.installed-*
+    touch "$stamp"
+fi
+export PATH="$VENV/bin:$PATH"
