@@ -9,7 +9,6 @@ boot, and every stamp records whether the wall clock was synchronised.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import time
 import uuid
 from dataclasses import dataclass
@@ -141,6 +140,9 @@ class FakeClock:
 
     def reboot(self, *, wall: datetime | None = None, synced: bool = False) -> None:
         """A power cycle: a new boot id, monotonic time restarts, the wall clock may be wrong."""
+        if wall is not None and wall.tzinfo is None:
+            # astimezone() would read a naive time as the host's local time.
+            raise ValueError("FakeClock needs a tz-aware wall time")
         self._boot += 1
         self._mono = 10.0
         if wall is not None:
@@ -152,21 +154,30 @@ def elapsed(start: Stamp, end: Stamp) -> Elapsed:
     """The duration from start to end, guarded against clock jumps and reboots.
 
     Within one boot the monotonic clock gives the duration; if the wall clock
-    jumped in between, the less trustworthy end is moved to agree with it. Across
-    a reboot only wall time is left: a negative duration becomes 0 and a huge one
-    is flagged, never trusted.
+    jumped in between, the less trustworthy end is moved to agree with it. If
+    neither end was synchronised the duration stands but the times are not
+    trusted. Across a reboot only wall time is left: a negative duration becomes
+    0 and a huge one is flagged, never trusted. The start is never after the end.
     """
     if start.boot_id == end.boot_id:
-        seconds = max(0.0, end.mono - start.mono)
+        mono_seconds = end.mono - start.mono
+        if mono_seconds < 0:
+            # Cannot happen with a real monotonic clock; the stamps are inconsistent.
+            return Elapsed(0.0, end.wall, end.wall, reliable=False,
+                           reason="monotonic clock went backwards within one boot; clamped to 0")
+        span = timedelta(seconds=mono_seconds)
+        trusted = start.synced or end.synced
+        untrusted = None if trusted else "wall clock not synchronised at either end"
         wall_seconds = (end.wall - start.wall).total_seconds()
-        if abs(wall_seconds - seconds) <= JUMP_TOLERANCE_S:
-            return Elapsed(seconds, start.wall, end.wall, reliable=True)
-        # The wall clock stepped between the stamps. Keep the synchronised end.
-        span = timedelta(seconds=seconds)
+        if wall_seconds >= 0 and abs(wall_seconds - mono_seconds) <= JUMP_TOLERANCE_S:
+            return Elapsed(mono_seconds, start.wall, end.wall, reliable=trusted, reason=untrusted)
+        # The wall clock stepped between the stamps (or went back by less than the
+        # tolerance). Keep the synchronised end; with neither, the later reading.
         if end.synced or not start.synced:
-            return Elapsed(seconds, end.wall - span, end.wall, reliable=True,
-                           reason="wall clock stepped; start corrected from monotonic time")
-        return Elapsed(seconds, start.wall, start.wall + span, reliable=True,
+            return Elapsed(mono_seconds, end.wall - span, end.wall, reliable=trusted,
+                           reason=untrusted
+                           or "wall clock stepped; start corrected from monotonic time")
+        return Elapsed(mono_seconds, start.wall, start.wall + span, reliable=True,
                        reason="wall clock stepped; end corrected from monotonic time")
 
     wall_seconds = (end.wall - start.wall).total_seconds()
@@ -175,8 +186,10 @@ def elapsed(start: Stamp, end: Stamp) -> Elapsed:
         return Elapsed(0.0, end.wall, end.wall, reliable=False,
                        reason="negative duration across a reboot; clamped to 0")
     if wall_seconds > MAX_PLAUSIBLE_STAY.total_seconds():
-        return Elapsed(wall_seconds, start.wall, end.wall, reliable=False,
-                       reason="implausibly long duration across a reboot")
+        # A clock error, not a stay: no fee is computed from it. The caller sees
+        # reliable=False and applies its policy (e.g. the lost-ticket fee).
+        return Elapsed(0.0, end.wall, end.wall, reliable=False,
+                       reason="implausibly long duration across a reboot; not used")
     if not trusted:
         return Elapsed(wall_seconds, start.wall, end.wall, reliable=False,
                        reason="wall clock not synchronised at one end, across a reboot")
@@ -196,11 +209,10 @@ _TIME_ERROR = 5  # ntp_adjtime() state: the kernel clock is not synchronised
 
 def _ntp_adjtime() -> _AdjTime | None:
     """The kernel's own view of NTP sync (set by chrony, ntpd or systemd-timesyncd)."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
     try:
-        libc = ctypes.CDLL(name, use_errno=True)
+        # The symbols already loaded into this process (libc among them): no
+        # find_library subprocess, and it works on minimal and musl images too.
+        libc = ctypes.CDLL(None, use_errno=True)
         fn = libc.ntp_adjtime
     except (OSError, AttributeError):
         return None
