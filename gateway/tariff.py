@@ -61,6 +61,7 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.clock import Elapsed, Stamp, elapsed
 from gateway.events import rfc3339
 
 __all__ = [
@@ -73,6 +74,7 @@ __all__ = [
     "RateLine",
     "RateTable",
     "SpecialEvent",
+    "StayQuote",
     "Tiers",
     "UnknownValidationError",
     "Validation",
@@ -81,6 +83,7 @@ __all__ = [
     "lost_ticket_quote",
     "money",
     "quote",
+    "quote_stay",
 ]
 
 PERMIT_FREE = "free"
@@ -437,6 +440,38 @@ def quote(
         total -= off
 
     return Quote(total, currency, tuple(lines))
+
+
+@dataclass(frozen=True, slots=True)
+class StayQuote:
+    """The fee for a stay the gateway stamped, and how far its times can be trusted."""
+
+    quote: Quote
+    elapsed: Elapsed  # the duration used, the corrected start/end, reliable and why not
+
+    @property
+    def reliable(self) -> bool:
+        return self.elapsed.reliable
+
+
+def quote_stay(
+    table: RateTable,
+    entry: Stamp,
+    exit: Stamp,
+    *,
+    tz: ZoneInfo,
+    validations: Sequence[str] = (),
+) -> StayQuote:
+    """Price a stay from the gateway's own clock stamps.
+
+    Within one boot the duration is monotonic time, so the wall clock stepping
+    at NTP sync (a Pi without an RTC) does not change the fee; bands and caps are
+    read in wall time at the corrected start and end. When the result is not
+    `reliable` (a reboot with an unsynchronised clock, say), the caller decides
+    what to charge, e.g. by its lost-ticket policy.
+    """
+    span = elapsed(entry, exit)
+    return StayQuote(quote(table, span.start, span.end, tz=tz, validations=validations), span)
 
 
 def money(amount_minor: int, currency: str) -> str:

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import ValidationError
 
+from gateway.clock import FakeClock
 from gateway.tariff import (
     PERMIT_FREE,
     Quote,
@@ -19,6 +20,7 @@ from gateway.tariff import (
     lost_ticket_quote,
     money,
     quote,
+    quote_stay,
 )
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -525,3 +527,38 @@ def test_config_is_frozen():
     table = RateTable.model_validate(HOURLY)
     with pytest.raises(ValidationError, match="frozen"):
         table.grace_minutes = 0  # type: ignore[misc]
+
+
+# --- stays stamped by the gateway's clock ------------------------------------------------
+
+STAMPED = RateTable.model_validate({
+    "currency": "EUR",
+    "lines": [{"until_minutes": 60, "flat_minor": 200}, {"per_minutes": 30, "amount_minor": 100}],
+})
+
+
+def test_a_stay_across_an_ntp_step_is_priced_by_real_time() -> None:
+    # A Pi without an RTC boots believing it is 1 January; a car enters; NTP then
+    # steps the clock forward by two months; the car leaves 2 h after it came.
+    clock = FakeClock(datetime(2026, 1, 1, 0, 5, tzinfo=UTC), synced=False)
+    entry = clock.stamp()
+    clock.advance(1800)
+    clock.jump_wall((datetime(2026, 3, 2, 9, 0, tzinfo=UTC) - clock.now()).total_seconds())
+    clock.advance(5400)
+    stay = quote_stay(STAMPED, entry, clock.stamp(), tz=BERLIN)
+    # 2 h: first hour 2.00, then 2 x 30 min at 1.00 = 4.00 EUR, not two months of parking.
+    assert stay.quote.amount_minor == 400
+    assert stay.elapsed.seconds == 7200
+    assert stay.elapsed.start == datetime(2026, 3, 2, 8, 30, tzinfo=UTC)  # corrected entry
+    assert stay.reliable
+
+
+def test_a_stay_across_a_reboot_with_a_wrong_clock_is_flagged_not_trusted() -> None:
+    clock = FakeClock(datetime(2026, 3, 2, 8, 0, tzinfo=UTC))
+    entry = clock.stamp()
+    # Power cut; the Pi comes back believing it is 1970, before the entry.
+    clock.reboot(wall=datetime(1970, 1, 1, tzinfo=UTC), synced=False)
+    stay = quote_stay(STAMPED, entry, clock.stamp(), tz=BERLIN)
+    assert not stay.reliable
+    assert stay.elapsed.seconds == 0
+    assert stay.elapsed.reason is not None
