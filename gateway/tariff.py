@@ -62,7 +62,7 @@ from pydantic import (
 )
 
 from gateway.clock import Elapsed, Stamp, elapsed
-from gateway.events import rfc3339
+from gateway.events import FeeLine, rfc3339
 
 __all__ = [
     "PERMIT_FREE",
@@ -340,6 +340,11 @@ class Quote:
             "currency": self.currency,
             "lines": [line.to_json() for line in self.lines],
         }
+
+    def fee_lines(self) -> list[FeeLine]:
+        """The lines as `session.ended` carries them."""
+        return [{"code": line.code, "description": line.description,
+                 "amountMinor": line.amount_minor} for line in self.lines]
 
 
 class UnknownValidationError(KeyError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from datetime import UTC, datetime
 from typing import Any
@@ -10,6 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import ValidationError
 
+from gateway import events
 from gateway.clock import FakeClock
 from gateway.tariff import (
     PERMIT_FREE,
@@ -22,6 +24,7 @@ from gateway.tariff import (
     quote,
     quote_stay,
 )
+from tests.schemas import validate_cloudevent
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -562,3 +565,24 @@ def test_a_stay_across_a_reboot_with_a_wrong_clock_is_flagged_not_trusted() -> N
     assert not stay.reliable
     assert stay.elapsed.seconds == 0
     assert stay.elapsed.reason is not None
+
+
+def test_a_stay_quote_becomes_a_valid_session_ended_event() -> None:
+    clock = FakeClock(datetime(2026, 3, 2, 8, 0, tzinfo=UTC))
+    entry = clock.stamp()
+    clock.advance(5400)
+    exit_ = clock.stamp()
+    stay = quote_stay(STAMPED, entry, exit_, tz=BERLIN)
+    ev = events.session_ended(
+        at=exit_.wall, session_id="s-1", lane_id="exit-1", actual_start=stay.elapsed.start,
+        actual_end=stay.elapsed.end, duration_seconds=round(stay.elapsed.seconds),
+        credentials=[{"type": "licensePlate", "identifier": "B-AB123", "confidence": 0.97}],
+        segments=[events.segment(start=stay.elapsed.start, end=stay.elapsed.end)],
+        right={"kind": "visitor"},
+        clock={"synchronized": exit_.synced, "reliable": stay.reliable},
+        currency=stay.quote.currency, fee_lines=stay.quote.fee_lines())
+    envelope = json.loads(events.envelope_json(
+        source=events.source_uri("lot-1", "gw-1"), sequence=7, id=ev.id, type=ev.type.value,
+        time=ev.time, data_json=ev.data_json))
+    validate_cloudevent(envelope)
+    assert envelope["data"]["fee"]["amountMinor"] == stay.quote.amount_minor == 300
