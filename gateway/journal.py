@@ -383,9 +383,11 @@ class Journal:
                 await self._write_alarm_backlog()
             self._reader = await aiosqlite.connect(
                 f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
-        except sqlite3.Error as e:
-            await self._db.close()
-            raise _write_error(e, f"cannot prepare the journal {self.path}") from e
+        except BaseException as e:
+            await self._db.close()  # or its thread outlives the failed open
+            if isinstance(e, sqlite3.Error):
+                raise _write_error(e, f"cannot prepare the journal {self.path}") from e
+            raise
         self._writer = asyncio.create_task(self._write_loop(), name="journal-writer")
         self._maintainer = asyncio.create_task(self._maintain_loop(), name="journal-maintenance")
         log.info("journal.opened", path=str(self.path), last_seq=self._last_seq,
