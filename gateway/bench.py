@@ -100,14 +100,15 @@ async def journal_bench(
     events: int = 20_000,
     group_commit_ms: float = 2.0,
     max_batch: int = 512,
+    repeat: int = 3,
 ) -> dict[str, Any]:
     """Drive the journal as lanes do and compare with ungrouped commits and raw sqlite3.
 
-    Three runs over the same pre-made rows, in one process, one after another:
-    the journal with group commit; the journal with one transaction per event
-    (fewer events: each costs an fsync); and plain sqlite3 inserting the same
-    rows, `max_batch` events per transaction. Every figure counts events: one
-    outbox row plus its bay-state row, durable (WAL, synchronous=FULL).
+    Three workloads over the same pre-made rows, in one process: the journal with
+    group commit; the journal with one transaction per event (fewer events: each
+    costs an fsync); and plain sqlite3 inserting the same rows, `max_batch`
+    events per transaction. Every figure counts events: one outbox row plus its
+    bay-state row, durable (WAL, synchronous=FULL).
     """
     if producers < 1 or events < producers:
         raise ValueError("need at least one producer and one event per producer")
@@ -116,10 +117,18 @@ async def journal_bench(
     ungrouped_work = _workload(min(events, UNGROUPED_EVENTS), producers)
 
     grouped = JournalSettings(group_commit_ms=group_commit_ms, max_batch=max_batch)
-    rate, latencies, group = await _drive(directory / "grouped.db", work, grouped)
     ungrouped = JournalSettings(group_commit_ms=0, max_batch=1)
+    # The disk's fsync time wanders from run to run: the grouped and raw runs take the
+    # best of `repeat`, so the ratio is measured against raw sqlite at its fastest.
+    best: tuple[float, list[float], float] = (0.0, [], 0.0)
+    raw_rate = 0.0
+    for n in range(repeat):
+        run = await _drive(directory / f"grouped-{n}.db", work, grouped)
+        best = max(best, run, key=lambda r: r[0])
+        raw_rate = max(raw_rate, await asyncio.to_thread(
+            _raw_sqlite, directory / f"raw-{n}.db", work, max_batch))
+    rate, latencies, group = best
     ungrouped_rate, _, _ = await _drive(directory / "ungrouped.db", ungrouped_work, ungrouped)
-    raw_rate = await asyncio.to_thread(_raw_sqlite, directory / "raw.db", work, max_batch)
 
     return {
         "events_per_s": round(rate),
@@ -135,5 +144,6 @@ async def journal_bench(
         "ungrouped_events": min(events, UNGROUPED_EVENTS),
         "max_batch": max_batch,
         "group_commit_ms": group_commit_ms,
+        "repeat": repeat,
         "sqlite_version": sqlite3.sqlite_version,
     }
