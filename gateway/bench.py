@@ -11,8 +11,9 @@ from typing import Any
 
 from gateway import events
 from gateway.clock import SystemClock
+from gateway.config import JournalConfig
 from gateway.events import BayState, Event
-from gateway.journal import _INSERT_EVENT, Journal, JournalSettings, SetBayState, _migrations
+from gateway.journal import _INSERT_EVENT, Journal, SetBayState, _migrations
 
 # One commit per event is slow (an fsync each): this many events measure its rate well.
 UNGROUPED_EVENTS = 2_000
@@ -39,10 +40,10 @@ def _workload(count: int, producers: int) -> list[list[_Unit]]:
     return work
 
 
-async def _drive(path: Path, work: list[list[_Unit]], settings: JournalSettings
+async def _drive(settings: JournalConfig, work: list[list[_Unit]]
                  ) -> tuple[float, list[float], float]:
     """Run every producer concurrently; return events/s, per-call latencies (s), mean group."""
-    journal = await Journal.open(path, clock=SystemClock(), settings=settings)
+    journal = await Journal.open(settings, clock=SystemClock())
     latencies: list[float] = []
 
     async def producer(units: list[_Unit]) -> None:
@@ -116,19 +117,22 @@ async def journal_bench(
     work = _workload(events, producers)
     ungrouped_work = _workload(min(events, UNGROUPED_EVENTS), producers)
 
-    grouped = JournalSettings(group_commit_ms=group_commit_ms, max_batch=max_batch)
-    ungrouped = JournalSettings(group_commit_ms=0, max_batch=1)
+    def settings(name: str, **kw: Any) -> JournalConfig:
+        return JournalConfig(path=directory / name, maintenance_interval_s=3600, **kw)
+
     # The disk's fsync time wanders from run to run: the grouped and raw runs take the
     # best of `repeat`, so the ratio is measured against raw sqlite at its fastest.
     best: tuple[float, list[float], float] = (0.0, [], 0.0)
     raw_rate = 0.0
     for n in range(repeat):
-        run = await _drive(directory / f"grouped-{n}.db", work, grouped)
+        run = await _drive(settings(f"grouped-{n}.db", group_commit_ms=group_commit_ms,
+                                    max_batch=max_batch), work)
         best = max(best, run, key=lambda r: r[0])
         raw_rate = max(raw_rate, await asyncio.to_thread(
             _raw_sqlite, directory / f"raw-{n}.db", work, max_batch))
     rate, latencies, group = best
-    ungrouped_rate, _, _ = await _drive(directory / "ungrouped.db", ungrouped_work, ungrouped)
+    ungrouped_rate, _, _ = await _drive(
+        settings("ungrouped.db", group_commit_ms=0, max_batch=1), ungrouped_work)
 
     return {
         "events_per_s": round(rate),

@@ -31,20 +31,20 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol, TypeVar, cast
+from typing import Any, ClassVar, Literal, Protocol, TypeVar, cast, get_args
 
 import aiosqlite
 import structlog
 
 from gateway import events
 from gateway.clock import Clock
-from gateway.events import Event, envelope_json, rfc3339
+from gateway.config import JournalConfig
+from gateway.events import BayState, Event, envelope_json, rfc3339
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
-StartupCheck = Literal["quick", "full", "off"]
 
 # sqlite3 primary result codes (the low byte of an extended code).
 _SQLITE_READONLY = 8
@@ -79,22 +79,9 @@ class JournalClosedError(JournalError):
     """The journal was closed; nothing more is accepted."""
 
 
-@dataclass(frozen=True, slots=True)
-class JournalSettings:
-    """How the journal stores and bounds its data (mirrors `[journal]` in the config)."""
-
-    group_commit_ms: float = 2.0  # longest a write waits for others to share its commit
-    max_batch: int = 512  # most units of work in one transaction
-    retention_days: float = 30.0  # synced events older than this are pruned
-    max_size_mb: float = 512.0  # synced events are pruned first to stay under this
-    startup_check: StartupCheck = "quick"
-    maintenance_interval_s: float = 60.0
-    max_page_count: int | None = None  # a hard page limit, for tests of a full disk
-
-
 # --- state changes ---------------------------------------------------------------------
 
-_BAY_STATES = ("free", "occupied", "unknown")
+_BAY_STATES = get_args(BayState)
 
 
 class Change(Protocol):
@@ -119,7 +106,7 @@ class SetBayState:
         " WHERE bay_state.state IS NOT excluded.state OR bay_state.healthy IS NOT excluded.healthy"
     )
     bay_id: str
-    state: Literal["free", "occupied", "unknown"]
+    state: BayState
     since: str  # RFC 3339 UTC
     source: str
     healthy: bool
@@ -263,7 +250,7 @@ class JournalStats:
     path: str
     size_bytes: int  # pages in use
     file_bytes: int  # main file plus WAL, as on disk
-    max_size_bytes: int
+    max_size_bytes: int | None  # the configured cap
     events_total: int
     events_unsynced: int
     last_seq: int
@@ -309,11 +296,13 @@ class _Job:
 class Journal:
     """The gateway's durable store. Open with `await Journal.open(...)`; one per file."""
 
-    def __init__(self, path: Path, *, clock: Clock, settings: JournalSettings) -> None:
+    def __init__(self, settings: JournalConfig, *, clock: Clock, page_limit: int | None = None
+                 ) -> None:
         """Prefer `await Journal.open(...)`, which also opens the file and starts the writer."""
-        self.path = Path(path)
+        self.path = settings.path
         self.clock = clock
         self.settings = settings
+        self._page_limit = page_limit
         self._pending: collections.deque[_Write | _Job] = collections.deque()
         self._wake = asyncio.Event()
         self._closing = False
@@ -334,13 +323,13 @@ class Journal:
 
     @classmethod
     async def open(
-        cls,
-        path: Path,
-        *,
-        clock: Clock,
-        settings: JournalSettings | None = None,
+        cls, settings: JournalConfig, *, clock: Clock, page_limit: int | None = None
     ) -> Journal:
-        self = cls(path, clock=clock, settings=settings or JournalSettings())
+        """Open (or create) the journal at `settings.path` and start its writer.
+
+        `page_limit` caps the file in SQLite pages, a hard stop used to test a full disk.
+        """
+        self = cls(settings, clock=clock, page_limit=page_limit)
         await asyncio.to_thread(self.path.parent.mkdir, parents=True, exist_ok=True)
         self._lock_fd = _lock(self.path)
         try:
@@ -405,8 +394,8 @@ class Journal:
         await db.execute("PRAGMA synchronous = FULL")
         await db.execute("PRAGMA foreign_keys = ON")
         await db.execute("PRAGMA busy_timeout = 5000")
-        if self.settings.max_page_count is not None:
-            await db.execute(f"PRAGMA max_page_count = {int(self.settings.max_page_count)}")
+        if self._page_limit is not None:
+            await db.execute(f"PRAGMA max_page_count = {int(self._page_limit)}")
 
     async def _migrate(self) -> None:
         async with self._db.execute("PRAGMA user_version") as cur:
@@ -796,7 +785,7 @@ class Journal:
         return ConfigVersion(*row) if row else None
 
     async def stats(self) -> JournalStats:
-        base = await _read_stats(self._reader, self.path, self.settings)
+        base = await _read_stats(self._reader, self.path, self.settings.max_size_mb)
         mean = self._writes_done / self._commits if self._commits else 0.0
         return JournalStats(
             **{**base, "commits": self._commits, "events_written": self._events_written,
@@ -856,8 +845,9 @@ class JournalReader:
             raise JournalError(f"{path} is not a gateway journal (no schema)")
         return cls(db, path)
 
-    async def stats(self, settings: JournalSettings | None = None) -> dict[str, Any]:
-        return await _read_stats(self._db, self.path, settings or JournalSettings())
+    async def stats(self, max_size_mb: float | None = None) -> dict[str, Any]:
+        """The figures of `Journal.stats`; the size cap is the config's, if known."""
+        return await _read_stats(self._db, self.path, max_size_mb)
 
     async def tail(self, count: int) -> list[OutboxRecord]:
         async with self._db.execute(
@@ -892,7 +882,7 @@ def _record(row: Any) -> OutboxRecord:
 
 
 async def _read_stats(
-    db: aiosqlite.Connection, path: Path, settings: JournalSettings
+    db: aiosqlite.Connection, path: Path, max_size_mb: float | None
 ) -> dict[str, Any]:
     async with db.execute(
         "SELECT"
@@ -919,7 +909,7 @@ async def _read_stats(
     file_bytes = sum(p.stat().st_size for p in _journal_files(path) if p.exists())
     return {
         "path": str(path), "size_bytes": int(row[11]) * int(row[12]), "file_bytes": file_bytes,
-        "max_size_bytes": int(settings.max_size_mb * 1024 * 1024),
+        "max_size_bytes": None if max_size_mb is None else int(max_size_mb * 2**20),
         "events_total": row[2], "events_unsynced": row[3], "last_seq": row[0],
         "acked_through": row[1], "oldest_unsynced_time": row[4], "sessions_open": row[5],
         "sessions_closed": row[6], "bays": row[7], "config_versions": row[8],
@@ -1005,7 +995,7 @@ def _lock(path: Path) -> int:
     return fd
 
 
-def _check_file(path: Path, mode: StartupCheck) -> str | None:
+def _check_file(path: Path, mode: str) -> str | None:
     """None when the journal is sound (or absent); otherwise what is wrong with it.
 
     Only corruption is reported: a busy or unreadable file raises, so a journal

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from gateway.clock import FakeClock
+from gateway.config import JournalConfig
 from gateway.events import envelope_json, source_uri
-from gateway.journal import Journal, JournalSettings
+from gateway.journal import Journal
 from tests.schemas import validate_cloudevent
 
 SOURCE = source_uri("test-lot", "gw-1")
@@ -44,7 +45,7 @@ def journal_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def journal(journal_path: Path, clock: FakeClock):  # type: ignore[no-untyped-def]
-    j = await Journal.open(journal_path, clock=clock, settings=JournalSettings(
-        maintenance_interval_s=3600))
+    j = await Journal.open(JournalConfig(path=journal_path, maintenance_interval_s=3600),
+                           clock=clock)
     yield j
     await j.close()

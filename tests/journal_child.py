@@ -14,15 +14,16 @@ import structlog
 
 from gateway import events
 from gateway.clock import SystemClock
-from gateway.journal import Journal, JournalSettings, SetBayState
+from gateway.config import JournalConfig
+from gateway.journal import Journal, SetBayState
 
 PRODUCERS = 8
 
 
 async def main(path: Path) -> None:
     clock = SystemClock()
-    journal = await Journal.open(path, clock=clock,
-                                 settings=JournalSettings(maintenance_interval_s=3600))
+    journal = await Journal.open(JournalConfig(path=path, maintenance_interval_s=3600),
+                                 clock=clock)
     print("ready", flush=True)
 
     async def producer(n: int) -> None:

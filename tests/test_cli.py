@@ -18,7 +18,7 @@ from click.testing import CliRunner, Result
 from gateway import __version__, cli, events
 from gateway import bench as benchmarks
 from gateway.clock import FakeClock
-from gateway.config import describe, load_settings
+from gateway.config import JournalConfig, describe, load_settings
 from gateway.journal import Journal, JournalError
 from gateway.tariff import quote
 from tests.schemas import validate_cloudevent
@@ -327,7 +327,7 @@ def test_config_comes_from_the_environment_variable(tmp_path: Path) -> None:
 
 async def _fill(path: Path, count: int, acked: int) -> None:
     clock = FakeClock()
-    journal = await Journal.open(path, clock=clock)
+    journal = await Journal.open(JournalConfig(path=path), clock=clock)
     try:
         for i in range(count):
             await journal.append(events.bay_changed(
@@ -367,6 +367,7 @@ def test_stats_json_reads_the_journal_named_by_the_config(
     assert stats["events_total"] == 5
     assert stats["events_unsynced"] == 3
     assert stats["acked_through"] == 2
+    assert stats["last_seq"] == 5
     assert stats["oldest_unsynced_time"] == "2026-03-02T08:02:00.000000Z"
     assert stats["max_size_bytes"] == 64 * 1024 * 1024  # the config's max_size_mb
 
@@ -519,8 +520,9 @@ def test_export_to_an_unwritable_place_is_an_operational_failure(
 # --- bench ----------------------------------------------------------------------------------
 
 FIGURES = {
-    "events_per_s": 40_000.0, "ungrouped_events_per_s": 500.0,
-    "raw_sqlite_rows_per_s": 80_000.0, "p50_commit_ms": 1.25, "p99_commit_ms": 4.5,
+    "events_per_s": 40_000, "ungrouped_events_per_s": 500, "raw_sqlite_rows_per_s": 80_000,
+    "p50_commit_ms": 1.25, "p99_commit_ms": 4.5, "grouped_vs_ungrouped": 80.0,
+    "grouped_vs_raw": 0.5,
 }
 
 
@@ -530,8 +532,8 @@ def bench_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     calls: list[dict[str, Any]] = []
 
     async def journal_bench(directory: Path, *, producers: int, events: int) -> dict[str, Any]:
-        calls.append({"directory": directory, "existed": directory.is_dir(),
-                      "producers": producers, "events": events})
+        await asyncio.to_thread((directory / "grouped.db").write_text, "")  # as the real one does
+        calls.append({"directory": directory, "producers": producers, "events": events})
         structlog.get_logger("gateway.bench").warning("bench.slow_disk", fsync_ms=12.5)
         return dict(FIGURES)
 
@@ -546,25 +548,31 @@ def test_bench_journal_json_in_a_temporary_directory(bench_calls: list[dict[str,
     assert json.loads(result.stdout) == FIGURES  # the log line went to stderr, not here
     assert "bench.slow_disk" in result.stderr
     (call,) = bench_calls
-    assert (call["producers"], call["events"], call["existed"]) == (3, 100, True)
+    assert (call["producers"], call["events"]) == (3, 100)
     assert not call["directory"].exists()  # removed afterwards
 
 
 def test_bench_journal_human_output_and_kept_directory(
     bench_calls: list[dict[str, Any]], tmp_path: Path
 ) -> None:
-    where = tmp_path / "bench"
-
-    result = run("bench", "journal", "--dir", where)
+    result = run("bench", "journal", "--dir", tmp_path)
 
     assert result.exit_code == 0
-    assert bench_calls[0]["directory"] == where
+    assert bench_calls[0]["directory"] == tmp_path
     assert (bench_calls[0]["producers"], bench_calls[0]["events"]) == (64, 20_000)
-    assert where.is_dir()
+    assert (tmp_path / "grouped.db").exists()
     lines = result.stdout.splitlines()
-    assert any(line.split()[-1] == "80.00x" for line in lines if "ungrouped" in line)
-    assert any(line.split()[-1] == "0.50x" for line in lines if "raw sqlite3" in line)
-    assert any(line.split()[-1] == "40,000.00" for line in lines if "events per s" in line)
+    assert "  events per s            40,000" in lines
+    assert "  p99 commit ms             4.50" in lines
+    assert any(line.split()[-1] == "80x" for line in lines if "one commit per event" in line)
+    assert any(line.split()[-1] == "0.5x" for line in lines if "raw sqlite3" in line)
+
+
+def test_bench_journal_refuses_fewer_events_than_producers() -> None:
+    result = run("bench", "journal", "--producers", "8", "--events", "4")
+
+    assert result.exit_code == 2
+    assert "one event per producer" in result.stderr
 
 
 def test_bench_failure_is_an_operational_failure(monkeypatch: pytest.MonkeyPatch) -> None:

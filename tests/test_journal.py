@@ -11,6 +11,7 @@ import pytest
 
 from gateway import events
 from gateway.clock import FakeClock
+from gateway.config import JournalConfig
 from gateway.events import Event
 from gateway.journal import (
     Alarm,
@@ -23,7 +24,6 @@ from gateway.journal import (
     JournalLockedError,
     JournalReader,
     JournalReadOnlyError,
-    JournalSettings,
     JournalWriteError,
     OpenSession,
     PutConfig,
@@ -168,19 +168,19 @@ async def test_acks_advance_the_cursor_in_order_only(journal: Journal, clock: Fa
 
 
 async def test_sequence_and_acks_survive_a_restart(journal_path: Path, clock: FakeClock) -> None:
-    async with await Journal.open(journal_path, clock=clock) as j:
+    async with await Journal.open(JournalConfig(path=journal_path), clock=clock) as j:
         for _ in range(5):
             await j.append(bay_event(clock))
         await j.mark_acked(range(1, 4))
-    async with await Journal.open(journal_path, clock=clock) as j:
+    async with await Journal.open(JournalConfig(path=journal_path), clock=clock) as j:
         assert (j.last_seq, j.acked_through) == (5, 3)
         assert await j.append(bay_event(clock)) == 6
 
 
 async def test_retention_prunes_only_old_synced_events(journal_path: Path,
                                                        clock: FakeClock) -> None:
-    settings = JournalSettings(retention_days=7, maintenance_interval_s=3600)
-    async with await Journal.open(journal_path, clock=clock, settings=settings) as j:
+    settings = JournalConfig(path=journal_path, retention_days=7, maintenance_interval_s=3600)
+    async with await Journal.open(settings, clock=clock) as j:
         for _ in range(6):
             await j.append(bay_event(clock))
         await j.mark_acked([1, 2, 3, 4])  # 5 and 6 never reached the backend
@@ -195,7 +195,7 @@ async def test_retention_prunes_only_old_synced_events(journal_path: Path,
         await j.prune()
     # Everything synced and old is gone, but the newest event keeps the sequence going.
     assert rows(journal_path, "SELECT seq FROM outbox") == [(7,)]
-    async with await Journal.open(journal_path, clock=clock, settings=settings) as j:
+    async with await Journal.open(settings, clock=clock) as j:
         assert await j.append(bay_event(clock)) == 8
 
 
@@ -209,8 +209,8 @@ async def fill(j: Journal, clock: FakeClock, count: int) -> None:
 
 async def test_size_cap_prunes_synced_first_and_alarms_instead_of_dropping(
         journal_path: Path, clock: FakeClock) -> None:
-    settings = JournalSettings(max_size_mb=1, maintenance_interval_s=3600)
-    async with await Journal.open(journal_path, clock=clock, settings=settings) as j:
+    settings = JournalConfig(path=journal_path, max_size_mb=1, maintenance_interval_s=3600)
+    async with await Journal.open(settings, clock=clock) as j:
         await fill(j, clock, 200)  # ~800 KiB, then synced
         await j.mark_acked(range(1, 201))
         await fill(j, clock, 100)  # ~400 KiB, not synced: 1.2 MiB in all
@@ -239,9 +239,9 @@ async def test_size_cap_prunes_synced_first_and_alarms_instead_of_dropping(
 
 async def test_disk_full_is_a_clear_error_and_an_alarm_without_corruption(
         journal_path: Path, clock: FakeClock) -> None:
-    settings = JournalSettings(max_page_count=64, maintenance_interval_s=3600)
+    settings = JournalConfig(path=journal_path, maintenance_interval_s=3600)
     big = {"note": "y" * 3000}
-    async with await Journal.open(journal_path, clock=clock, settings=settings) as j:
+    async with await Journal.open(settings, clock=clock, page_limit=64) as j:
         async def write() -> int:
             return await j.append(events.alarm_raised(
                 at=clock.now(), alarm_id="t", code="t", severity="info", message="m",
@@ -287,7 +287,7 @@ async def test_read_only_journal_is_a_clear_error_and_an_alarm(journal: Journal,
 async def test_a_corrupt_file_is_moved_aside_and_a_fresh_journal_starts(
         journal_path: Path, clock: FakeClock) -> None:
     journal_path.write_bytes(b"this is not a database" * 200)
-    async with await Journal.open(journal_path, clock=clock) as j:
+    async with await Journal.open(JournalConfig(path=journal_path), clock=clock) as j:
         assert [a.alarm_id for a in j.active_alarms()] == ["journal.corrupt"]
         assert await j.append(bay_event(clock)) == 2  # seq 1 is the alarm itself
         (alarm, _) = await j.read_outbox(0)
@@ -301,7 +301,7 @@ async def test_a_corrupt_file_is_moved_aside_and_a_fresh_journal_starts(
 
 async def test_a_damaged_journal_keeps_its_sequence_and_unsynced_events(
         journal_path: Path, clock: FakeClock) -> None:
-    async with await Journal.open(journal_path, clock=clock) as j:
+    async with await Journal.open(JournalConfig(path=journal_path), clock=clock) as j:
         for i in range(300):
             await j.commit([bay_change(clock, f"bay-{i}")[0]], [bay_event(clock, f"bay-{i}")])
         await j.mark_acked(range(1, 291))
@@ -310,8 +310,8 @@ async def test_a_damaged_journal_keeps_its_sequence_and_unsynced_events(
     with journal_path.open("r+b") as f:
         f.seek((int(root) - 1) * 4096)  # type: ignore[call-overload]
         f.write(b"\xff" * 4096)
-    async with await Journal.open(journal_path, clock=clock,
-                                  settings=JournalSettings(startup_check="full")) as j:
+    async with await Journal.open(
+            JournalConfig(path=journal_path, startup_check="full"), clock=clock) as j:
         assert [a.alarm_id for a in j.active_alarms()] == ["journal.corrupt"]
         salvaged = [r.seq for r in await j.read_outbox(0, limit=1000)]
         assert salvaged[:10] == list(range(291, 301))  # the unsynced ones came across
@@ -322,7 +322,7 @@ async def test_a_damaged_journal_keeps_its_sequence_and_unsynced_events(
 async def test_a_second_daemon_is_refused(journal: Journal, journal_path: Path,
                                           clock: FakeClock) -> None:
     with pytest.raises(JournalLockedError, match="another process"):
-        await Journal.open(journal_path, clock=clock)
+        await Journal.open(JournalConfig(path=journal_path), clock=clock)
 
 
 async def test_a_newer_schema_is_refused_not_clobbered(journal_path: Path,
@@ -331,12 +331,12 @@ async def test_a_newer_schema_is_refused_not_clobbered(journal_path: Path,
     con.execute("PRAGMA user_version = 99")
     con.close()
     with pytest.raises(JournalError, match="newer"):
-        await Journal.open(journal_path, clock=clock)
+        await Journal.open(JournalConfig(path=journal_path), clock=clock)
 
 
 async def test_close_finishes_pending_writes_then_refuses(journal_path: Path,
                                                           clock: FakeClock) -> None:
-    j = await Journal.open(journal_path, clock=clock)
+    j = await Journal.open(JournalConfig(path=journal_path), clock=clock)
     writes = [asyncio.create_task(j.append(bay_event(clock))) for _ in range(20)]
     await asyncio.sleep(0)
     await j.close()
