@@ -38,7 +38,7 @@ from gateway.log import LEVELS, configure_logging
 from gateway.tariff import (
     Quote,
     UnknownValidationError,
-    _wall_to_utc,
+    local_to_utc,
     lost_ticket_quote,
     money,
     quote,
@@ -330,7 +330,7 @@ def _parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None)
 
 def _instant(value: datetime, tz: ZoneInfo) -> datetime:
     """A naive time is lot-local wall time, read as the tariff reads band edges (DST)."""
-    return _wall_to_utc(value, tz) if value.tzinfo is None else value.astimezone(UTC)
+    return local_to_utc(value, tz) if value.tzinfo is None else value.astimezone(UTC)
 
 
 @cli.group()

@@ -1048,9 +1048,15 @@ def _salvage(path: Path) -> _Salvage:
     except sqlite3.Error:
         return _Salvage(None, [])
     try:
-        with contextlib.suppress(sqlite3.Error):
-            row = con.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
-            last = int(row[0]) if row else None
+        # The high-water mark: meta's (kept across pruning) or the newest event's, whichever
+        # is readable and higher. Restarting at 1 would make the backend drop new events
+        # as duplicates of old ones.
+        for query in ("SELECT value FROM meta WHERE key = 'last_seq'",
+                      "SELECT max(seq) FROM outbox"):
+            with contextlib.suppress(sqlite3.Error):
+                row = con.execute(query).fetchone()
+                if row and row[0] is not None:
+                    last = max(last or 0, int(row[0]))
         with contextlib.suppress(sqlite3.Error):
             for r in con.execute(
                 "SELECT seq, id, type, time, data FROM outbox WHERE acked_at IS NULL ORDER BY seq"

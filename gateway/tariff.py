@@ -80,6 +80,7 @@ __all__ = [
     "Validation",
     "Weekday",
     "free_quote",
+    "local_to_utc",
     "lost_ticket_quote",
     "money",
     "quote",
@@ -494,7 +495,7 @@ def _utc(at: datetime, name: str) -> datetime:
     return at.astimezone(UTC)
 
 
-def _wall_to_utc(wall: datetime, tz: ZoneInfo) -> datetime:
+def local_to_utc(wall: datetime, tz: ZoneInfo) -> datetime:
     """The instant a naive lot-local wall time names (see the module docstring for DST)."""
     instant = wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
     if instant.astimezone(tz).replace(tzinfo=None) == wall:
@@ -562,7 +563,7 @@ def _event_windows(table: RateTable, tz: ZoneInfo) -> Iterator[_Window]:
         pricing = _Pricing(f"event:{event.name}", f"event {event.name}",
                            event_flat_minor=event.flat_minor)
         if event.start.tzinfo is None:
-            yield _Window(_wall_to_utc(event.start, tz), _wall_to_utc(event.end, tz), pricing)
+            yield _Window(local_to_utc(event.start, tz), local_to_utc(event.end, tz), pricing)
         else:
             yield _Window(event.start.astimezone(UTC), event.end.astimezone(UTC), pricing)
 
@@ -577,8 +578,8 @@ def _band_windows(table: RateTable, start: datetime, end: datetime, tz: ZoneInfo
         for band, pricing in zip(table.bands, pricings, strict=True):
             if WEEKDAYS[day.weekday()] in band.days:
                 end_day = day if band.end > band.start else day + _DAY
-                w_start = _wall_to_utc(datetime.combine(day, band.start), tz)
-                w_end = _wall_to_utc(datetime.combine(end_day, band.end), tz)
+                w_start = local_to_utc(datetime.combine(day, band.start), tz)
+                w_end = local_to_utc(datetime.combine(end_day, band.end), tz)
                 if w_start < end and w_end > start and w_start < w_end:
                     windows.append(_Window(w_start, w_end, pricing))
         day += _DAY
@@ -676,7 +677,7 @@ def _cap_windows(
 
 
 def _local_midnight(day: date, tz: ZoneInfo) -> datetime:
-    return _wall_to_utc(datetime.combine(day, time()), tz)
+    return local_to_utc(datetime.combine(day, time()), tz)
 
 
 def _window_totals(runs: Sequence[_Run], windows: Sequence[tuple[datetime, datetime, str]]

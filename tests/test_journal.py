@@ -60,8 +60,12 @@ def rows(path: Path, sql: str) -> list[tuple[object, ...]]:
         con.close()
 
 
-def outbox_types(path: Path) -> list[str]:
-    return [str(r[0]) for r in rows(path, "SELECT type FROM outbox ORDER BY seq")]
+def smash_table(path: Path, table: str) -> None:
+    """Overwrite the root page of a table's B-tree, as a failing SD card might."""
+    (root,) = rows(path, f"SELECT rootpage FROM sqlite_schema WHERE name = '{table}'")[0]
+    with path.open("r+b") as f:
+        f.seek((int(root) - 1) * 4096)  # type: ignore[call-overload]
+        f.write(b"\xff" * 4096)
 
 
 async def test_commit_applies_state_and_appends_event(journal: Journal, clock: FakeClock,
@@ -305,11 +309,7 @@ async def test_a_damaged_journal_keeps_its_sequence_and_unsynced_events(
         for i in range(300):
             await j.commit([bay_change(clock, f"bay-{i}")[0]], [bay_event(clock, f"bay-{i}")])
         await j.mark_acked(range(1, 291))
-    # Smash a page of the bay_state table's B-tree; the outbox pages stay readable.
-    (root,) = rows(journal_path, "SELECT rootpage FROM sqlite_schema WHERE name = 'bay_state'")[0]
-    with journal_path.open("r+b") as f:
-        f.seek((int(root) - 1) * 4096)  # type: ignore[call-overload]
-        f.write(b"\xff" * 4096)
+    smash_table(journal_path, "bay_state")  # the outbox pages stay readable
     async with await Journal.open(
             JournalConfig(path=journal_path, startup_check="full"), clock=clock) as j:
         assert [a.alarm_id for a in j.active_alarms()] == ["journal.corrupt"]
@@ -317,6 +317,21 @@ async def test_a_damaged_journal_keeps_its_sequence_and_unsynced_events(
         assert salvaged[:10] == list(range(291, 301))  # the unsynced ones came across
         assert salvaged[10] == 301  # the alarm follows on, no sequence reuse
         assert await j.integrity_check() == ["ok"]
+
+
+async def test_a_damaged_journal_with_everything_synced_keeps_its_sequence(
+        journal_path: Path, clock: FakeClock) -> None:
+    async with await Journal.open(JournalConfig(path=journal_path), clock=clock) as j:
+        for i in range(50):
+            await j.commit([bay_change(clock, f"bay-{i}")[0]], [bay_event(clock, f"bay-{i}")])
+        await j.mark_acked(range(1, 51))
+    smash_table(journal_path, "bay_state")
+    async with await Journal.open(
+            JournalConfig(path=journal_path, startup_check="full"), clock=clock) as j:
+        # Nothing to salvage, but the sequence goes on: the alarm is 51, not 1.
+        (alarm,) = await j.read_outbox(0)
+        assert alarm.seq == 51
+        assert await j.append(bay_event(clock)) == 52
 
 
 async def test_a_second_daemon_is_refused(journal: Journal, journal_path: Path,
