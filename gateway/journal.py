@@ -481,7 +481,7 @@ class Journal:
             return
         self._alarms[alarm.alarm_id] = alarm
         log.warning("alarm.raised", alarm_id=alarm.alarm_id, message=alarm.message)
-        await self.append(_alarm_event(alarm, raised=True, clock=self.clock))
+        await self._append_alarm(_alarm_event(alarm, raised=True, clock=self.clock))
 
     async def clear_alarm(self, alarm_id: str, message: str = "cleared") -> None:
         alarm = self._alarms.pop(alarm_id, None)
@@ -489,7 +489,17 @@ class Journal:
             return
         log.info("alarm.cleared", alarm_id=alarm_id, message=message)
         cleared = Alarm(alarm.alarm_id, "info", message, {}, alarm.component)
-        await self.append(_alarm_event(cleared, raised=False, clock=self.clock))
+        await self._append_alarm(_alarm_event(cleared, raised=False, clock=self.clock))
+
+    async def _append_alarm(self, event: Event) -> None:
+        try:
+            await self.append(event)
+        except JournalClosedError:
+            raise
+        except JournalWriteError:
+            # The alarm stands (it is in memory and in the log); its event is written
+            # as soon as the journal can write again.
+            self._unjournaled.append(event)
 
     def active_alarms(self) -> list[Alarm]:
         return list(self._alarms.values())
@@ -509,7 +519,9 @@ class Journal:
         loop = asyncio.get_running_loop()
         idle = True
         while True:
-            if self._unjournaled and not self._failing:
+            # Alarm events go first. While writes fail they are retried only ahead of a
+            # real write, so an alarm is never journaled after the write that followed it.
+            if self._unjournaled and (pending or not self._failing):
                 await self._write_alarm_backlog()
             if not pending:
                 if self._closing:
@@ -742,6 +754,9 @@ class Journal:
             await self._on_write_failure(_write_error(e, "journal write failed"))
         except Exception:
             log.exception("journal.alarm_write_crashed")  # keep the writer alive
+        else:
+            if self._failing:
+                await self._on_write_recovered()
 
     async def _on_write_failure(self, error: JournalWriteError) -> None:
         self._write_errors += 1

@@ -267,12 +267,12 @@ async def test_disk_full_is_a_clear_error_and_an_alarm_without_corruption(
 
         # Room again (the technician freed space): writes succeed and the alarm clears.
         await j._db.execute("PRAGMA max_page_count = 100000")
-        seq = await j.append(bay_event(clock))
+        await j.append(bay_event(clock))
         await j.append(bay_event(clock))
         assert j.active_alarms() == []
-        types = [r.type for r in await j.read_outbox(seq - 1, limit=10)]
-        assert types.count("alarm.raised") == 1
-        assert types.count("alarm.cleared") == 1
+        # The alarm is journaled ahead of the write that found the disk writable again.
+        types = [r.type for r in await j.read_outbox(written, limit=10)]
+        assert types == ["alarm.raised", "bay.changed", "alarm.cleared", "bay.changed"]
         assert (await j.stats()).write_errors == 1
 
 
@@ -284,7 +284,9 @@ async def test_read_only_journal_is_a_clear_error_and_an_alarm(journal: Journal,
         await journal.append(bay_event(clock))
     assert [a.alarm_id for a in journal.active_alarms()] == ["journal.write_failed.read_only"]
     await journal._db.execute("PRAGMA query_only = 0")
-    assert await journal.append(bay_event(clock)) == 2
+    assert await journal.append(bay_event(clock)) == 3  # after the alarm, seq 2
+    assert [r.type for r in await journal.read_outbox(0)] == [
+        "bay.changed", "alarm.raised", "bay.changed"]
     assert await journal.integrity_check() == ["ok"]
 
 
@@ -371,6 +373,20 @@ async def test_raise_and_clear_alarm_once_each(journal: Journal, clock: FakeCloc
     records = await journal.read_outbox(0)
     assert [r.type for r in records] == ["alarm.raised", "alarm.cleared"]
     assert json.loads(records[0].data_json)["code"] == "gate.fault"
+
+
+async def test_an_alarm_raised_while_the_disk_refuses_writes_is_journaled_later(
+        journal: Journal, clock: FakeClock) -> None:
+    await journal._db.execute("PRAGMA query_only = 1")
+    alarm = Alarm("gate.fault:exit-1", "critical", "barrier did not close", component="lane")
+    await journal.raise_alarm(alarm)  # does not raise: the alarm stands in memory
+    assert "gate.fault:exit-1" in [a.alarm_id for a in journal.active_alarms()]
+    await journal._db.execute("PRAGMA query_only = 0")
+    await journal.append(bay_event(clock))
+    records = [json.loads(r.data_json) for r in await journal.read_outbox(0)
+               if r.type == "alarm.raised"]
+    assert [r["alarmId"] for r in records] == ["journal.write_failed.read_only",
+                                               "gate.fault:exit-1"]
 
 
 async def test_reader_sees_committed_data_while_the_daemon_writes(
