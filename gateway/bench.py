@@ -13,7 +13,7 @@ from gateway import events
 from gateway.clock import SystemClock
 from gateway.config import JournalConfig
 from gateway.events import BayState, Event
-from gateway.journal import _INSERT_EVENT, Journal, SetBayState, _migrations
+from gateway.journal import INSERT_EVENT_SQL, Journal, SetBayState, migrations
 
 # One commit per event is slow (an fsync each): this many events measure its rate well.
 UNGROUPED_EVENTS = 2_000
@@ -72,14 +72,14 @@ def _raw_sqlite(path: Path, work: list[list[_Unit]], batch: int) -> float:
     try:
         con.execute("PRAGMA journal_mode = WAL")
         con.execute("PRAGMA synchronous = FULL")
-        for _, sql in _migrations():
+        for _, sql in migrations():
             con.executescript(sql)
         start = time.perf_counter()
         for i in range(0, len(units), batch):
             chunk = units[i:i + batch]
             con.execute("BEGIN IMMEDIATE")
             con.executemany(SetBayState.sql, [change.params() for change, _ in chunk])
-            con.executemany(_INSERT_EVENT, [
+            con.executemany(INSERT_EVENT_SQL, [
                 (i + n + 1, ev.id, ev.type.value, ev.time, ev.data_json)
                 for n, (_, ev) in enumerate(chunk)])
             con.execute("COMMIT")

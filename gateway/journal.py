@@ -274,7 +274,7 @@ class JournalStats:
 
 # --- the journal -----------------------------------------------------------------------
 
-_INSERT_EVENT = "INSERT INTO outbox (seq, id, type, time, data) VALUES (?, ?, ?, ?, ?)"
+INSERT_EVENT_SQL = "INSERT INTO outbox (seq, id, type, time, data) VALUES (?, ?, ?, ?, ?)"
 _OUTBOX_COLUMNS = "seq, id, type, time, data, acked_at IS NOT NULL"
 
 
@@ -401,13 +401,13 @@ class Journal:
         async with self._db.execute("PRAGMA user_version") as cur:
             row = await cur.fetchone()
         current = int(row[0]) if row else 0
-        migrations = _migrations()
-        latest = migrations[-1][0] if migrations else 0
+        steps = migrations()
+        latest = steps[-1][0] if steps else 0
         if current > latest:
             raise JournalError(
                 f"{self.path} has schema version {current}, newer than this gateway knows"
                 f" ({latest}); install a newer gateway or restore a backup")
-        for version, sql in migrations:
+        for version, sql in steps:
             if version <= current:
                 continue
             log.info("journal.migrate", to_version=version)
@@ -432,7 +432,7 @@ class Journal:
     async def _restore(self, salvage: _Salvage) -> None:
         """Put the salvaged unsynced events of a corrupt journal into the fresh one."""
         last = max(salvage.last_seq or 0, salvage.events[-1][0] if salvage.events else 0)
-        await self._db.executemany(_INSERT_EVENT, salvage.events)
+        await self._db.executemany(INSERT_EVENT_SQL, salvage.events)
         # Everything before the first salvaged event counts as delivered or lost;
         # the alarm says which, and the backend sees any gap.
         first = salvage.events[0][0] - 1 if salvage.events else last
@@ -606,7 +606,7 @@ class Journal:
                 for sql, params in runs:
                     conn.executemany(sql, params)
                 if rows:
-                    conn.executemany(_INSERT_EVENT, rows)
+                    conn.executemany(INSERT_EVENT_SQL, rows)
                 conn.commit()
             except BaseException:
                 conn.rollback()
@@ -851,9 +851,13 @@ class JournalReader:
             raise JournalError(f"no journal at {path}")
         try:
             db = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        except sqlite3.Error as e:
+            raise JournalError(f"cannot read the journal {path}: {e}") from e
+        try:
             async with db.execute("PRAGMA user_version") as cur:
                 row = await cur.fetchone()
         except sqlite3.Error as e:
+            await db.close()  # its thread would keep the process alive
             raise JournalError(f"cannot read the journal {path}: {e}") from e
         if not row or int(row[0]) == 0:
             await db.close()
@@ -868,7 +872,7 @@ class JournalReader:
         async with self._db.execute(
             f"SELECT {_OUTBOX_COLUMNS} FROM outbox ORDER BY seq DESC LIMIT ?", (count,),
         ) as cur:
-                rows = list(await cur.fetchall())
+            rows = list(await cur.fetchall())
         return [_record(r) for r in reversed(rows)]
 
     async def iter_events(self, after: int = 0, chunk: int = 1000) -> AsyncIterator[OutboxRecord]:
@@ -1082,7 +1086,7 @@ def _salvage(path: Path) -> _Salvage:
     return _Salvage(last, events)
 
 
-def _migrations() -> list[tuple[int, str]]:
+def migrations() -> list[tuple[int, str]]:
     """The numbered SQL files in gateway/migrations, in order."""
     found = []
     for entry in (resources.files("gateway") / "migrations").iterdir():

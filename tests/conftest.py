@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -31,6 +33,19 @@ def _validate_journaled_events(monkeypatch: pytest.MonkeyPatch) -> None:
         return await original(self, batch)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Journal, "_apply", checked)
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_threads() -> Iterator[None]:
+    """A connection left open keeps its thread, and the thread keeps pytest from exiting."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 2.0  # a connection may still be closing
+    while leaked := [t for t in threading.enumerate()
+                     if t not in before and t.is_alive() and not t.daemon]:
+        if time.monotonic() > deadline:
+            pytest.fail(f"test left threads running: {[t.name for t in leaked]}")
+        time.sleep(0.01)
 
 
 @pytest.fixture
