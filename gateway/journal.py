@@ -305,7 +305,9 @@ class Journal:
         self._page_limit = page_limit
         self._pending: collections.deque[_Write | _Job] = collections.deque()
         self._wake = asyncio.Event()
-        self._closing = False
+        self._closing = False  # no new writes are taken
+        self._closed = False
+        self._in_flight: Sequence[_Write | _Job] = []  # taken off the queue, not yet answered
         self._alarms: dict[str, Alarm] = {}
         self._unjournaled: list[Event] = []  # alarm events that could not be written yet
         self._commits = 0
@@ -378,6 +380,7 @@ class Journal:
                 raise _write_error(e, f"cannot prepare the journal {self.path}") from e
             raise
         self._writer = asyncio.create_task(self._write_loop(), name="journal-writer")
+        self._writer.add_done_callback(self._writer_stopped)
         self._maintainer = asyncio.create_task(self._maintain_loop(), name="journal-maintenance")
         log.info("journal.opened", path=str(self.path), last_seq=self._last_seq,
                  acked_through=self._acked_through)
@@ -533,7 +536,9 @@ class Journal:
             if isinstance(pending[0], _Job):
                 job = pending.popleft()
                 assert isinstance(job, _Job)
+                self._in_flight = [job]
                 await self._run_job(job)
+                self._in_flight = []
                 continue
             # Group commit. After an idle spell, keep collecting while writers are still
             # arriving, for at most `window`: a lone write is not delayed, a burst shares
@@ -554,8 +559,21 @@ class Journal:
                 if not item.future.cancelled():
                     batch.append(item)
             if batch:
+                self._in_flight = batch
                 await self._write_batch(batch)
+                self._in_flight = []
             idle = False
+
+    def _writer_stopped(self, task: asyncio.Task[None]) -> None:
+        """If the writer ever dies of a bug, nobody may wait for it forever."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.critical("journal.writer_died", error=repr(task.exception()))
+        self._closing = True
+        error = JournalError(f"the journal's writer stopped: {task.exception()!r}")
+        for item in (*self._in_flight, *self._pending):
+            _fail(item.future, error)
+        self._pending.clear()
 
     async def _write_batch(self, batch: list[_Write]) -> None:
         try:
@@ -815,14 +833,15 @@ class Journal:
 
     async def close(self) -> None:
         """Finish every write already handed in, then close. Idempotent."""
-        if self._closing:
+        if self._closed:
             return
-        self._closing = True
+        self._closed = self._closing = True
         self._wake.set()
         self._maintainer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._maintainer
-        await self._writer
+        with contextlib.suppress(Exception):  # a dead writer was reported when it died
+            await self._writer
         await self._reader.close()
         # A checkpoint at close keeps the WAL from growing across restarts.
         with contextlib.suppress(sqlite3.Error):

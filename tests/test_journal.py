@@ -363,6 +363,18 @@ async def test_close_finishes_pending_writes_then_refuses(journal_path: Path,
     await j.close()  # idempotent
 
 
+async def test_a_dead_writer_fails_callers_instead_of_hanging_them(
+        journal: Journal, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def broken(self: Journal, batch: object) -> None:
+        raise RuntimeError("a bug in the writer")
+
+    monkeypatch.setattr(Journal, "_write_batch", broken)
+    with pytest.raises(JournalError, match="writer stopped"):
+        await asyncio.wait_for(journal.append(bay_event(clock)), timeout=5)
+    with pytest.raises(JournalClosedError):
+        await journal.append(bay_event(clock))
+
+
 async def test_raise_and_clear_alarm_once_each(journal: Journal, clock: FakeClock) -> None:
     alarm = Alarm("gate.fault:exit-1", "critical", "barrier did not close", {"lane": "exit-1"},
                   component="lane")
