@@ -305,15 +305,20 @@ async def test_a_corrupt_file_is_moved_aside_and_a_fresh_journal_starts(
     assert aside[0].read_bytes().startswith(b"this is not a database")
 
 
+async def reopen_damaged(path: Path, clock: FakeClock, *, written: int, acked: int) -> Journal:
+    """Write `written` bay changes, sync the first `acked`, smash the bay_state table, reopen."""
+    async with await Journal.open(JournalConfig(path=path), clock=clock) as j:
+        for i in range(written):
+            change, ev = bay_change(clock, f"bay-{i}")
+            await j.commit([change], [ev])
+        await j.mark_acked(range(1, acked + 1))
+    smash_table(path, "bay_state")  # the outbox pages stay readable
+    return await Journal.open(JournalConfig(path=path, startup_check="full"), clock=clock)
+
+
 async def test_a_damaged_journal_keeps_its_sequence_and_unsynced_events(
         journal_path: Path, clock: FakeClock) -> None:
-    async with await Journal.open(JournalConfig(path=journal_path), clock=clock) as j:
-        for i in range(300):
-            await j.commit([bay_change(clock, f"bay-{i}")[0]], [bay_event(clock, f"bay-{i}")])
-        await j.mark_acked(range(1, 291))
-    smash_table(journal_path, "bay_state")  # the outbox pages stay readable
-    async with await Journal.open(
-            JournalConfig(path=journal_path, startup_check="full"), clock=clock) as j:
+    async with await reopen_damaged(journal_path, clock, written=300, acked=290) as j:
         assert [a.alarm_id for a in j.active_alarms()] == ["journal.corrupt"]
         salvaged = [r.seq for r in await j.read_outbox(0, limit=1000)]
         assert salvaged[:10] == list(range(291, 301))  # the unsynced ones came across
@@ -323,13 +328,7 @@ async def test_a_damaged_journal_keeps_its_sequence_and_unsynced_events(
 
 async def test_a_damaged_journal_with_everything_synced_keeps_its_sequence(
         journal_path: Path, clock: FakeClock) -> None:
-    async with await Journal.open(JournalConfig(path=journal_path), clock=clock) as j:
-        for i in range(50):
-            await j.commit([bay_change(clock, f"bay-{i}")[0]], [bay_event(clock, f"bay-{i}")])
-        await j.mark_acked(range(1, 51))
-    smash_table(journal_path, "bay_state")
-    async with await Journal.open(
-            JournalConfig(path=journal_path, startup_check="full"), clock=clock) as j:
+    async with await reopen_damaged(journal_path, clock, written=50, acked=50) as j:
         # Nothing to salvage, but the sequence goes on: the alarm is 51, not 1.
         (alarm,) = await j.read_outbox(0)
         assert alarm.seq == 51
