@@ -71,7 +71,7 @@ def envelope_json(
     `type` is the short name (`session.started`); the data text is spliced in as is.
     """
     return (
-        '{"specversion":"1.0","id":' + json.dumps(id)
+        '{"specversion":"' + SPEC_VERSION + '","id":' + json.dumps(id)
         + ',"source":' + json.dumps(source)
         + ',"type":"' + TYPE_PREFIX + type
         + '","time":"' + time

@@ -27,7 +27,7 @@ import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
@@ -267,9 +267,6 @@ class JournalStats:
     mean_group_size: float
     write_errors: int
     active_alarms: list[str]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # --- the journal -----------------------------------------------------------------------

@@ -17,6 +17,7 @@ from gateway.journal import Journal
 from tests.schemas import validate_cloudevent
 
 SOURCE = source_uri("test-lot", "gw-1")
+EXAMPLE = Path(__file__).parent.parent / "config" / "gateway.example.toml"
 
 
 @pytest.fixture(autouse=True)

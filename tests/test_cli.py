@@ -24,9 +24,9 @@ from gateway.clock import FakeClock
 from gateway.config import JournalConfig, describe, load_settings
 from gateway.journal import Journal, JournalError
 from gateway.tariff import quote
+from tests.conftest import EXAMPLE
 from tests.schemas import validate_cloudevent
 
-EXAMPLE = Path(__file__).parent.parent / "config" / "gateway.example.toml"
 SECRET = "hunter2-never-printed"
 
 MINIMAL = """

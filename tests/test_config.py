@@ -17,8 +17,8 @@ from gateway.config import (
     describe,
     load_settings,
 )
+from tests.conftest import EXAMPLE
 
-EXAMPLE = Path(__file__).parent.parent / "config" / "gateway.example.toml"
 SECRET = "s3cr3t-hunter2-never-shown-anywhere"  # 35 characters: long enough for the HMAC key
 
 MINIMAL = """
