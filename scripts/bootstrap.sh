@@ -4,7 +4,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${PARKING_GATEWAY_VENV:-$ROOT/.venv}"
-EXTRAS="${PARKING_GATEWAY_EXTRAS:-dev}"
+EXTRAS="${PARKING_GATEWAY_EXTRAS:-dev,sim,lpr}"
 
 find_python() {
     for py in python3.13 python3.12 python3.11 python3; do
@@ -17,6 +17,28 @@ find_python() {
     echo "error: Python 3.11 or newer is required" >&2
     return 1
 }
+
+# System packages the tests and the demo need (mosquitto for the sync tests; python3-venv for
+# the venv). Installed with apt-get when missing and we may; otherwise a clear message.
+apt_install() {
+    local missing=()
+    for spec in "$@"; do
+        local cmd="${spec%%:*}" pkg="${spec##*:}"
+        command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && sudo="sudo -n"
+    if [ "$(id -u)" -eq 0 ] || [ -n "$sudo" ]; then
+        echo "==> apt-get install ${missing[*]}"
+        $sudo apt-get update -qq >/dev/null || true
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+            "${missing[@]}" >/dev/null
+    else
+        echo "warning: missing system packages: ${missing[*]} (install them with apt-get)" >&2
+    fi
+}
+apt_install mosquitto:mosquitto
 
 if [ ! -x "$VENV/bin/python" ]; then
     echo "==> creating virtual environment in $VENV"
