@@ -671,3 +671,7 @@ def bench_journal(producers: int, events: int, directory: Path | None, as_json: 
         Section("journal bench", figures, right_last=True),
         Section("group commit throughput", ratios, right_last=True),
     ])
+
+
+# --- commands defined beside their subsystems ----------------------------------------------
+# Each subsystem keeps its commands in its own module; they are registered here, one line each.
