@@ -1,0 +1,44 @@
+"""What the running daemon lets a technician (CLI over the control socket) and the backend
+(authenticated commands) do to the lot. The daemon's app implements :class:`LotControl`; the
+control socket server and the sync command handler only call it.
+
+Every method that changes the lot is audited by the implementation, with the ``actor`` given
+(``"cli:<unix user>"`` or ``"backend:<command id>"``) and the reason.
+Methods raise :class:`OperationRefused` with a message fit for the person who asked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Literal, Protocol
+
+LaneMode = Literal["auto", "locked_open", "locked_closed"]
+LotState = Literal["open", "full", "closed"]
+
+
+class OperationRefused(Exception):
+    """The lot cannot do what was asked (unknown lane, barrier fault, ...); the message says why."""
+
+
+class LotControl(Protocol):
+    async def status(self) -> dict[str, Any]:
+        """Lanes, bay counts, lot state, sync backlog and active alarms, as JSON-ready values."""
+        ...
+
+    async def open_gate(self, lane_id: str, *, reason: str, actor: str) -> None:
+        """A manual vend: raise the barrier for one vehicle, audited with the reason."""
+        ...
+
+    async def set_lane_mode(self, lane_id: str, mode: LaneMode, *, actor: str) -> None: ...
+
+    async def set_lot_state(self, state: LotState, *, actor: str) -> None: ...
+
+    async def set_bay_service(self, bay_id: str, in_service: bool, *, actor: str) -> None: ...
+
+    async def open_sessions(self) -> list[dict[str, Any]]: ...
+
+    async def recent_plates(self, limit: int = 50) -> list[dict[str, Any]]: ...
+
+    def watch_sensors(self) -> AsyncIterator[dict[str, Any]]:
+        """Bay readings as they change, for ``sensors watch``; ends when the caller stops."""
+        ...
