@@ -342,6 +342,17 @@ class BarrierConfig(_Section):
     feedback_timeout_s: float = Field(6.0, gt=0, le=60)
 
 
+class LaneTiming(_Section):
+    """How long a lane waits at each step; the defaults suit a barrier at walking pace."""
+
+    debounce_ms: int = Field(80, ge=0, le=2000)
+    identify_timeout_s: float = Field(2.0, gt=0, le=30)
+    identify_frames: int = Field(3, ge=1, le=20)
+    # The barrier stays up this long for a vehicle that does not move on, then closes
+    # (never over an occupied safety loop).
+    pass_timeout_s: float = Field(30.0, gt=0, le=600)
+
+
 class LaneConfig(_Section):
     id: Ident
     direction: Literal["entry", "exit"]
@@ -350,6 +361,7 @@ class LaneConfig(_Section):
     camera: CameraConfig
     gpio: LaneGpio
     barrier: BarrierConfig = Field(default_factory=BarrierConfig)
+    timing: LaneTiming = Field(default_factory=LaneTiming)
 
     @model_validator(mode="after")
     def _close_relay_needs_pulse_drive(self) -> LaneConfig:
@@ -415,13 +427,52 @@ def _without_union_tags(loc: Loc) -> Loc:
     return loc
 
 
+BayTypeName = Literal["regular", "disabled", "ev", "vip", "reserved", "loading"]
+
+
 class BayConfig(_Section):
     id: Ident
     floor: NonEmpty
     zone: NonEmpty
-    type: Literal["regular", "disabled", "ev", "vip", "reserved"] = "regular"
+    type: BayTypeName = "regular"
     sensor: SensorConfig
+    # Overrides the lot's limit for this bay's type (lot.max_stay_minutes).
     max_stay_minutes: int | None = Field(None, ge=1)
+
+
+# --- lot policy ---------------------------------------------------------------------------
+
+
+def _default_max_stays() -> dict[BayTypeName, int]:
+    return {"ev": 240, "loading": 15}
+
+
+class LotConfig(_Section):
+    """How the lot decides: lot-full threshold, anti-passback, exits with no payment or no entry."""
+
+    # The lot is full (visitors refused, permits and reservations admitted) when at most this
+    # many bays are free; unknown and out-of-service bays never count as free.
+    full_when_free_at_most: int = Field(0, ge=0)
+    initial_state: Literal["open", "closed"] = "open"
+    # hard: refuse a plate already inside; soft: let it in and flag it; timed: refuse for
+    # passback_minutes after its entry, then close the stale session as a lost ticket and let in.
+    anti_passback: Literal["hard", "soft", "timed", "off"] = "soft"
+    passback_minutes: int = Field(120, ge=1)
+    # A reservation admits from start - grace to end + grace; it also holds a bay.
+    reservation_grace_minutes: int = Field(15, ge=0)
+    # A visitor's paid session may leave within this time of paying.
+    payment_grace_minutes: int = Field(15, ge=0)
+    # A visitor with no payment while the backend is unreachable: let out and record the fee as
+    # uncollected, or hold the barrier for the intercom.
+    offline_exit: Literal["let_out", "hold"] = "let_out"
+    # The backend counts as unreachable after this long without a successful sync.
+    offline_after_s: float = Field(120.0, gt=0)
+    # A plate at an exit with no entry record: charge the lost-ticket fee, or hold for the intercom.
+    no_entry_record: Literal["lost_ticket", "hold"] = "lost_ticket"
+    # Longest stay per bay type, in minutes, before an overstay violation.
+    max_stay_minutes: dict[BayTypeName, int] = Field(default_factory=_default_max_stays)
+    # Plate matching: the largest confusable-weighted distance still accepted as the same plate.
+    max_plate_distance: float = Field(1.0, ge=0, le=3)
 
 
 def _duplicates(values: Iterable[tuple[Loc, Hashable]]) -> Iterator[tuple[Loc, Loc]]:
@@ -509,6 +560,19 @@ class SyncConfig(_SectionWithSecrets):
     # RFC 2104: a key shorter than the hash's output (32 bytes for SHA-256) weakens the MAC.
     command_hmac_key: Annotated[SecretStr, _secret_of_at_least(32)] | None = None
     command_hmac_key_file: SecretFile | None = None
+    # Tuning of gateway.sync (docs/sync.md): transport, topics, drain, reconnect, commands.
+    transport: Literal["mqtt", "http"] = "mqtt"
+    topic_prefix: NonEmpty = "parking/v1"
+    http_fallback_after_s: float | None = Field(None, gt=0)  # needs http.base_url
+    batch_size: int = Field(500, ge=1, le=10000)
+    inflight_window: int = Field(256, ge=1, le=65535)
+    backlog_rate_per_s: float | None = Field(500.0, gt=0)  # None: drain a backlog unthrottled
+    backlog_burst: int = Field(500, ge=1)
+    reconnect_min_s: float = Field(1.0, gt=0)
+    reconnect_max_s: float = Field(60.0, gt=0)
+    command_window_s: float = Field(300.0, gt=0, le=86400)
+    max_command_bytes: int = Field(16384, ge=256, le=1048576)
+    config_poll_s: float = Field(300.0, gt=0)
 
 
 # --- logging ------------------------------------------------------------------------------
@@ -521,6 +585,19 @@ def _lower(value: Any) -> Any:
 class LoggingConfig(_Section):
     level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = "info"
     format: Literal["auto", "json", "console"] = "auto"
+
+
+# --- control socket -----------------------------------------------------------------------
+
+DEFAULT_CONTROL_SOCKET = Path("/run/parking-gateway/control.sock")
+
+
+class ControlConfig(_Section):
+    """The Unix socket the technician CLI talks to the running daemon over."""
+
+    socket_path: Path = DEFAULT_CONTROL_SOCKET
+    # The socket is mode 0660 with this group (when it exists): root and its members may use it.
+    group: NonEmpty = "parking"
 
 
 # --- the whole lot ------------------------------------------------------------------------
@@ -542,9 +619,11 @@ class Settings(BaseSettings):
     lanes: tuple[LaneConfig, ...] = ()
     bays: tuple[BayConfig, ...] = ()
     tariffs: dict[str, RateTable]
+    lot: LotConfig = Field(default_factory=LotConfig)
     journal: JournalConfig = Field(default_factory=JournalConfig)
     sync: SyncConfig = Field(default_factory=SyncConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    control: ControlConfig = Field(default_factory=ControlConfig)
 
     # Uniqueness within a list is checked on the list itself, so that it is reported together
     # with the other sections' problems; checks across sections wait for all sections.

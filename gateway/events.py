@@ -34,6 +34,7 @@ class EventType(StrEnum):
     PAYMENT_RECORDED = "payment.recorded"
     COMMAND_EXECUTED = "command.executed"
     CONFIG_APPLIED = "config.applied"
+    OCCUPANCY_HOURLY = "occupancy.hourly"
 
     @property
     def cloudevents_type(self) -> str:
@@ -139,7 +140,7 @@ RightKind = Literal["visitor", "permit", "reservation", "account"]
 ExitReason = Literal["normal", "manual_vend", "lost_ticket", "unable_to_collect", "remote_open"]
 GateOpenReason = Literal["decision", "manual", "command", "locked_open", "safety_reopen"]
 GateCloseReason = Literal["vehicle_passed", "timeout", "manual", "command", "lock_released"]
-BayType = Literal["regular", "disabled", "ev", "vip", "reserved"]
+BayType = Literal["regular", "disabled", "ev", "vip", "reserved", "loading"]
 BayState = Literal["free", "occupied", "unknown"]
 BaySource = Literal["ultrasonic", "magnetic", "manual"]
 Severity = Literal["info", "warning", "critical"]
@@ -295,6 +296,24 @@ class CommandExecutedData(TypedDict):
     reason: NotRequired[str]
     issuedBy: NotRequired[str]
     details: dict[str, Any]
+
+
+class OccupancyGroup(TypedDict):
+    floor: str
+    zone: str
+    bayType: BayType
+    capacity: int  # bays in service
+    occupiedAvg: float  # time-weighted mean of occupied bays over the hour
+    occupiedMax: int
+    unknownMax: int  # bays with no trustworthy reading at the worst moment
+
+
+class OccupancyHourlyData(TypedDict):
+    hourStart: str
+    hourEnd: str
+    entries: int
+    exits: int
+    groups: list[OccupancyGroup]
 
 
 class ConfigAppliedData(TypedDict):
@@ -573,3 +592,20 @@ def config_applied(
         "source": source,
     }
     return make_event(EventType.CONFIG_APPLIED, data, at)
+
+
+def occupancy_hourly(
+    *,
+    at: datetime,
+    hour_start: datetime,
+    hour_end: datetime,
+    entries: int,
+    exits: int,
+    groups: Sequence[OccupancyGroup],
+) -> Event:
+    """The lot's utilisation over one clock hour, by floor, zone and bay type."""
+    data: OccupancyHourlyData = {
+        "hourStart": rfc3339(hour_start), "hourEnd": rfc3339(hour_end), "entries": entries,
+        "exits": exits, "groups": list(groups),
+    }
+    return make_event(EventType.OCCUPANCY_HOURLY, data, at)

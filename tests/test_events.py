@@ -128,6 +128,13 @@ EXAMPLES: dict[EventType, tuple[dict[str, Any], dict[str, Any]]] = {
          "errors": ["rate table 'night': band 22:00-06:00 overlaps 'evening'"]},
         {"kind": "permits", "version": 3, "outcome": "applied", "source": "local"},
     ),
+    EventType.OCCUPANCY_HOURLY: (
+        {"hour_start": AT, "hour_end": AT + timedelta(hours=1), "entries": 42, "exits": 37,
+         "groups": [{"floor": "-1", "zone": "B", "bayType": "ev", "capacity": 8,
+                     "occupiedAvg": 5.25, "occupiedMax": 8, "unknownMax": 1}]},
+        {"hour_start": AT, "hour_end": AT + timedelta(hours=1), "entries": 0, "exits": 0,
+         "groups": []},
+    ),
 }
 
 
