@@ -186,6 +186,28 @@ class PutConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordPayment:
+    """A payment for a session; the same payment id again is ignored (at-least-once inbound)."""
+
+    sql: ClassVar[str] = (
+        "INSERT INTO payments (payment_id, session_id, amount_minor, currency, method, source,"
+        " paid_at, valid_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+    )
+    payment_id: str
+    session_id: str
+    amount_minor: int
+    currency: str
+    method: str
+    source: str
+    paid_at: str
+    valid_until: str | None = None
+
+    def params(self) -> tuple[object, ...]:
+        return (self.payment_id, self.session_id, self.amount_minor, self.currency, self.method,
+                self.source, self.paid_at, self.valid_until)
+
+
+@dataclass(frozen=True, slots=True)
 class Audit:
     sql: ClassVar[str] = (
         "INSERT INTO audit (at, actor, action, subject, reason, details) VALUES (?, ?, ?, ?, ?, ?)"
@@ -219,6 +241,43 @@ class OutboxRecord:
         """The CloudEvents JSON text, ready to publish."""
         return envelope_json(source=source, sequence=self.seq, id=self.id, type=self.type,
                              time=self.time, data_json=self.data_json)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """An open session as stored: what a restarted gateway needs to let the car out."""
+
+    session_id: str
+    plate: str | None
+    right_kind: str
+    right_ref: str | None
+    entry_lane: str | None
+    entry_at: str
+    entry_mono: float
+    entry_boot: str
+    entry_synced: bool
+    data: str
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRecord:
+    payment_id: str
+    session_id: str
+    amount_minor: int
+    currency: str
+    method: str
+    source: str
+    paid_at: str
+    valid_until: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class BayRecord:
+    bay_id: str
+    state: str
+    since: str
+    source: str
+    healthy: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -813,6 +872,32 @@ class Journal:
         ) as cur:
             row = await cur.fetchone()
         return ConfigVersion(*row) if row else None
+
+    async def open_sessions(self) -> list[SessionRecord]:
+        """Every open session, oldest first: the lanes' memory of who is inside."""
+        async with self._reader.execute(
+            "SELECT session_id, plate, right_kind, right_ref, entry_lane, entry_at, entry_mono,"
+            " entry_boot, entry_synced, data FROM sessions WHERE status = 'open'"
+            " ORDER BY entry_at",
+        ) as cur:
+            rows = await cur.fetchall()
+        return [SessionRecord(r[0], r[1], r[2], r[3], r[4], r[5], float(r[6]), r[7], bool(r[8]),
+                              r[9]) for r in rows]
+
+    async def payments(self, session_id: str) -> list[PaymentRecord]:
+        async with self._reader.execute(
+            "SELECT payment_id, session_id, amount_minor, currency, method, source, paid_at,"
+            " valid_until FROM payments WHERE session_id = ? ORDER BY paid_at", (session_id,),
+        ) as cur:
+            return [PaymentRecord(*r) for r in await cur.fetchall()]
+
+    async def bay_states(self) -> dict[str, BayRecord]:
+        """The last journaled state of each bay, for a restart to begin from."""
+        async with self._reader.execute(
+            "SELECT bay_id, state, since, source, healthy FROM bay_state",
+        ) as cur:
+            return {r[0]: BayRecord(r[0], r[1], r[2], r[3], bool(r[4]))
+                    for r in await cur.fetchall()}
 
     async def stats(self) -> JournalStats:
         base = await _read_stats(self._reader, self.path, self.settings.max_size_mb)
