@@ -167,8 +167,10 @@ class ExitDecision:
 class Access:
     """The lot's rights and who is inside; decides entries and exits."""
 
-    def __init__(self, lot: LotConfig) -> None:
+    def __init__(self, lot: LotConfig, *, max_distance: float = plates.DEFAULT_MAX_DISTANCE
+                 ) -> None:
         self.lot = lot
+        self.max_distance = max_distance
         self.operator_state: LotState = "open" if lot.initial_state == "open" else "closed"
         self.permits: dict[str, list[Permit]] = {}
         self.reservations: dict[str, list[Reservation]] = {}
@@ -321,7 +323,7 @@ class Access:
         return ExitDecision(False, "unpaid", plate, stay, found, paid)
 
     def find_stay(self, read: str) -> Match:
-        return plates.match(read, self._by_plate, max_distance=self.lot.max_plate_distance)
+        return plates.match(read, self._by_plate, max_distance=self.max_distance)
 
     def stay_permit(self, stay: OpenStay) -> Permit | None:
         """The permit a stay entered under, if it is still known."""
@@ -331,7 +333,7 @@ class Access:
                      if p.permit_id == stay.right_ref), None)
 
     def _match(self, read: str, known: Iterable[str]) -> Match:
-        return plates.match(read, known, max_distance=self.lot.max_plate_distance)
+        return plates.match(read, known, max_distance=self.max_distance)
 
 
 def _payment_valid(payment: PaymentRecord, at: datetime, lot: LotConfig) -> bool:

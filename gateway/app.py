@@ -1,0 +1,464 @@
+"""The composition root: builds the lot from its settings and runs it until told to stop.
+
+Everything runs in one asyncio TaskGroup. Each long-running part (a lane, the sensor bus, the
+occupancy writer, the backend link, the maintenance loop) runs under a supervisor that logs a
+failure and restarts the part with backoff; one failing input never takes the other lanes down.
+
+systemd: READY once the lanes run, STATUS lines with the lot's state, WATCHDOG only while every
+lane's loop is really turning, STOPPING on the way out. On SIGTERM the gateway lets barrier
+movements finish (never leaving an arm half way over a car), flushes the journal and stops.
+
+The hardware comes from the settings (gpiozero pins, the RS-485 bus, the lane cameras); the
+simulator hands in its own pin factory, cameras and bus port instead, through
+:class:`HardwareOverrides`, and the rest of the daemon cannot tell the difference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import structlog
+
+from gateway import events
+from gateway.access import Access, parse_pushed
+from gateway.clock import Clock, SystemClock
+from gateway.config import Settings
+from gateway.drivers import FrameSource
+from gateway.journal import Audit, Journal
+from gateway.lane import Lane, RecentPlate
+from gateway.lpr.worker import PlateResult, PlateSource
+from gateway.notify import Notifier
+from gateway.occupancy import Occupancy
+from gateway.operations import LaneMode, LotState, OperationRefused
+from gateway.sessions import SessionBook
+
+log = structlog.get_logger("gateway.app")
+
+MAINTENANCE_S = 1.0
+LIVENESS_S = 10.0  # a lane loop silent for longer than this stops the watchdog
+STOP_GRACE_S = 10.0  # the longest a barrier movement may hold up a shutdown
+
+
+@dataclass
+class HardwareOverrides:
+    """What the simulator (or a test) puts in place of the real hardware."""
+
+    pin_factory: Any | None = None  # a gpiozero pin factory
+    cameras: Mapping[str, FrameSource] = field(default_factory=dict)
+    bus_port: str | None = None  # the serial port of the RS-485 bus
+
+
+class NoReader:
+    """Plate reading switched off: every passage goes to the intercom fallback."""
+
+    async def read_frames(self, frames: Any, deadline_s: float | None = None) -> PlateResult:
+        return PlateResult(None, 0.0, reason="worker_unavailable", frames_total=len(frames))
+
+
+@dataclass
+class _Part:
+    name: str
+    restarts: int = 0
+    last_error: str | None = None
+    running: bool = False
+
+
+class Gateway:
+    """The running lot; implements :class:`gateway.operations.LotControl`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        hardware: HardwareOverrides | None = None,
+        plates: PlateSource | None = None,
+        notifier: Notifier | None = None,
+        sync: bool = True,
+        control: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.hardware = hardware or HardwareOverrides()
+        self.notifier = notifier or Notifier.from_env()
+        self._plates = plates
+        self._want_sync = sync
+        self._want_control = control
+        self.started = asyncio.Event()
+        self._stop = asyncio.Event()
+        self.parts: dict[str, _Part] = {}
+        self.recent: deque[RecentPlate] = deque(maxlen=200)
+        self.lanes: dict[str, Lane] = {}
+        self._journal: Journal | None = None
+        self._occupancy: Occupancy | None = None
+        self._access: Access | None = None
+        self._sessions: SessionBook | None = None
+        self.sync: Any = None
+        self.worker: Any = None
+        self.bus: Any = None
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._last_sync_ok = time.monotonic()
+        self._maintenance_tick = time.monotonic()
+        self.ready_after_s: float | None = None
+
+    # --- the parts, once built ---
+
+    @property
+    def journal(self) -> Journal:
+        return _built(self._journal)
+
+    @property
+    def occupancy(self) -> Occupancy:
+        return _built(self._occupancy)
+
+    @property
+    def access(self) -> Access:
+        return _built(self._access)
+
+    @property
+    def sessions(self) -> SessionBook:
+        return _built(self._sessions)
+
+    # --- running ---
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown (the SIGTERM handler calls this)."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        began = time.monotonic()
+        try:
+            await self._build()
+            async with asyncio.TaskGroup() as group:
+                for name, work in self._parts():
+                    self._tasks.append(group.create_task(self._supervise(name, work), name=name))
+                if self.notifier.enabled:
+                    self._tasks.append(group.create_task(
+                        self.notifier.run_watchdog(self.alive), name="watchdog"))
+                await asyncio.sleep(0)  # let the lanes subscribe to their loops
+                self.ready_after_s = time.monotonic() - began
+                self.notifier.ready(self.status_line())
+                log.info("gateway.ready", seconds=round(self.ready_after_s, 3),
+                         lanes=len(self.lanes), bays=len(self.settings.bays))
+                self.started.set()
+                await self._stop.wait()
+                self.notifier.stopping("stopping: finishing barrier movements")
+                await self._finish_movements()
+                for task in self._tasks:
+                    task.cancel()
+        finally:
+            await self._close()
+            log.info("gateway.stopped")
+
+    async def _build(self) -> None:
+        s = self.settings
+        self._journal = journal = await Journal.open(s.journal, clock=self.clock)
+        self._closers.append(journal.close)
+        self._access = Access(s.lot, max_distance=s.lpr.max_match_distance)
+        await self._load_pushed_config()
+        self._sessions = SessionBook(s, journal, self.access, self.clock)
+        restored = await self.sessions.restore()
+        self._occupancy = Occupancy(s.bays, s.lot, journal, self.clock)
+        await self.occupancy.restore()
+        log.info("gateway.restored", open_sessions=restored)
+        plates = self._plates or await self._start_reader()
+        from gateway.drivers.gpio import Barrier, VehicleLoop, make_pin_factory
+
+        factory = self.hardware.pin_factory or make_pin_factory(s.gpio.pin_factory)
+        for config in s.lanes:
+            pins, debounce = config.gpio, config.timing.debounce_ms
+            arming = VehicleLoop(f"{config.id}.arming", pins.arming_loop, debounce_ms=debounce,
+                                 factory=factory)
+            safety = VehicleLoop(f"{config.id}.safety", pins.safety_loop, debounce_ms=debounce,
+                                 factory=factory)
+            closing = None if pins.closing_loop is None else VehicleLoop(
+                f"{config.id}.closing", pins.closing_loop, debounce_ms=debounce, factory=factory)
+            barrier = Barrier(config.id, pins, config.barrier, factory=factory, alarms=journal)
+            camera = self.hardware.cameras.get(config.id) or self._open_camera(config)
+            if camera is not None:
+                await camera.start()
+                self._closers.append(camera.close)
+            for device in (arming, safety, closing):
+                if device is not None:
+                    self._closers.append(_async(device.close))
+            self._closers.append(barrier.close)
+            self.lanes[config.id] = Lane(
+                config, arming=arming, safety=safety, closing=closing, barrier=barrier,
+                camera=camera, plates=plates, access=self.access, sessions=self.sessions,
+                journal=journal, clock=self.clock, lot=self, recent=self.recent)
+        await self._start_bay_sensors(factory)
+        if self._want_sync:
+            from gateway.sync.service import Sync
+
+            self.sync = Sync(s, journal, self.clock, self)
+        if self._want_control:
+            from gateway.control import ControlServer
+
+            server = ControlServer(self, s.control)
+            try:
+                await server.start()
+                self._closers.append(server.close)
+            except Exception as e:  # the lot runs on without its technician socket
+                log.error("gateway.control_unavailable", error=str(e))
+
+    def _open_camera(self, config: Any) -> FrameSource | None:
+        from gateway.drivers.camera import open_camera
+
+        try:
+            return open_camera(config.id, config.camera, clock=self.clock)
+        except Exception as e:
+            log.error("gateway.camera_unavailable", lane=config.id, error=str(e))
+            return None
+
+    async def _start_reader(self) -> PlateSource:
+        lpr = self.settings.lpr
+        if not lpr.enabled:
+            return NoReader()
+        try:
+            from gateway.lpr.worker import PlateWorker
+
+            self.worker = PlateWorker.from_settings(lpr)  # type: ignore[attr-defined]
+            await self.worker.start()
+            self._closers.append(self.worker.close)
+            return self.worker  # type: ignore[no-any-return]
+        except Exception as e:  # no reader: the lanes fall back to the intercom
+            log.error("gateway.lpr_unavailable", error=str(e))
+            return NoReader()
+
+    async def _start_bay_sensors(self, factory: Any) -> None:
+        from gateway.drivers.gpio import UltrasonicBay
+        from gateway.drivers.modbus import ModbusBus, bays_on_bus
+
+        listener = self.occupancy.on_reading
+        for bay in self.settings.bays:
+            if bay.sensor.kind == "ultrasonic":
+                sensor = UltrasonicBay(bay.id, bay.sensor, clock=self.clock, factory=factory)
+                sensor.subscribe(listener)
+                await sensor.start()
+                self._closers.append(sensor.close)
+        bus = self.settings.bus
+        if bus is not None:
+            if self.hardware.bus_port is not None:
+                bus = bus.model_copy(update={"port": self.hardware.bus_port})
+            self.bus = ModbusBus(bus, bays_on_bus(self.settings), self.clock, listener)
+            await self.bus.start()
+            self._closers.append(self.bus.close)
+
+    async def _load_pushed_config(self) -> None:
+        """Permits, reservations and the deny list in force: the journal's newest versions."""
+        for kind in ("permits", "reservations", "deny_list"):
+            current = await self.journal.config_current(kind)
+            if current is None:
+                continue
+            try:
+                self.access.load(kind, parse_pushed(kind, current.payload), current.version)
+            except ValueError as e:  # stored by an older version that checked less
+                log.error("gateway.config_unreadable", kind=kind, version=current.version,
+                          error=str(e))
+
+    def config_applied(self, kind: str, version: int, payload: str) -> None:
+        """Sync applied a pushed config: put it in force now."""
+        if self._access is None or kind not in ("permits", "reservations", "deny_list"):
+            return
+        self.access.load(kind, parse_pushed(kind, payload), version)
+
+    def _parts(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
+        parts: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            (f"lane:{lane_id}", lane.run) for lane_id, lane in self.lanes.items()]
+        parts.append(("occupancy", self.occupancy.run))
+        parts.append(("maintenance", self._maintain))
+        if self.sync is not None:
+            parts.append(("sync", self.sync.run))
+        return parts
+
+    async def _supervise(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
+        """Run a part; when it fails, log it and start it again, waiting longer each time."""
+        part = self.parts.setdefault(name, _Part(name))
+        delay = 0.5
+        while True:
+            started = time.monotonic()
+            part.running = True
+            try:
+                await work()
+                log.warning("gateway.part_ended", part=name)
+            except asyncio.CancelledError:
+                part.running = False
+                raise
+            except Exception as e:
+                part.last_error = repr(e)
+                log.exception("gateway.part_failed", part=name, restarts=part.restarts)
+            part.running = False
+            part.restarts += 1
+            if time.monotonic() - started > 60:
+                delay = 0.5  # it ran a good while: start again quickly
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+    async def _maintain(self) -> None:
+        """Once a second: violations, the hourly roll-up, retained state, the STATUS line."""
+        last_overstay = 0.0
+        while True:
+            self._maintenance_tick = time.monotonic()
+            now = time.monotonic()
+            if now - last_overstay >= 30:
+                await self.occupancy.check_overstays()
+                await self.occupancy.roll_hour()
+                last_overstay = now
+            if self.sync is not None:
+                self.sync.publish_state("occupancy", self.occupancy.summary())
+                self.sync.publish_state("lanes", {k: v.status() for k, v in self.lanes.items()})
+                self.sync.publish_state("health", self._health())
+            self.notifier.status(self.status_line())
+            await asyncio.sleep(MAINTENANCE_S)
+
+    async def _finish_movements(self) -> None:
+        """Let a barrier that is opening or closing finish, so no arm stops over a car."""
+        deadline = time.monotonic() + STOP_GRACE_S
+        while time.monotonic() < deadline and any(  # noqa: ASYNC110 (polling a few lanes)
+                lane.state in ("opening", "closing") for lane in self.lanes.values()):
+            await asyncio.sleep(0.05)
+
+    async def _close(self) -> None:
+        for close in reversed(self._closers):
+            try:
+                await close()
+            except Exception:
+                log.exception("gateway.close_failed")
+        self._closers.clear()
+
+    # --- health ---
+
+    def alive(self) -> bool:
+        """For the systemd watchdog: every lane's loop and the maintenance loop are turning."""
+        now = time.monotonic()
+        return (all(now - lane.last_tick < LIVENESS_S for lane in self.lanes.values())
+                and now - self._maintenance_tick < LIVENESS_S)
+
+    def free_bays(self) -> int:
+        return self.occupancy.free
+
+    def online(self) -> bool:
+        """Whether the backend counts as reachable, for the offline exit policy."""
+        if self.sync is None:
+            return False
+        if getattr(self.sync, "_connected", False):
+            self._last_sync_ok = time.monotonic()
+            return True
+        return time.monotonic() - self._last_sync_ok < self.settings.lot.offline_after_s
+
+    def note_passage(self, direction: str) -> None:
+        self.occupancy.note_passage(direction)
+
+    def lot_state(self) -> LotState:
+        return self.access.lot_state(self.occupancy.full)
+
+    def status_line(self) -> str:
+        if self._occupancy is None:
+            return "starting"
+        counts = self.occupancy.counts()
+        lanes = ", ".join(f"{k} {v.state}" for k, v in self.lanes.items())
+        return (f"{self.lot_state()}: {counts.free} free, {counts.occupied} occupied, "
+                f"{counts.unknown} unknown; {lanes}")
+
+    def _health(self) -> dict[str, Any]:
+        return {
+            "parts": {name: {"running": p.running, "restarts": p.restarts,
+                             "lastError": p.last_error} for name, p in self.parts.items()},
+            "alarms": [a.alarm_id for a in self.journal.active_alarms()],
+            "bus": self.bus.health().as_dict() if self.bus is not None
+            and hasattr(self.bus, "health") else None,
+        }
+
+    # --- LotControl ---
+
+    async def status(self) -> dict[str, Any]:
+        sync: dict[str, Any] | None = None
+        if self.sync is not None:
+            stats = await self.sync.stats()
+            sync = stats.as_dict() if hasattr(stats, "as_dict") else dict(vars(stats))
+        return {
+            "lotState": self.lot_state(),
+            "operatorState": self.access.operator_state,
+            "occupancy": self.occupancy.summary(),
+            "lanes": [lane.status() for lane in self.lanes.values()],
+            "sync": sync or {"backlog": self.journal.last_seq - self.journal.acked_through,
+                             "connected": False},
+            "alarms": [{"alarmId": a.alarm_id, "severity": a.severity, "message": a.message,
+                        "component": a.component} for a in self.journal.active_alarms()],
+            "openSessions": len(self.access.inside),
+            "health": self._health(),
+        }
+
+    def _lane(self, lane_id: str) -> Lane:
+        lane = self.lanes.get(lane_id)
+        if lane is None:
+            raise OperationRefused(
+                f"no lane {lane_id!r} (lanes: {', '.join(sorted(self.lanes)) or 'none'})")
+        return lane
+
+    async def open_gate(self, lane_id: str, *, reason: str, actor: str) -> None:
+        if not reason.strip():
+            raise OperationRefused("a manual vend needs a reason")
+        await self._lane(lane_id).vend(reason, actor)
+
+    async def set_lane_mode(self, lane_id: str, mode: LaneMode, *, actor: str) -> None:
+        await self._lane(lane_id).set_mode(mode, actor)
+
+    async def set_lot_state(self, state: LotState, *, actor: str) -> None:
+        self.access.operator_state = state
+        await self.journal.commit([Audit(events.rfc3339(self.clock.now()), actor, "lot.state",
+                                         None, None, events.dumps({"state": state}))], [])
+        log.info("gateway.lot_state", state=state, actor=actor)
+
+    async def set_bay_service(self, bay_id: str, in_service: bool, *, actor: str) -> None:
+        try:
+            await self.occupancy.set_service(bay_id, in_service, actor=actor)
+        except KeyError:
+            raise OperationRefused(f"no bay {bay_id!r}") from None
+
+    async def open_sessions(self) -> list[dict[str, Any]]:
+        return [{"sessionId": s.session_id, "plate": s.plate, "right": s.right_kind,
+                 "reference": s.right_ref, "entryLane": s.entry_lane,
+                 "entryAt": events.rfc3339(s.entry.wall)}
+                for s in sorted(self.access.inside.values(), key=lambda s: s.entry.wall)]
+
+    async def recent_plates(self, limit: int = 50) -> list[dict[str, Any]]:
+        return [r.as_dict() for r in list(self.recent)[-limit:]][::-1]
+
+    async def watch_sensors(self) -> AsyncIterator[dict[str, Any]]:
+        async for change in self.occupancy.watch():
+            yield change
+
+
+T = TypeVar("T")
+
+
+def _built(part: T | None) -> T:
+    if part is None:
+        raise OperationRefused("the gateway is still starting")
+    return part
+
+
+def _async(close: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        close()
+
+    return run
+
+
+async def run_until_signalled(gateway: Gateway) -> None:
+    """Run the gateway; SIGTERM or SIGINT begins a graceful stop."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, gateway.stop)
+    await gateway.run()

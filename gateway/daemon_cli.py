@@ -1,0 +1,34 @@
+"""`parking-gateway run`: the daemon itself, as systemd starts it."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import click
+
+from gateway.cli import EXIT_CODES, OperationalError, _load_settings, config_option
+from gateway.journal import JournalError, JournalLockedError
+from gateway.log import configure_logging
+
+
+@click.command("run", epilog=EXIT_CODES)
+@config_option
+@click.option("--no-sync", is_flag=True, help="Do not connect to the backend (buffer offline).")
+def run(config_path: Path, no_sync: bool) -> None:
+    """Run the gateway daemon in the foreground (systemd: Type=notify).
+
+    SIGTERM lets barrier movements finish, flushes the journal and exits 0.
+    """
+    from gateway.app import Gateway, run_until_signalled
+
+    settings = _load_settings(config_path)
+    configure_logging(settings.logging.level, settings.logging.format, sys.stdout)
+    gateway = Gateway(settings, sync=not no_sync)
+    try:
+        asyncio.run(run_until_signalled(gateway))
+    except JournalLockedError as e:
+        raise OperationalError(f"{e} (is another gateway running?)") from None
+    except JournalError as e:
+        raise OperationalError(str(e)) from None
