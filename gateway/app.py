@@ -315,14 +315,16 @@ class Gateway:
                 self.sync.publish_state("occupancy", self.occupancy.summary())
                 self.sync.publish_state("lanes", {k: v.status() for k, v in self.lanes.items()})
                 self.sync.publish_state("health", self._health())
-            self.notifier.status(self.status_line())
+            if self.started.is_set():  # READY comes first
+                self.notifier.status(self.status_line())
             await asyncio.sleep(MAINTENANCE_S)
 
     async def _finish_movements(self) -> None:
         """Let a barrier that is opening or closing finish, so no arm stops over a car."""
         deadline = time.monotonic() + STOP_GRACE_S
         while time.monotonic() < deadline and any(  # noqa: ASYNC110 (polling a few lanes)
-                lane.state in ("opening", "closing") for lane in self.lanes.values()):
+                lane.state in ("opening", "closing") or lane.barrier_busy
+                for lane in self.lanes.values()):
             await asyncio.sleep(0.05)
 
     async def _close(self) -> None:

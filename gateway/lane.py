@@ -172,6 +172,7 @@ class Lane:
         self._armed_at: float | None = None
         self._refused_read: Read | None = None
         self._unsubscribe: list[Callable[[], None]] = []
+        self._barrier_tasks: set[asyncio.Task[None]] = set()
         self.last_tick = time.monotonic()  # real time: the watchdog's view of liveness
         self.open_latencies_ms: deque[float] = deque(maxlen=10_000)
         self.passages = 0
@@ -441,9 +442,16 @@ class Lane:
 
     async def _raise(self) -> None:
         task = asyncio.create_task(self.barrier.raise_())  # a pulse takes its time; don't wait
+        self._barrier_tasks.add(task)
         task.add_done_callback(self._barrier_task_done)
 
+    @property
+    def barrier_busy(self) -> bool:
+        """A relay pulse is still under way (a shutdown lets it finish)."""
+        return bool(self._barrier_tasks)
+
     def _barrier_task_done(self, task: asyncio.Task[None]) -> None:
+        self._barrier_tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("lane.barrier_command_failed", lane=self.id, error=repr(task.exception()))
 

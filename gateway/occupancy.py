@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import Counter, defaultdict
+import time
+from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -120,12 +121,14 @@ class Occupancy:
         self.journal = journal
         self.clock = clock
         self._on_change = on_change
-        self._pending: asyncio.Queue[BayReading] = asyncio.Queue()
+        self._pending: asyncio.Queue[tuple[BayReading, float]] = asyncio.Queue()
         self._watchers: set[asyncio.Queue[dict[str, Any]]] = set()
         mono = clock.monotonic()
         self._hour = _Hour(_hour_start(clock.now()), mono, mono)
         self.readings_applied = 0
         self.readings_ignored = 0
+        # Reading received -> its change committed, for `bench lane` and the metrics.
+        self.journal_latencies_ms: deque[float] = deque(maxlen=10_000)
 
     # --- start-up ---
 
@@ -149,7 +152,7 @@ class Occupancy:
 
     def on_reading(self, reading: BayReading) -> None:
         """The drivers' listener: never blocks, never raises."""
-        self._pending.put_nowait(reading)
+        self._pending.put_nowait((reading, time.perf_counter()))
 
     async def run(self) -> None:
         """Journal readings as they come, a batch per transaction."""
@@ -157,7 +160,9 @@ class Occupancy:
             batch = [await self._pending.get()]
             while len(batch) < MAX_BATCH and not self._pending.empty():
                 batch.append(self._pending.get_nowait())
-            await self.apply(batch)
+            if await self.apply(reading for reading, _ in batch):
+                done = time.perf_counter()
+                self.journal_latencies_ms.extend((done - t) * 1000.0 for _, t in batch)
 
     async def apply(self, readings: Iterable[BayReading]) -> int:
         """Apply readings; journal the changes in one transaction. Returns the number changed."""
