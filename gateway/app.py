@@ -30,7 +30,7 @@ from gateway.access import Access, parse_pushed
 from gateway.clock import Clock, SystemClock
 from gateway.config import Settings
 from gateway.drivers import FrameSource
-from gateway.journal import Audit, Journal
+from gateway.journal import Alarm, Audit, Journal
 from gateway.lane import Lane, RecentPlate
 from gateway.lpr.worker import PlateResult, PlateSource
 from gateway.notify import Notifier
@@ -107,6 +107,8 @@ class Gateway:
         self._last_sync_ok = time.monotonic()
         self._maintenance_tick = time.monotonic()
         self.ready_after_s: float | None = None
+        self.full_lamp: Any = None
+        self.lane_lamps: dict[str, Any] = {}
 
     # --- the parts, once built ---
 
@@ -169,30 +171,27 @@ class Gateway:
         await self.occupancy.restore()
         log.info("gateway.restored", open_sessions=restored)
         plates = self._plates or await self._start_reader()
-        from gateway.drivers.gpio import Barrier, VehicleLoop, make_pin_factory
+        from gateway.drivers.gpio import Lamp, LaneIo, make_pin_factory
 
         factory = self.hardware.pin_factory or make_pin_factory(s.gpio.pin_factory)
+        if s.gpio.lot_full_lamp is not None:
+            self.full_lamp = Lamp("lot_full", s.gpio.lot_full_lamp, factory=factory)
+            self._closers.append(_async(self.full_lamp.close))
         for config in s.lanes:
-            pins, debounce = config.gpio, config.timing.debounce_ms
-            arming = VehicleLoop(f"{config.id}.arming", pins.arming_loop, debounce_ms=debounce,
-                                 factory=factory)
-            safety = VehicleLoop(f"{config.id}.safety", pins.safety_loop, debounce_ms=debounce,
-                                 factory=factory)
-            closing = None if pins.closing_loop is None else VehicleLoop(
-                f"{config.id}.closing", pins.closing_loop, debounce_ms=debounce, factory=factory)
-            barrier = Barrier(config.id, pins, config.barrier, factory=factory, alarms=journal)
+            io = LaneIo.build(config.id, config.gpio, config.barrier, factory=factory,
+                              alarms=journal, debounce_ms=config.timing.debounce_ms)
+            self._closers.append(io.close)
             camera = self.hardware.cameras.get(config.id) or self._open_camera(config)
             if camera is not None:
                 await camera.start()
                 self._closers.append(camera.close)
-            for device in (arming, safety, closing):
-                if device is not None:
-                    self._closers.append(_async(device.close))
-            self._closers.append(barrier.close)
             self.lanes[config.id] = Lane(
-                config, arming=arming, safety=safety, closing=closing, barrier=barrier,
-                camera=camera, plates=plates, access=self.access, sessions=self.sessions,
-                journal=journal, clock=self.clock, lot=self, recent=self.recent)
+                config, arming=io.arming, safety=io.safety, closing=io.closing,
+                barrier=io.barrier, camera=camera, plates=plates, access=self.access,
+                sessions=self.sessions, journal=journal, clock=self.clock, lot=self,
+                recent=self.recent)
+            if io.lamp is not None:
+                self.lane_lamps[config.id] = io.lamp
         await self._start_bay_sensors(factory)
         if self._want_sync:
             from gateway.sync.service import Sync
@@ -224,10 +223,15 @@ class Gateway:
         try:
             from gateway.lpr.worker import PlateWorker
 
-            self.worker = PlateWorker.from_settings(lpr)  # type: ignore[attr-defined]
-            await self.worker.start()
-            self._closers.append(self.worker.close)
-            return self.worker  # type: ignore[no-any-return]
+            async def alarm(code: str, detail: str) -> None:
+                await self.journal.raise_alarm(Alarm(
+                    f"lpr.{code}", "warning", f"plate reader: {detail}", component="lpr"))
+
+            worker = PlateWorker.from_settings(lpr, clock=self.clock, on_alarm=alarm)
+            await worker.start()
+            self.worker = worker
+            self._closers.append(worker.close)
+            return worker
         except Exception as e:  # no reader: the lanes fall back to the intercom
             log.error("gateway.lpr_unavailable", error=str(e))
             return NoReader()
@@ -315,9 +319,18 @@ class Gateway:
                 self.sync.publish_state("occupancy", self.occupancy.summary())
                 self.sync.publish_state("lanes", {k: v.status() for k, v in self.lanes.items()})
                 self.sync.publish_state("health", self._health())
+            self._set_lamps()
             if self.started.is_set():  # READY comes first
                 self.notifier.status(self.status_line())
             await asyncio.sleep(MAINTENANCE_S)
+
+    def _set_lamps(self) -> None:
+        """The lot-full sign, and each lane's lamp: lit while the lane takes traffic."""
+        if self.full_lamp is not None:
+            self.full_lamp.set(self.lot_state() != "open")
+        for lane_id, lamp in self.lane_lamps.items():
+            lane = self.lanes[lane_id]
+            lamp.set(lane.mode != "locked_closed" and lane.state != "out_of_order")
 
     async def _finish_movements(self) -> None:
         """Let a barrier that is opening or closing finish, so no arm stops over a car."""

@@ -196,8 +196,8 @@ class Lane:
                 self.closing.subscribe(lambda occ: self._events.put_nowait(("closing", occ))))
 
     def may_lower(self) -> bool:
-        """The barrier's guard: nothing is under it."""
-        return not self.safety.occupied
+        """The barrier's guard: nothing is under it (the raw input counts too, where known)."""
+        return not getattr(self.safety, "present", self.safety.occupied)
 
     async def run(self) -> None:
         """The lane's one task: events in order, and a tick a second for the watchdog."""
