@@ -168,6 +168,8 @@ class Gateway:
         self._sessions = SessionBook(s, journal, self.access, self.clock)
         restored = await self.sessions.restore()
         self._occupancy = Occupancy(s.bays, s.lot, journal, self.clock)
+        access = self.access
+        self.occupancy.vehicles_inside = lambda: len(access.inside)
         await self.occupancy.restore()
         log.info("gateway.restored", open_sessions=restored)
         plates = self._plates or await self._start_reader()

@@ -116,7 +116,12 @@ class Occupancy:
         *,
         on_change: Callable[[], None] | None = None,
     ) -> None:
-        self.bays: dict[str, Bay] = {b.id: Bay(b, since_mono=clock.monotonic()) for b in bays}
+        self.bays: dict[str, Bay] = {b.id: Bay(b, since_mono=clock.monotonic())
+                                     for b in bays if b.sensor.kind != "none"}
+        # Bays with no sensor are counted, not watched: the vehicles inside that no sensed bay
+        # accounts for are taken to fill them (the lanes tell how many are inside).
+        self.counted = [b for b in bays if b.sensor.kind == "none"]
+        self.vehicles_inside: Callable[[], int] = lambda: 0
         self.lot = lot
         self.journal = journal
         self.clock = clock
@@ -228,10 +233,21 @@ class Occupancy:
     # --- counts ---
 
     def counts(self, bays: Iterable[Bay] | None = None) -> Counts:
+        """Counts over `bays`, or over the whole lot (counted bays included)."""
         tally: Counter[str] = Counter()
         for bay in self.bays.values() if bays is None else bays:
             tally["out_of_service" if not bay.in_service else bay.state] += 1
+        if bays is None and self.counted:
+            filled = self.counted_occupied(tally["occupied"])
+            tally["occupied"] += filled
+            tally["free"] += len(self.counted) - filled
         return Counts(tally["free"], tally["occupied"], tally["unknown"], tally["out_of_service"])
+
+    def counted_occupied(self, sensed_occupied: int | None = None) -> int:
+        """Of the bays with no sensor, how many are taken: inside, less the sensed ones."""
+        if sensed_occupied is None:
+            sensed_occupied = sum(1 for b in self.bays.values() if b.state == "occupied")
+        return max(0, min(len(self.counted), self.vehicles_inside() - sensed_occupied))
 
     def counts_by(self, key: Callable[[Bay], str]) -> dict[str, Counts]:
         groups: dict[str, list[Bay]] = defaultdict(list)
@@ -244,8 +260,10 @@ class Occupancy:
         def by(key: Callable[[Bay], str]) -> dict[str, dict[str, int]]:
             return {name: c.as_dict() for name, c in self.counts_by(key).items()}
 
+        counted = {"capacity": len(self.counted), "occupied": self.counted_occupied()}
         return {
             "total": self.counts().as_dict(),
+            "counted": counted,
             "full": self.full,
             "byFloor": by(lambda b: b.config.floor),
             "byZone": by(lambda b: b.config.zone),
@@ -254,7 +272,7 @@ class Occupancy:
 
     @property
     def free(self) -> int:
-        return sum(1 for b in self.bays.values() if b.in_service and b.state == "free")
+        return self.counts().free
 
     @property
     def full(self) -> bool:

@@ -122,3 +122,20 @@ async def test_restore_begins_from_the_journaled_states(journal: Journal,
     await second.restore()
     assert (second.bays["A-0"].state, second.bays["A-3"].state) == ("occupied", "free")
     assert second.bays["A-4"].state == "unknown"  # never reported: not assumed free
+
+
+async def test_bays_without_a_sensor_are_filled_by_the_vehicles_no_sensor_accounts_for(
+        journal: Journal, clock: FakeClock) -> None:
+    counted = [BayConfig(id=f"N-{i}", floor="0", zone="N",
+                         sensor={"kind": "none"}) for i in range(4)]  # type: ignore[arg-type]
+    occupancy = Occupancy([*bays()[:2], *counted], LotConfig(), journal, clock)
+    inside = 0
+    occupancy.vehicles_inside = lambda: inside
+    await occupancy.apply([reading(clock, "A-0", "occupied"), reading(clock, "A-1", "free")])
+    assert occupancy.free == 5  # A-1 and the four counted bays
+    inside = 3  # one in A-0, two somewhere unwatched
+    assert occupancy.counts().as_dict() == {"free": 3, "occupied": 3, "unknown": 0,
+                                            "outOfService": 0}
+    inside = 40
+    assert occupancy.free == 1  # never below zero: the counted bays are simply full
+    assert occupancy.summary()["counted"] == {"capacity": 4, "occupied": 4}
