@@ -1,0 +1,136 @@
+"""Debug capture: the crops of reads that fell below the threshold, kept for tuning on site.
+
+A technician tuning a lane (camera angle, threshold, formats) needs the reads that failed, not
+the ones that worked. Each capture is a PNG of the plate crop and a JSON sidecar (the guess, its
+confidence per character, the box, the reason, timings). The folder is bounded in size: when a
+new capture would pass `max_mb`, the oldest captures are deleted first, so an SD card never
+fills up with them.
+
+Writes are small (a plate crop is a few KB) and happen only on failed reads, so they are done in
+place; a write that fails is logged and counted, never raised to the lane.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from gateway.clock import Clock
+
+if TYPE_CHECKING:
+    from gateway.lpr.worker import PlateResult
+
+log = structlog.get_logger(__name__)
+
+__all__ = ["CaptureStore"]
+
+_SUFFIXES = (".png", ".json")
+
+
+@dataclass(frozen=True, slots=True)
+class _Capture:
+    stem: Path  # the path without suffix; the capture is stem.png and stem.json
+    size: int
+
+
+class CaptureStore:
+    """A size-bounded folder of low-confidence crops with their JSON sidecars."""
+
+    def __init__(self, directory: Path, *, max_mb: float, clock: Clock) -> None:
+        if max_mb <= 0:
+            raise ValueError("max_mb must be positive")
+        self.directory = directory
+        self.max_bytes = int(max_mb * 2**20)
+        self._clock = clock
+        self._captures: deque[_Capture] = deque()
+        self._bytes = 0
+        self._counter = 0
+        self.saved = 0
+        self.deleted = 0
+        self.failed = 0
+        self._scan()
+
+    def _scan(self) -> None:
+        """Take in what an earlier run left, oldest first (names sort by time)."""
+        if not self.directory.is_dir():
+            return
+        stems = sorted({p.with_suffix("") for p in self.directory.iterdir()
+                        if p.suffix in _SUFFIXES and p.is_file()})
+        for stem in stems:
+            size = sum(p.stat().st_size for p in _files(stem) if p.exists())
+            self._captures.append(_Capture(stem, size))
+            self._bytes += size
+        self._enforce_bound(0)
+
+    @property
+    def used_bytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._captures)
+
+    def save(self, result: PlateResult, *, camera_id: str | None = None) -> Path | None:
+        """Keep a read that was not accepted; returns the PNG's path (None if nothing to keep).
+
+        A result without a crop is kept as a sidecar only. Never raises for a disk problem.
+        """
+        now = self._clock.now()
+        self._counter += 1
+        camera = "".join(c if c.isalnum() or c in "-_" else "_" for c in camera_id or "camera")
+        stem = self.directory / f"{now:%Y%m%dT%H%M%S%fZ}-{self._counter:06d}-{camera}"
+        sidecar = json.dumps(_sidecar(result, camera_id, now.isoformat()), indent=1).encode()
+        png = result.crop_png or b""
+        size = len(sidecar) + len(png)
+        if size > self.max_bytes:
+            return None
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._enforce_bound(size)
+            if png:
+                stem.with_suffix(".png").write_bytes(png)
+            stem.with_suffix(".json").write_bytes(sidecar)
+        except OSError as exc:
+            self.failed += 1
+            log.warning("lpr_capture_failed", directory=str(self.directory), error=str(exc))
+            return None
+        self._captures.append(_Capture(stem, size))
+        self._bytes += size
+        self.saved += 1
+        log.debug("lpr_capture_saved", path=str(stem), guess=result.guess,
+                  confidence=result.confidence)
+        return stem.with_suffix(".png") if png else stem.with_suffix(".json")
+
+    def _enforce_bound(self, incoming: int) -> None:
+        """Delete the oldest captures until `incoming` more bytes fit."""
+        while self._captures and self._bytes + incoming > self.max_bytes:
+            oldest = self._captures.popleft()
+            for path in _files(oldest.stem):
+                path.unlink(missing_ok=True)
+            self._bytes -= oldest.size
+            self.deleted += 1
+
+
+def _files(stem: Path) -> list[Path]:
+    return [stem.with_suffix(suffix) for suffix in _SUFFIXES]
+
+
+def _sidecar(result: PlateResult, camera_id: str | None, at: str) -> dict[str, Any]:
+    return {
+        "at": at,
+        "camera_id": camera_id,
+        "guess": result.guess,
+        "confidence": result.confidence,
+        "char_confidences": list(result.char_confidences),
+        "reason": result.reason,
+        "box": list(result.box) if result.box else None,
+        "format": result.format,
+        "frames_used": result.frames_used,
+        "frames_agreeing": result.frames_agreeing,
+        "frames_total": result.frames_total,
+        "timings_ms": dict(result.timings_ms),
+    }
