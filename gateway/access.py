@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Literal, TypeVar
 
 import structlog
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from gateway.clock import Stamp
 from gateway.config import LotConfig
@@ -26,6 +26,7 @@ from gateway.journal import PaymentRecord, SessionRecord
 from gateway.lpr import plates
 from gateway.lpr.plates import Match
 from gateway.operations import LotState
+from gateway.rights import RIGHTS, DenyEntry, Permit, Reservation
 
 log = structlog.get_logger("gateway.access")
 
@@ -40,70 +41,22 @@ ExitReasonCode = Literal[
 Passback = Literal["none", "refused", "flagged", "replaced"]
 
 
-# --- pushed config: the payloads the backend sends (kinds permits, reservations, deny_list) ---
+# --- pushed config: the rights the backend sends (kinds permits, reservations, deny_list) ---
+
+Pushed = tuple[Permit, ...] | tuple[Reservation, ...] | tuple[DenyEntry, ...]
 
 
-class _Pushed(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Permit(_Pushed):
-    permit_id: str = Field(min_length=1)
-    plate: str = Field(min_length=1)
-    valid_from: AwareDatetime | None = None
-    valid_until: AwareDatetime | None = None
-    # None: parks free. A tariff name: the holder pays by that table.
-    rate_table: str | None = None
-    # Set for account holders: the fee is charged to the account (a charge transaction).
-    account_id: str | None = None
-
-    def valid_at(self, at: datetime) -> bool:
-        return ((self.valid_from is None or self.valid_from <= at)
-                and (self.valid_until is None or at < self.valid_until))
-
-
-class Reservation(_Pushed):
-    reservation_id: str = Field(min_length=1)
-    plate: str = Field(min_length=1)
-    start: AwareDatetime
-    end: AwareDatetime
-    bay_id: str | None = None
-
-
-class DenyEntry(_Pushed):
-    plate: str = Field(min_length=1)
-    reason: str = "deny list"
-
-
-class PermitList(_Pushed):
-    permits: tuple[Permit, ...] = ()
-
-
-class ReservationList(_Pushed):
-    reservations: tuple[Reservation, ...] = ()
-
-
-class DenyList(_Pushed):
-    entries: tuple[DenyEntry, ...] = ()
-
-
-PUSHED_MODELS: dict[str, type[_Pushed]] = {
-    "permits": PermitList, "reservations": ReservationList, "deny_list": DenyList,
-}
-
-
-def parse_pushed(kind: str, payload: str) -> PermitList | ReservationList | DenyList:
-    """Validate a pushed payload; raises ValueError with every problem."""
-    model = PUSHED_MODELS.get(kind)
-    if model is None:
+def parse_pushed(kind: str, payload: str) -> Pushed:
+    """A stored or pushed payload (a JSON list) as models; raises ValueError with every problem."""
+    adapter = RIGHTS.get(kind)
+    if adapter is None:
         raise ValueError(f"unknown config kind {kind!r}")
     try:
-        parsed = model.model_validate_json(payload)
+        parsed: Pushed = adapter.validate_json(payload)
     except ValidationError as e:
         raise ValueError("; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
         ) from None
-    assert isinstance(parsed, PermitList | ReservationList | DenyList)
     return parsed
 
 
@@ -181,17 +134,21 @@ class Access:
 
     # --- loading ---
 
-    def load(self, kind: str, payload: PermitList | ReservationList | DenyList,
+    def load(self, kind: str, items: Iterable[Permit | Reservation | DenyEntry],
              version: int = 0) -> None:
-        """Put a validated pushed config in force (replacing the previous version whole)."""
-        if isinstance(payload, PermitList):
-            self.permits = _index((p.plate, p) for p in payload.permits)
-        elif isinstance(payload, ReservationList):
-            self.reservations = _index((r.plate, r) for r in payload.reservations)
+        """Put a validated pushed config in force, replacing the previous version whole."""
+        items = tuple(items)
+        if kind == "permits":
+            self.permits = _index((plate, p) for p in items if isinstance(p, Permit)
+                                  for plate in p.plates)
+        elif kind == "reservations":
+            self.reservations = _index((r.plate, r) for r in items if isinstance(r, Reservation))
+        elif kind == "deny_list":
+            self.deny = {plates.normalize(d.plate): d for d in items if isinstance(d, DenyEntry)}
         else:
-            self.deny = {plates.normalize(d.plate): d for d in payload.entries}
+            raise ValueError(f"unknown config kind {kind!r}")
         self.versions[kind] = version
-        log.info("access.config_loaded", kind=kind, version=version)
+        log.info("access.config_loaded", kind=kind, version=version, items=len(items))
 
     def admit(self, stay: OpenStay) -> None:
         self.inside[stay.session_id] = stay
@@ -231,10 +188,10 @@ class Access:
         if not read:
             return EntryDecision(False, "unreadable", None)
         read = plates.normalize(read)
-        deny = self._match(read, self.deny)
+        deny = self._match(read, [p for p, d in self.deny.items() if d.active_at(at)])
         if deny.accepted and deny.plate is not None:
             return EntryDecision(False, "deny_listed", deny.plate, match=deny,
-                                 deny_reason=self.deny[deny.plate].reason)
+                                 deny_reason=self.deny[deny.plate].reason or "deny list")
         known = self._match(read, {**self.permits, **self.reservations})
         if known.outcome == "ambiguous" or deny.outcome == "ambiguous":
             return EntryDecision(False, "ambiguous", read, match=known)
@@ -253,12 +210,12 @@ class Access:
         valid = [p for p in permits if p.valid_at(at)]
         if valid:
             p = valid[0]
-            kind: Literal["permit", "account"] = "account" if p.account_id else "permit"
-            return EntryDecision(True, "permit", plate, kind, p.permit_id, p.rate_table)
+            kind: Literal["permit", "account"] = "account" if p.accountId else "permit"
+            return EntryDecision(True, "permit", plate, kind, p.permitId, p.rateTable)
         grace = timedelta(minutes=self.lot.reservation_grace_minutes)
         for r in self.reservations.get(plate, []):
             if r.start - grace <= at <= r.end + grace:
-                return EntryDecision(True, "reservation", plate, "reservation", r.reservation_id)
+                return EntryDecision(True, "reservation", plate, "reservation", r.reservationId)
         # Visitors only: bays held by reservations are not theirs.
         held = self.pending_reservations(at)
         full = (self.operator_state == "full"
@@ -330,7 +287,7 @@ class Access:
         if stay.right_kind not in ("permit", "account") or stay.plate is None:
             return None
         return next((p for p in self.permits.get(stay.plate, [])
-                     if p.permit_id == stay.right_ref), None)
+                     if p.permitId == stay.right_ref), None)
 
     def _match(self, read: str, known: Iterable[str]) -> Match:
         return plates.match(read, known, max_distance=self.max_distance)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -164,8 +165,8 @@ class Gateway:
         self._journal = journal = await Journal.open(s.journal, clock=self.clock)
         self._closers.append(journal.close)
         self._access = Access(s.lot, max_distance=s.lpr.max_match_distance)
-        await self._load_pushed_config()
         self._sessions = SessionBook(s, journal, self.access, self.clock)
+        await self._load_pushed_config()
         restored = await self.sessions.restore()
         self._occupancy = Occupancy(s.bays, s.lot, journal, self.clock)
         access = self.access
@@ -199,6 +200,7 @@ class Gateway:
             from gateway.sync.service import Sync
 
             self.sync = Sync(s, journal, self.clock, self)
+            self.sync.inbox.subscribe(self._config_applied)
         if self._want_control:
             from gateway.control import ControlServer
 
@@ -258,22 +260,38 @@ class Gateway:
             self._closers.append(self.bus.close)
 
     async def _load_pushed_config(self) -> None:
-        """Permits, reservations and the deny list in force: the journal's newest versions."""
-        for kind in ("permits", "reservations", "deny_list"):
+        """The pushed config in force: the journal's newest version of each kind."""
+        for kind in ("permits", "reservations", "deny_list", "tariffs"):
             current = await self.journal.config_current(kind)
             if current is None:
                 continue
             try:
-                self.access.load(kind, parse_pushed(kind, current.payload), current.version)
-            except ValueError as e:  # stored by an older version that checked less
+                if kind == "tariffs":
+                    self._tariffs_pushed(json.loads(current.payload))
+                else:
+                    self.access.load(kind, parse_pushed(kind, current.payload),
+                                     current.version)
+            except (ValueError, TypeError) as e:  # stored by an older version that checked less
                 log.error("gateway.config_unreadable", kind=kind, version=current.version,
                           error=str(e))
 
-    def config_applied(self, kind: str, version: int, payload: str) -> None:
-        """Sync applied a pushed config: put it in force now."""
-        if self._access is None or kind not in ("permits", "reservations", "deny_list"):
-            return
-        self.access.load(kind, parse_pushed(kind, payload), version)
+    def _tariffs_pushed(self, tables: Mapping[str, Any]) -> None:
+        """Pushed tariffs join (and override) the config file's, from the next price on."""
+        from gateway.tariff import RateTable
+
+        merged = dict(self.settings.tariffs)
+        merged.update({name.lower(): RateTable.model_validate(table)
+                       for name, table in tables.items()})
+        self.sessions.tariffs = merged
+
+    def _config_applied(self, kind: str, version: int, model: Any) -> None:
+        """Sync put a new pushed config in force (validated and journaled): use it now."""
+        if kind == "tariffs":
+            root = getattr(model, "root", model)
+            self._tariffs_pushed({name: table.model_dump() if hasattr(table, "model_dump")
+                                  else table for name, table in root.items()})
+        else:
+            self.access.load(kind, model, version)
 
     def _parts(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
         parts: list[tuple[str, Callable[[], Awaitable[None]]]] = [

@@ -45,6 +45,7 @@ from gateway.tariff import (
 )
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_CONFIG = Path("/etc/parking-gateway/gateway.toml")
 CONFIG_ENV = "PARKING_GATEWAY_CONFIG"
@@ -163,14 +164,22 @@ def _number(value: Any) -> str:
 
 # --- shared options and loading ----------------------------------------------------------
 
-json_option = click.option(
-    "--json", "as_json", is_flag=True, help="Print JSON on stdout, and nothing else there."
-)
-config_option = click.option(
-    "--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
-    default=DEFAULT_CONFIG, envvar=CONFIG_ENV, show_default=True, show_envvar=True,
-    help="The gateway's config file.",
-)
+# Functions rather than click.option(...) values: their types stay visible to mypy in the
+# modules that import them back (the subsystems' command modules, registered at the end).
+
+
+def json_option(f: F) -> F:
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print JSON on stdout, and nothing else there."
+    )(f)
+
+
+def config_option(f: F) -> F:
+    return click.option(
+        "--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+        default=DEFAULT_CONFIG, envvar=CONFIG_ENV, show_default=True, show_envvar=True,
+        help="The gateway's config file.",
+    )(f)
 
 
 def _fail_config(path: Path, error: ConfigError) -> InvalidInput:
@@ -433,10 +442,12 @@ def journal() -> None:
     """Read the offline journal (read-only: safe while the daemon runs)."""
 
 
-journal_option = click.option(
-    "--journal", "journal_path", type=click.Path(path_type=Path, dir_okay=False),
-    help="The journal file, instead of the config's journal.path; the config is then optional.",
-)
+def journal_option(f: F) -> F:
+    return click.option(
+        "--journal", "journal_path", type=click.Path(path_type=Path, dir_okay=False),
+        help="The journal file, instead of the config's journal.path; the config is then "
+             "optional.",
+    )(f)
 
 
 @dataclass(frozen=True, slots=True)
@@ -675,3 +686,15 @@ def bench_journal(producers: int, events: int, directory: Path | None, as_json: 
 
 # --- commands defined beside their subsystems ----------------------------------------------
 # Each subsystem keeps its commands in its own module; they are registered here, one line each.
+from gateway.lpr.cli import lpr  # noqa: E402
+cli.add_command(lpr)
+from parking_sim.cli import sim  # noqa: E402  (click only; the simulator loads on use)
+cli.add_command(sim)
+from gateway.daemon_cli import run  # noqa: E402
+cli.add_command(run)
+from gateway.drivers.bus_cli import bus  # noqa: E402
+bench.add_command(bus)
+from gateway.sync.cli import bench_sync  # noqa: E402
+bench.add_command(bench_sync)
+from gateway.service_cli import register_service_commands  # noqa: E402
+register_service_commands(cli)  # status, gate, lane, lot, bay, sensors, sessions, plates, report

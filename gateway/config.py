@@ -329,6 +329,7 @@ class LaneGpio(_Section):
     close_relay: Pin | None = None
     up_limit: Pin | None = None
     down_limit: Pin | None = None
+    lamp: Pin | None = None  # the lane's signal lamp (lit: drive on)
 
     @property
     def pins(self) -> dict[str, int]:
@@ -353,6 +354,23 @@ class LaneTiming(_Section):
     pass_timeout_s: float = Field(30.0, gt=0, le=600)
 
 
+class LoopGeometry(_Section):
+    """Where the loops lie, for telling two close vehicles from one long one.
+
+    A tailgater less than a metre behind the car ahead makes the loops see one long vehicle.
+    The speed of its tail, from the arming loop's trailing edge to the safety loop's, times
+    how long the safety loop stayed occupied, gives the length of what went through.
+    """
+
+    # From the arming loop's far edge to the safety loop's far edge, in metres.
+    arming_to_safety_end_m: float = Field(2.5, gt=0, le=20)
+    # The safety loop's length as it detects (the loop plus its fringe field), in metres.
+    safety_length_m: float = Field(2.6, gt=0, le=10)
+    # Anything longer went through as two vehicles. Cars and vans are at most ~6.5 m; the
+    # estimate runs long for a car still accelerating, hence the margin.
+    max_vehicle_m: float = Field(7.6, gt=2, le=30)
+
+
 class LaneConfig(_Section):
     id: Ident
     direction: Literal["entry", "exit"]
@@ -362,6 +380,7 @@ class LaneConfig(_Section):
     gpio: LaneGpio
     barrier: BarrierConfig = Field(default_factory=BarrierConfig)
     timing: LaneTiming = Field(default_factory=LaneTiming)
+    loops: LoopGeometry = Field(default_factory=LoopGeometry)
 
     @model_validator(mode="after")
     def _close_relay_needs_pulse_drive(self) -> LaneConfig:
@@ -396,6 +415,7 @@ class UltrasonicSensor(_Section):
     echo_pin: Pin
     threshold_cm: float = Field(150.0, gt=2, le=400)
     hysteresis_cm: float = Field(10.0, ge=0)
+    min_dwell_s: float = Field(3.0, ge=0, le=600)  # a reading must hold this long to count
 
     @model_validator(mode="after")
     def _hysteresis_below_threshold(self) -> UltrasonicSensor:
@@ -471,8 +491,6 @@ class LotConfig(_Section):
     no_entry_record: Literal["lost_ticket", "hold"] = "lost_ticket"
     # Longest stay per bay type, in minutes, before an overstay violation.
     max_stay_minutes: dict[BayTypeName, int] = Field(default_factory=_default_max_stays)
-    # Plate matching: the largest confusable-weighted distance still accepted as the same plate.
-    max_plate_distance: float = Field(1.0, ge=0, le=3)
 
 
 def _duplicates(values: Iterable[tuple[Loc, Hashable]]) -> Iterator[tuple[Loc, Loc]]:
@@ -483,6 +501,33 @@ def _duplicates(values: Iterable[tuple[Loc, Hashable]]) -> Iterator[tuple[Loc, L
             yield loc, first[value]
         else:
             first[value] = loc
+
+
+# --- gpio ---------------------------------------------------------------------------------
+
+
+class GpioConfig(_Section):
+    """How the Pi's pins are reached, and the lot-wide lamps."""
+
+    # auto: $GPIOZERO_PIN_FACTORY, else gpiozero's own choice; lgpio on a Pi 5; mock in tests.
+    pin_factory: Literal["auto", "lgpio", "rpigpio", "mock"] = "auto"
+    lot_full_lamp: Pin | None = None
+
+
+# --- sensor bus ---------------------------------------------------------------------------
+
+
+class BusConfig(_Section):
+    """The RS-485 Modbus RTU line to the bays' detector nodes (`[bus]`)."""
+
+    port: NonEmpty  # /dev/ttyUSB0, /dev/ttyAMA0, /dev/serial/by-id/...
+    baudrate: Literal[9600, 19200, 38400, 57600, 115200] = 19200
+    parity: Literal["N", "E", "O"] = "E"  # Modbus RTU's default is even
+    stopbits: Literal[1, 2] = 1
+    timeout_ms: int = Field(100, ge=5, le=5000)  # reply timeout, from the request's last byte
+    retries: int = Field(1, ge=0, le=5)  # extra attempts within one poll cycle
+    fault_after_failures: int = Field(3, ge=1, le=1000)  # failed cycles before "unknown"
+    poll_interval_s: float = Field(0.5, ge=0, le=60)  # 0: poll back to back
 
 
 # --- journal ------------------------------------------------------------------------------
@@ -562,10 +607,12 @@ class SyncConfig(_SectionWithSecrets):
     command_hmac_key_file: SecretFile | None = None
     # Tuning of gateway.sync (docs/sync.md): transport, topics, drain, reconnect, commands.
     transport: Literal["mqtt", "http"] = "mqtt"
-    topic_prefix: NonEmpty = "parking/v1"
+    topic_prefix: str = Field("parking/v1", pattern=r"^[^#+/\s][^#+\s]*[^#+/\s]$")  # no wildcard
     http_fallback_after_s: float | None = Field(None, gt=0)  # needs http.base_url
     batch_size: int = Field(500, ge=1, le=10000)
     inflight_window: int = Field(256, ge=1, le=65535)
+    # Events per MQTT message when draining a backlog (a CloudEvents JSON batch); 1: one each.
+    events_per_message: int = Field(100, ge=1, le=1000)
     backlog_rate_per_s: float | None = Field(500.0, gt=0)  # None: drain a backlog unthrottled
     backlog_burst: int = Field(500, ge=1)
     reconnect_min_s: float = Field(1.0, gt=0)
@@ -585,6 +632,31 @@ def _lower(value: Any) -> Any:
 class LoggingConfig(_Section):
     level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = "info"
     format: Literal["auto", "json", "console"] = "auto"
+
+
+# --- plate reading ------------------------------------------------------------------------
+
+
+def _plate_formats(entries: tuple[str, ...]) -> tuple[str, ...]:
+    from gateway.lpr.plates import formats_for  # plain Python; imported late to keep this light
+
+    formats_for(entries)  # raises ValueError naming the bad entry
+    return entries
+
+
+class LprConfig(_Section):
+    """Licence-plate reading (`[lpr]`): the reader's worker process, formats, matching."""
+
+    enabled: bool = True
+    # Region codes (eu, uk, us, br, in, or one of de fr it es nl pl) or "name=MASK" entries.
+    formats: Annotated[tuple[str, ...], AfterValidator(_plate_formats)] = (
+        "eu", "uk", "us", "br", "in")
+    max_match_distance: float = Field(1.0, ge=0, le=3)  # weighted edits; a confusable < 1
+    consensus_threshold: float = Field(0.6, ge=0, le=1)
+    queue_size: int = Field(8, ge=1, le=256)  # frames waiting for the reader; oldest dropped
+    timeout_s: float = Field(2.0, gt=0, le=60)  # per passage
+    capture_dir: Path | None = None  # keep crops of reads below the threshold here
+    capture_max_mb: int = Field(100, ge=1)
 
 
 # --- control socket -----------------------------------------------------------------------
@@ -619,10 +691,13 @@ class Settings(BaseSettings):
     lanes: tuple[LaneConfig, ...] = ()
     bays: tuple[BayConfig, ...] = ()
     tariffs: dict[str, RateTable]
+    gpio: GpioConfig = Field(default_factory=GpioConfig)
     lot: LotConfig = Field(default_factory=LotConfig)
     journal: JournalConfig = Field(default_factory=JournalConfig)
     sync: SyncConfig = Field(default_factory=SyncConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    lpr: LprConfig = Field(default_factory=LprConfig)
+    bus: BusConfig | None = None
     control: ControlConfig = Field(default_factory=ControlConfig)
 
     # Uniqueness within a list is checked on the list itself, so that it is reported together
@@ -676,6 +751,8 @@ class Settings(BaseSettings):
             if isinstance(bay.sensor, UltrasonicSensor):
                 for key, pin in bay.sensor.pins.items():
                     yield ("bays", i, "sensor", key), pin
+        if self.gpio.lot_full_lamp is not None:
+            yield ("gpio", "lot_full_lamp"), self.gpio.lot_full_lamp
 
 
 # --- loading ------------------------------------------------------------------------------

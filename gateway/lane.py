@@ -111,9 +111,15 @@ class Cycle:
     read: Read | None = None
     vend_reason: str | None = None
     passed: int = 0
+    hidden_followers: int = 0  # vehicles found by length, too close behind to be seen apart
+    cleared_at: list[float] = field(default_factory=list)  # closing loop trailing edges
     # A vehicle that arrived at the arming loop while the barrier was up: its own read.
     follower_read: asyncio.Task[Read] | None = None
-    tailgate_reads: list[Read] = field(default_factory=list)
+    # The camera's view in the seconds after the first vehicle reached the barrier: whoever
+    # follows close behind comes into it. Read only if a tailgate is found.
+    follower_frames: list[Frame] = field(default_factory=list)
+    safety_on_at: float | None = None  # loop time the safety loop last became occupied
+    arming_off_at: float | None = None  # loop time the arming loop last cleared
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,8 +266,11 @@ class Lane:
     # --- loops ---
 
     async def _on_arming(self, occupied: bool) -> None:
+        now = asyncio.get_running_loop().time()
         if occupied:
-            self._armed_at = asyncio.get_running_loop().time()
+            self._armed_at = now
+        elif self._cycle is not None and self.state in ("open", "passing", "closing"):
+            self._cycle.arming_off_at = now
         if self.state in ("locked_closed", "out_of_order"):
             return
         if occupied and self.state == "idle":
@@ -285,6 +294,12 @@ class Lane:
             self.state = "idle"
 
     async def _on_safety(self, occupied: bool) -> None:
+        if self._cycle is not None:
+            if occupied:
+                self._cycle.safety_on_at = asyncio.get_running_loop().time()
+                self._watch_followers(self._cycle)
+            else:
+                self._count_long_vehicle(self._cycle)
         if occupied:
             if self.state == "closing":
                 await self._reopen()
@@ -299,7 +314,40 @@ class Lane:
         elif self.state == "open" and self._cycle is not None and self._cycle.passed:
             await self._close_if_clear("vehicle_passed")
 
+    def _watch_followers(self, cycle: Cycle) -> None:
+        """Keep a few frames from the next seconds, for the plate of a car too close behind."""
+        if self.camera is None:
+            return
+        camera, loop = self.camera, asyncio.get_running_loop()
+
+        def snap() -> None:
+            frame = camera.latest()
+            if frame is not None and self._cycle is cycle and len(cycle.follower_frames) < 8:
+                cycle.follower_frames.append(frame)
+
+        for delay in (0.5, 1.0, 1.5, 2.5, 3.5):
+            loop.call_later(delay, snap)
+
+    def _count_long_vehicle(self, cycle: Cycle) -> None:
+        """The safety loop cleared: was what crossed it one vehicle, or two close together?"""
+        now = asyncio.get_running_loop().time()
+        geo = self.config.loops
+        on, off = cycle.safety_on_at, cycle.arming_off_at
+        cycle.safety_on_at = None
+        if on is None or off is None or not on <= off < now:
+            return  # the tail left the arming loop before the safety loop saw the front
+        speed = geo.arming_to_safety_end_m / (now - off)
+        length = speed * (now - on) - geo.safety_length_m
+        # Vehicles the closing loop told apart while this one crossed are already counted.
+        seen_apart = sum(1 for t in cycle.cleared_at if on <= t <= now)
+        if length > geo.max_vehicle_m and not seen_apart:
+            cycle.hidden_followers += 1
+            log.info("lane.long_vehicle", lane=self.id, length_m=round(length, 1),
+                     speed_mps=round(speed, 2))
+
     async def _on_closing(self, occupied: bool) -> None:
+        if not occupied and self._cycle is not None:
+            self._cycle.cleared_at.append(asyncio.get_running_loop().time())
         if not occupied:
             await self._vehicle_cleared()
 
@@ -313,13 +361,15 @@ class Lane:
                 cycle = self._cycle = Cycle("locked_open", asyncio.get_running_loop().time())
             else:
                 return
-        cycle.passed += 1
-        self.passages += 1
-        self.lot.note_passage(self.direction)
-        if cycle.passed == 1 and cycle.reason != "locked_open":
-            await self._first_passed(cycle)
-        else:
-            await self._extra_passed(cycle)
+        for _ in range(1 + cycle.hidden_followers):
+            cycle.passed += 1
+            self.passages += 1
+            self.lot.note_passage(self.direction)
+            if cycle.passed == 1 and cycle.reason != "locked_open":
+                await self._first_passed(cycle)
+            else:
+                await self._extra_passed(cycle)
+        cycle.hidden_followers = 0
         if self.state == "locked_open":
             self._cycle = None
             return
@@ -562,6 +612,8 @@ class Lane:
 
     async def _follower_read(self, cycle: Cycle) -> Read | None:
         task, cycle.follower_read = cycle.follower_read, None
+        if task is None and cycle.follower_frames:
+            return await self._read_follower(cycle)
         if task is None:
             return None
         try:
@@ -571,6 +623,16 @@ class Lane:
         except Exception:
             log.exception("lane.follower_read_failed", lane=self.id)
             return None
+
+    async def _read_follower(self, cycle: Cycle) -> Read | None:
+        """The newest kept frame that shows a plate other than the first vehicle's."""
+        leader = cycle.read.plate if cycle.read else None
+        frames, cycle.follower_frames = cycle.follower_frames, []
+        for frame in reversed(frames):
+            result = await self.plates.read_frames([frame], self.timing.identify_timeout_s)
+            if result.plate is not None and result.plate != leader:
+                return Read(result.plate, result.confidence, result, frame.at)
+        return None
 
     async def _locked_passage(self, read: Read | None, at: Stamp) -> None:
         """Locked open: no decisions, but sessions are still kept for plates that were read."""

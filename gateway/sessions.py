@@ -69,6 +69,7 @@ class SessionBook:
         self.access = access
         self.clock = clock
         self.tz = settings.gateway.tzinfo
+        self.tariffs: dict[str, RateTable] = dict(settings.tariffs)  # pushed ones join later
         self.opened = 0
         self.closed = 0
 
@@ -90,13 +91,12 @@ class SessionBook:
         name = self.table_name(stay)
         if name == PERMIT_FREE:
             return None
-        return self.settings.tariffs.get(name) or self.settings.tariffs[
-            self.settings.gateway.default_tariff]
+        return self.tariffs.get(name) or self.tariffs[self.settings.gateway.default_tariff]
 
     def price(self, stay: OpenStay, end: Stamp) -> StayQuote | Quote:
         table = self.table(stay)
         if table is None:
-            default = self.settings.tariffs[self.settings.gateway.default_tariff]
+            default = self.tariffs[self.settings.gateway.default_tariff]
             return free_quote(default.currency, "permit: free")
         return quote_stay(table, stay.entry, end, tz=self.tz)
 
@@ -188,7 +188,7 @@ class SessionBook:
 
         The entry time is unknown, so the session starts and ends at the exit.
         """
-        table = self.settings.tariffs[self.settings.gateway.default_tariff]
+        table = self.tariffs[self.settings.gateway.default_tariff]
         try:
             fee = lost_ticket_quote(table)
         except ValueError:

@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from gateway.access import Access, DenyEntry, DenyList, Permit, PermitList
+from gateway.access import Access
 from gateway.clock import FakeClock
 from gateway.config import LotConfig, Settings, load_settings
 from gateway.journal import Journal
+from gateway.rights import DenyEntry, Permit, Reservation
 from gateway.sessions import SessionBook
 from tests.conftest import EXAMPLE
 from tests.lanes import Lot, Rig, settle
@@ -29,8 +30,8 @@ def make_rig(settings: Settings, journal: Journal, clock: FakeClock, *, lane: st
              access: Access | None = None) -> Rig:
     policy = LotConfig(**(lot_policy or {}))
     access = access or Access(policy)
-    access.load("permits", PermitList(permits=(Permit(permit_id="p-1", plate=PERMIT),)))
-    access.load("deny_list", DenyList(entries=(DenyEntry(plate="BAD666", reason="stolen"),)))
+    access.load("permits", [Permit(permitId="p-1", plates=(PERMIT,))])
+    access.load("deny_list", [DenyEntry(plate="BAD666", reason="stolen")])
     sessions = SessionBook(settings, journal, access, clock)
     config = next(c for c in settings.lanes if c.id == lane)
     return Rig(config, settings, journal, clock, access, sessions, lot or Lot())
@@ -347,12 +348,10 @@ async def test_a_car_that_backs_away_after_the_barrier_opened_gets_no_session(
 def test_reservation_window_and_grace() -> None:
     from datetime import UTC, datetime
 
-    from gateway.access import Reservation, ReservationList
-
     access = Access(LotConfig(reservation_grace_minutes=10))
     start = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-    access.load("reservations", ReservationList(reservations=(Reservation(
-        reservation_id="r-1", plate="RES1", start=start, end=start + timedelta(hours=2)),)))
+    access.load("reservations", [Reservation(
+        reservationId="r-1", plate="RES1", start=start, end=start + timedelta(hours=2))])
     early = access.entry("RES1", at=start - timedelta(minutes=11), free_bays=50)
     assert (early.allow, early.reason) == (True, "visitor")
     on_time = access.entry("RES1", at=start - timedelta(minutes=9), free_bays=0)
@@ -364,8 +363,8 @@ def test_reservation_window_and_grace() -> None:
 
 def test_an_ambiguous_plate_is_never_accepted() -> None:
     access = Access(LotConfig())
-    access.load("permits", PermitList(permits=(
-        Permit(permit_id="a", plate="AB1234"), Permit(permit_id="b", plate="AB1235"))))
+    access.load("permits", [Permit(permitId="a", plates=("AB1234",)),
+                            Permit(permitId="b", plates=("AB1235",))])
     decision = access.entry("AB123X", at=_now(), free_bays=50)
     assert (decision.allow, decision.reason, decision.fallback) == (False, "ambiguous", True)
 

@@ -1,0 +1,285 @@
+"""`parking-gateway lpr ...`: read plates from photos, and measure the reader on a labelled set.
+
+Both commands run the reader in its worker process, exactly as a lane does, so the figures
+(latency, the worker's peak memory) are the lane's. An image that cannot be read (empty,
+truncated, too small or too large, not an image) is reported on stderr with the reason and
+never stops the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import numpy as np
+import numpy.typing as npt
+
+from gateway.cli import (
+    EXIT_CODES,
+    InvalidInput,
+    OperationalError,
+    Section,
+    _print_json,
+    _print_sections,
+    _terminal,
+)
+from gateway.lpr.consensus import DEFAULT_THRESHOLD, vote
+from gateway.lpr.worker import (
+    DEFAULT_FACTORY,
+    BadImage,
+    ImageReading,
+    PlateWorker,
+    WorkerStartError,
+    check_image,
+    decode_image,
+)
+
+PROGRESS_EVERY = 25  # images between progress lines when stderr is not a terminal
+
+FC = TypeVar("FC", bound=Callable[..., Any])
+
+# gateway.cli's own --json, restated with its type: gateway.cli imports this module at its end,
+# and in that cycle mypy cannot see the type of an option built by a call there.
+json_option: Callable[[FC], FC] = click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON on stdout, and nothing else there."
+)
+factory_option: Callable[[FC], FC] = click.option(
+    "--factory", default=DEFAULT_FACTORY, show_default=True, metavar="MODULE:CALLABLE",
+    help="The reader the worker builds: another engine, or a test double.",
+)
+timeout_option: Callable[[FC], FC] = click.option(
+    "--timeout", "timeout_s", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+    help="Seconds one image may take before it is given up.",
+)
+
+
+def _lpr() -> None:
+    """Licence-plate reading: read photos, evaluate the reader."""
+
+
+# Annotated, not decorated: gateway.cli imports this module at its end, and mypy needs the
+# group's type before it has seen the decorator's.
+lpr: click.Group = click.group("lpr")(_lpr)
+
+
+# --- read --------------------------------------------------------------------------------
+
+
+@lpr.command("read", epilog=EXIT_CODES)
+@click.argument("images", nargs=-1, required=True,
+                type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@factory_option
+@timeout_option
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=DEFAULT_THRESHOLD,
+              show_default=True, help="Confidence a plate needs to be taken.")
+@json_option
+def lpr_read(images: tuple[Path, ...], factory: str, timeout_s: float, threshold: float,
+             as_json: bool) -> None:
+    """Read the plate in each IMAGE (JPEG or PNG, one vehicle each).
+
+    --json prints a list with, per image, the plate (null below the threshold), the guess,
+    confidence, box, timings and every candidate; an unreadable image has "error" instead.
+    Exit code 2 if any image could not be read.
+    """
+    decoded: list[tuple[Path, npt.NDArray[np.uint8] | str]] = []
+    for path in images:
+        try:
+            decoded.append((path, decode_image(path.read_bytes())))
+        except BadImage as e:
+            decoded.append((path, str(e)))
+        except OSError as e:
+            decoded.append((path, f"cannot read the file: {e.strerror or e}"))
+    good = [image for _, image in decoded if not isinstance(image, str)]
+    readings = _run_worker(factory, timeout_s,
+                           lambda worker: _read_all(worker, good, timeout_s)) if good else []
+    rows: list[dict[str, Any]] = []
+    it = iter(readings)
+    for path, image in decoded:
+        if isinstance(image, str):
+            click.echo(f"{path}: {image}", err=True)
+            rows.append({"image": str(path), "error": image})
+        else:
+            rows.append({"image": str(path), **_describe(next(it), threshold)})
+    if as_json:
+        _print_json(rows)
+    else:
+        _print_sections([_read_section(rows)])
+    failed = sum(1 for row in rows if "error" in row)
+    if failed:
+        raise InvalidInput(f"{failed} of {len(rows)} images could not be read")
+
+
+async def _read_all(worker: PlateWorker, images: Sequence[npt.NDArray[np.uint8]],
+                    timeout_s: float) -> list[ImageReading | str]:
+    out: list[ImageReading | str] = []
+    for image in images:
+        try:
+            out.append(await worker.read_image(image, timeout_s))
+        except (TimeoutError, RuntimeError, BadImage) as e:
+            out.append(str(e))
+    return out
+
+
+def _describe(reading: ImageReading | str, threshold: float) -> dict[str, Any]:
+    if isinstance(reading, str):
+        return {"error": reading}
+    result = vote(reading.candidates, threshold=threshold)
+    return {
+        "plate": result.plate,
+        "guess": result.guess,
+        "confidence": result.confidence,
+        "reason": result.reason,
+        "box": list(result.box) if result.box else None,
+        "timings_ms": {k: round(v, 1) for k, v in reading.timings_ms.items()},
+        "candidates": [{"text": c.text, "confidence": round(c.confidence, 4),
+                        "box": list(c.box)} for c in reading.candidates],
+    }
+
+
+def _read_section(rows: Sequence[dict[str, Any]]) -> Section:
+    table = []
+    for row in rows:
+        if "error" in row:
+            table.append((row["image"], "-", "-", "-", row["error"]))
+            continue
+        ms = row["timings_ms"].get("roundtrip")
+        note = row["reason"] or ""
+        if row["plate"] is None and row["guess"]:
+            note = f"{note}: guess {row['guess']}"
+        table.append((row["image"], row["plate"] or "-", f"{row['confidence']:.2f}",
+                      "-" if ms is None else f"{ms:.0f}", note))
+    return Section("plates", table, header=("image", "plate", "conf", "ms", "note"), wrap=0)
+
+
+# --- eval --------------------------------------------------------------------------------
+
+
+@lpr.command("eval", epilog=EXIT_CODES)
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@factory_option
+@timeout_option
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N photos of a folder.")
+@json_option
+def lpr_eval(directory: Path, factory: str, timeout_s: float, limit: int | None,
+             as_json: bool) -> None:
+    """Measure the reader on DIRECTORY in the openalpr layout (NAME.jpg + NAME.txt).
+
+    A DIRECTORY with labels of its own is one set, and --json prints its figures:
+    {"images", "exact", "accuracy", "within_one_confusable", "localized", "p50_ms", "p95_ms",
+    "worker_peak_rss_mb"}. A DIRECTORY without labels but with labelled sub-folders (eu/,
+    br/) is several sets: each is measured on its own, and --json prints {"eu": {...},
+    "br": {...}}. The reader runs warm in its worker process; latency is per photo, from the
+    file's bytes to the final read, the worker's round trip included.
+    """
+    from gateway.lpr import evaluate as evaluation
+
+    sets = _label_sets(directory)
+    if not sets:
+        raise InvalidInput(f"{directory} holds no labelled photos (NAME.jpg + NAME.txt), nor"
+                           " sub-folders that do")
+
+    async def run(worker: PlateWorker) -> dict[str, dict[str, Any]]:
+        loop = asyncio.get_running_loop()
+        figures = {}
+        for name, folder in sets:
+            total = min(len(evaluation.load_samples(folder)), limit or sys.maxsize)
+            reader = _WorkerReader(worker, loop, timeout_s)
+            progress = _progress(name, total)
+            # evaluate() is synchronous; it runs in a thread while the loop serves the worker.
+            found = await asyncio.to_thread(evaluation.evaluate, folder, reader,
+                                            progress=progress, limit=limit)
+            if total >= PROGRESS_EVERY or _terminal(sys.stderr):
+                click.echo(err=True)
+            found["worker_peak_rss_mb"] = worker.stats().peak_rss_mb
+            figures[name] = found
+        return figures
+
+    try:
+        figures = _run_worker(factory, timeout_s, run)
+    except evaluation.LabelError as e:
+        raise InvalidInput(str(e)) from None
+    result: dict[str, Any] = figures[""] if list(figures) == [""] else figures
+    if as_json:
+        _print_json(result)
+        return
+    _print_sections([
+        Section(f"lpr eval {directory / name if name else directory}",
+                [(key, str(value)) for key, value in found.items()], right_last=True)
+        for name, found in figures.items()
+    ])
+
+
+def _label_sets(directory: Path) -> list[tuple[str, Path]]:
+    """("", DIRECTORY) if it holds labels, else (name, sub-folder) for each that does."""
+    if any(directory.glob("*.txt")):
+        return [("", directory)]
+    return [(sub.name, sub) for sub in sorted(directory.iterdir())
+            if sub.is_dir() and any(sub.glob("*.txt"))]
+
+
+def _progress(name: str, total: int) -> Callable[[Any], None]:
+    done = 0
+    label = f"{name}: " if name else ""
+    on_terminal = _terminal(sys.stderr)
+
+    def step(_result: Any) -> None:
+        nonlocal done
+        done += 1
+        if on_terminal:
+            click.echo(f"\r{label}{done}/{total} photos", err=True, nl=False)
+        elif done % PROGRESS_EVERY == 0:
+            click.echo(f"{label}{done}/{total} photos", err=True)
+
+    return step
+
+
+class _WorkerReader:
+    """A synchronous `read(image)` for evaluate(), served by the worker on the event loop."""
+
+    def __init__(self, worker: PlateWorker, loop: asyncio.AbstractEventLoop,
+                 timeout_s: float) -> None:
+        self._worker = worker
+        self._loop = loop
+        self._timeout_s = timeout_s
+
+    def read(self, image: npt.NDArray[np.uint8]) -> ImageReading:
+        try:
+            check_image(image)
+        except BadImage as e:
+            return ImageReading((), {}, str(e))
+        future: Future[ImageReading] = asyncio.run_coroutine_threadsafe(
+            self._worker.read_image(image, self._timeout_s), self._loop)
+        try:
+            return future.result()
+        except (TimeoutError, RuntimeError) as e:
+            return ImageReading((), {}, str(e))
+
+
+# --- the worker ----------------------------------------------------------------------------
+
+
+def _run_worker(factory: str, timeout_s: float, use: Callable[[PlateWorker], Any]) -> Any:
+    """Start a worker, warm it up, hand it to `use`, and always stop it."""
+
+    root = click.get_current_context().find_root()
+    log_level = str(root.params.get("log_level", "warning"))
+
+    async def main() -> Any:
+        worker = PlateWorker(factory, queue_size=4, timeout_s=timeout_s, log_level=log_level)
+        click.echo("starting the plate reader...", err=True)
+        warmup = await worker.start()
+        click.echo(f"plate reader warm in {warmup:.1f} s", err=True)
+        try:
+            return await use(worker)
+        finally:
+            await worker.close()
+
+    try:
+        return asyncio.run(main())
+    except WorkerStartError as e:
+        raise OperationalError(str(e)) from None

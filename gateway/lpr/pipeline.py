@@ -1,0 +1,213 @@
+"""One frame in, ranked plate readings out: localize, recognize, correct towards a format.
+
+The reader spends its CPU where it pays: localization is cheap and proposes
+several rows of glyphs; only the best few are recognized, in one batch. More
+candidates, and a second look at the best crop (inverted for light-on-dark
+plates, or cut tighter), are tried only when the first pass is not confident
+enough. Each read is then made to fit the lot's plate formats where a
+confusable swap allows it (`plates.best_format_reading`), and candidates are
+ranked on recognizer confidence, plausibility as a plate and localization
+score.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+import structlog
+
+from gateway.lpr import localize, plates
+from gateway.lpr.localize import Box, ImageError, PlateCandidate
+from gateway.lpr.recognize import EasyOcrOptions, EasyOcrRecognizer, Recognizer, TextRead
+
+log = structlog.get_logger(__name__)
+
+Image = npt.NDArray[np.uint8]
+
+
+@dataclass(frozen=True)
+class ReaderOptions:
+    """Tuning of one plate reader; the defaults are what the dev-set figures were taken with."""
+
+    max_side: int = 1024
+    max_candidates: int = 6
+    first_pass: int = 2
+    confident: float = 0.75
+    variants: int = 1
+    trim_below: float = 0.9
+    min_chars: int = 4
+    max_chars: int = 10
+    formats: tuple[str, ...] = plates.DEFAULT_FORMAT_GROUPS
+    max_correction_cost: float = plates.MAX_CORRECTION_COST
+    threads: int = 2
+    model_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One plate reading of a frame."""
+
+    text: str
+    confidence: float
+    char_confidences: list[float]
+    box: Box
+    crop: Image
+    raw_text: str = ""
+    format: str | None = None
+    score: float = 0.0
+
+
+@dataclass
+class FrameReading:
+    """Everything a frame gave: candidates best first, and where the time went."""
+
+    candidates: list[Candidate] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    searched_boxes: list[Box] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def text(self) -> str:
+        return self.candidates[0].text if self.candidates else ""
+
+    @property
+    def confidence(self) -> float:
+        return self.candidates[0].confidence if self.candidates else 0.0
+
+
+class PlateReader:
+    """Localize, recognize and rank plates in single frames."""
+
+    def __init__(self, options: ReaderOptions | None = None, recognizer: Recognizer | None = None) -> None:
+        self.options = options or ReaderOptions()
+        self._formats = plates.formats_for(self.options.formats)
+        self._format_groups = [plates.formats_for([entry]) for entry in self.options.formats]
+        self._recognizer: Recognizer = recognizer or EasyOcrRecognizer(
+            EasyOcrOptions(model_dir=self.options.model_dir, threads=self.options.threads)
+        )
+
+    def warm_up(self) -> None:
+        """Load the model and run one frame through everything."""
+        self._recognizer.warm_up()
+        frame = np.full((240, 320, 3), 128, dtype=np.uint8)
+        self.read(frame)
+
+    def read(self, image: npt.NDArray[np.generic]) -> FrameReading:
+        """Read the plates in one decoded frame (BGR, BGRA or grey).
+
+        A frame that cannot hold a plate (empty, tiny, wrong shape) gives a
+        reading with no candidates and `error` set, never an exception.
+        """
+        start = time.perf_counter()
+        reading = FrameReading()
+        try:
+            found = localize.find_candidates(
+                image, max_candidates=self.options.max_candidates, max_side=self.options.max_side
+            )
+        except ImageError as exc:
+            log.warning("lpr.read.bad_image", error=str(exc))
+            reading.error = str(exc)
+            reading.timings_ms = {"localize": _ms(start), "recognize": 0.0, "total": _ms(start)}
+            return reading
+        localized = time.perf_counter()
+        reading.searched_boxes = [c.box for c in found]
+        reading.candidates = self._recognize(found)
+        done = time.perf_counter()
+        reading.timings_ms = {
+            "localize": (localized - start) * 1000.0,
+            "recognize": (done - localized) * 1000.0,
+            "total": (done - start) * 1000.0,
+        }
+        return reading
+
+    def _recognize(self, found: Sequence[PlateCandidate]) -> list[Candidate]:
+        """Recognize the best candidates' cleaned crops; look further only while unsure.
+
+        The second look covers the remaining candidates and the uncleaned crops of
+        the first ones (cleaning can erase a glyph merged with a seal).
+        """
+        opts = self.options
+        first = list(found[: opts.first_pass])
+        results = self._read_crops([(c, c.crop) for c in first])
+        if _best_score(results) < opts.confident:
+            more = [(c, v) for c in first for v in c.variants[: opts.variants]]
+            more += [(c, c.crop) for c in found[opts.first_pass :]]
+            results += self._read_crops(more)
+        return _best_per_box(results)
+
+    def _read_crops(self, items: Sequence[tuple[PlateCandidate, Image]]) -> list[Candidate]:
+        """Recognize crops in one batch."""
+        if not items:
+            return []
+        reads = self._recognizer.recognize([crop for _, crop in items])
+        return [self._candidate(cand, read, crop) for (cand, crop), read in zip(items, reads, strict=True)]
+
+    def _candidate(self, found: PlateCandidate, read: TextRead, crop: Image) -> Candidate:
+        confs = list(read.char_confidences) or [read.confidence] * len(read.text)
+        text, confs, fmt = self._correct(read.text, confs)
+        confidence = float(np.mean(confs)) if confs else 0.0
+        score = confidence * self._plausibility(text, fmt) * (0.7 + 0.3 * min(1.0, found.score))
+        return Candidate(
+            text=text,
+            confidence=confidence,
+            char_confidences=confs,
+            box=found.box,
+            crop=crop,
+            raw_text=read.text,
+            format=fmt,
+            score=score,
+        )
+
+    def _correct(self, text: str, confs: list[float]) -> tuple[str, list[float], str | None]:
+        """Fit a read to the lot's formats, trying them in the configured order.
+
+        A lot lists its home country's formats first; the first group a read can
+        be made to fit wins, so a Brazilian lot reads "NT01053" as "NTO1053"
+        rather than as a Polish plate. A read one character too long may also
+        lose a doubtful first or last character: the ends of a row are where
+        screws and frame edges get read as glyphs.
+        """
+        reads = [(text, confs)]
+        if len(text) > self.options.min_chars:
+            reads.append((text[1:], confs[1:]))
+            reads.append((text[:-1], confs[:-1]))
+        for group in self._format_groups:
+            for i, (variant, variant_confs) in enumerate(reads):
+                if i and max(confs[0] if i == 1 else confs[-1], 0.0) > self.options.trim_below:
+                    continue
+                correction = plates.best_format_reading(
+                    [(variant, variant_confs)], group, max_cost=self.options.max_correction_cost
+                )
+                if correction is not None:
+                    return correction.text, list(correction.char_confidences), correction.format
+        return text, confs, None
+
+    def _plausibility(self, text: str, fmt: str | None) -> float:
+        """How much a text looks like a plate at all: length, and a known format."""
+        n = len(text)
+        if n < self.options.min_chars or n > self.options.max_chars:
+            return 0.1
+        if fmt is not None:
+            return 1.0
+        return 0.8 if plates.is_valid(text, self._formats) else 0.6
+
+
+def _best_score(results: Sequence[Candidate]) -> float:
+    return max((c.score for c in results), default=0.0)
+
+
+def _best_per_box(results: Sequence[Candidate]) -> list[Candidate]:
+    """Best read of each localized box, best box first."""
+    best: dict[tuple[int, int, int, int], Candidate] = {}
+    for cand in results:
+        if cand.box not in best or cand.score > best[cand.box].score:
+            best[cand.box] = cand
+    return sorted(best.values(), key=lambda c: c.score, reverse=True)
+
+
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0

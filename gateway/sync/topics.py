@@ -1,0 +1,54 @@
+"""The MQTT topic tree of one gateway, `<prefix>/<lot>/<gateway>/...` (docs/asyncapi.yaml)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CONFIG_KINDS = ("tariffs", "permits", "reservations", "deny_list")
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    prefix: str  # e.g. "parking/v1"
+    lot_id: str
+    gateway_id: str
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}/{self.lot_id}/{self.gateway_id}"
+
+    @property
+    def events(self) -> str:
+        """CloudEvents, QoS 1, in sequence order."""
+        return f"{self.base}/events"
+
+    @property
+    def presence(self) -> str:
+        """`online` / `offline`, retained; `offline` is also the last will."""
+        return f"{self.base}/presence"
+
+    def state(self, name: str) -> str:
+        """Retained state documents: occupancy, lanes, health."""
+        return f"{self.base}/state/{name}"
+
+    def config(self, kind: str) -> str:
+        """Retained config pushed by the backend."""
+        return f"{self.base}/config/{kind}"
+
+    @property
+    def config_filter(self) -> str:
+        return f"{self.base}/config/+"
+
+    @property
+    def commands(self) -> str:
+        return f"{self.base}/commands"
+
+    @property
+    def replies(self) -> str:
+        """Where command replies go unless the command names a topic under it."""
+        return f"{self.base}/replies"
+
+    def config_kind(self, topic: str) -> str | None:
+        """The config kind a topic carries, or None if it is not a config topic of ours."""
+        head = f"{self.base}/config/"
+        return topic[len(head):] if topic.startswith(head) else None
