@@ -690,11 +690,14 @@ from gateway.lpr.cli import lpr  # noqa: E402
 cli.add_command(lpr)
 from parking_sim.cli import sim  # noqa: E402  (click only; the simulator loads on use)
 cli.add_command(sim)
-from gateway.daemon_cli import run  # noqa: E402
+from gateway.daemon_cli import bench_lane, run  # noqa: E402
 cli.add_command(run)
+bench.add_command(bench_lane)
 from gateway.drivers.bus_cli import bus  # noqa: E402
 bench.add_command(bus)
 from gateway.sync.cli import bench_sync  # noqa: E402
 bench.add_command(bench_sync)
 from gateway.service_cli import register_service_commands  # noqa: E402
 register_service_commands(cli)  # status, gate, lane, lot, bay, sensors, sessions, plates, report
+from parking_sim.demo import demo  # noqa: E402  (the simulator loads on use)
+cli.add_command(demo)

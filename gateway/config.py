@@ -346,7 +346,7 @@ class BarrierConfig(_Section):
 class LaneTiming(_Section):
     """How long a lane waits at each step; the defaults suit a barrier at walking pace."""
 
-    debounce_ms: int = Field(80, ge=0, le=2000)
+    debounce_ms: int = Field(50, ge=0, le=2000)  # loop detectors debounce too; this is extra
     identify_timeout_s: float = Field(2.0, gt=0, le=30)
     identify_frames: int = Field(3, ge=1, le=20)
     # The barrier stays up this long for a vehicle that does not move on, then closes

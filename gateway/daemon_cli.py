@@ -32,3 +32,24 @@ def run(config_path: Path, no_sync: bool) -> None:
         raise OperationalError(f"{e} (is another gateway running?)") from None
     except JournalError as e:
         raise OperationalError(str(e)) from None
+
+
+@click.command("lane", epilog=EXIT_CODES)
+@click.option("--trials", type=click.IntRange(min=3), default=40, show_default=True,
+              help="Permit holders driven through the lane.")
+@click.option("--reader", type=click.Choice(["auto", "easyocr", "ground-truth"]), default="auto",
+              show_default=True, help="auto: EasyOCR when the lpr extra is installed.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout, and nothing else.")
+def bench_lane(trials: int, reader: str, as_json: bool) -> None:
+    """Lane open latency (arming loop to barrier command, permit plate) and bay-to-journal."""
+    import json
+
+    from parking_sim.lane_bench import lane_bench
+
+    configure_logging("error", "console", sys.stderr)
+    result = asyncio.run(lane_bench(trials=trials, reader=reader.replace("-", "_")))
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    for key, value in result.items():
+        click.echo(f"{key.replace('_', ' '):<24} {value}")

@@ -143,7 +143,9 @@ async def lot_run(
 
         world.bays.subscribe(on_bay)
     gateway = Gateway(
-        settings, clock=clock, plates=plates or GroundTruthReader(), sync=sync, control=control,
+        settings, clock=clock, sync=sync, control=control,
+        # With [lpr] enabled and no reader given, the daemon starts its own plate worker.
+        plates=plates if plates is not None or settings.lpr.enabled else GroundTruthReader(),
         notifier=Notifier(None),
         hardware=HardwareOverrides(pin_factory=world.factory, cameras=world.cameras,
                                    bus_port=port))
@@ -177,7 +179,7 @@ async def lot_run(
 async def _started(gateway: Gateway, daemon: asyncio.Future[None]) -> None:
     """Wait for READY, or for the daemon to fail starting (no virtual-time timeout here: thread
     work such as opening the journal takes real time that a virtual clock would skip over)."""
-    ready = asyncio.ensure_future(gateway.started.wait())
+    ready: asyncio.Future[Any] = asyncio.ensure_future(gateway.started.wait())
     await asyncio.wait([ready, daemon], return_when=asyncio.FIRST_COMPLETED)
     if not ready.done():
         ready.cancel()
