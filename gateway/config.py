@@ -366,9 +366,9 @@ class LoopGeometry(_Section):
     arming_to_safety_end_m: float = Field(2.5, gt=0, le=20)
     # The safety loop's length as it detects (the loop plus its fringe field), in metres.
     safety_length_m: float = Field(2.6, gt=0, le=10)
-    # Anything longer went through as two vehicles. Cars and vans are at most ~6.5 m; the
-    # estimate runs long for a car still accelerating, hence the margin.
-    max_vehicle_m: float = Field(7.6, gt=2, le=30)
+    # Anything longer went through as two vehicles. Cars are at most ~5.5 m; the estimate runs
+    # long for a car still accelerating. Raise it where long vans or trailers use the lane.
+    max_vehicle_m: float = Field(7.1, gt=2, le=30)
 
 
 class LaneConfig(_Section):

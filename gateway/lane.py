@@ -44,6 +44,9 @@ from gateway.sessions import SessionBook
 
 log = structlog.get_logger("gateway.lane")
 
+RECHECK_S = 3.0  # how often a refused lane looks again at what stands on its arming loop
+FOLLOWER_FRAMES = 15  # frames kept, 0.4 s apart, after a vehicle reaches the barrier
+
 LaneState = Literal[
     "idle", "identifying", "refused", "opening", "open", "passing", "closing", "locked_open",
     "locked_closed", "out_of_order",
@@ -322,11 +325,11 @@ class Lane:
 
         def snap() -> None:
             frame = camera.latest()
-            if frame is not None and self._cycle is cycle and len(cycle.follower_frames) < 8:
+            if frame is not None and self._cycle is cycle:
                 cycle.follower_frames.append(frame)
 
-        for delay in (0.5, 1.0, 1.5, 2.5, 3.5):
-            loop.call_later(delay, snap)
+        for step in range(1, FOLLOWER_FRAMES + 1):
+            loop.call_later(0.4 * step, snap)
 
     def _count_long_vehicle(self, cycle: Cycle) -> None:
         """The safety loop cleared: was what crossed it one vehicle, or two close together?"""
@@ -462,6 +465,7 @@ class Lane:
         self.state = "refused"
         self._refused_read = read
         log.info("lane.refused", lane=self.id, plate=plate, reason=reason)
+        self._arm_timer("recheck", RECHECK_S)
         if reason == "deny_listed":
             await self.journal.commit([], [events.violation_detected(
                 at=self.clock.now(), kind="deny_listed", lane_id=self.id, plate=plate,
@@ -723,6 +727,9 @@ class Lane:
             self._timer = None
 
     async def _on_timeout(self, name: str) -> None:
+        if name == "recheck":
+            await self._recheck()
+            return
         if name != "pass" or self.state not in ("open", "passing"):
             return
         waiting = self.arming.occupied and self._cycle is not None and not self._cycle.passed
@@ -733,6 +740,28 @@ class Lane:
             log.info("lane.vehicle_backed_off", lane=self.id)
         self.state = "open"
         await self._close_if_clear("timeout")
+
+    async def _recheck(self) -> None:
+        """Refused, and the arming loop never cleared: is it still the same vehicle?
+
+        The refused car may have backed away while the next one in the queue pulled up so close
+        that the loop never saw a gap. A different plate in view is a new arrival.
+        """
+        if self.state != "refused" or not self.arming.occupied:
+            return
+        if self._identify is None:
+            self._identify = asyncio.create_task(self._read_plate())
+        read = await self._identify
+        self._identify = None
+        if self.state != "refused":
+            return
+        before = self._refused_read.plate if self._refused_read else None
+        if read.plate is not None and read.plate != before:
+            log.info("lane.next_vehicle", lane=self.id, plate=read.plate, refused=before)
+            self.state = "identifying"
+            await self._on_read(read)
+            return
+        self._arm_timer("recheck", RECHECK_S)
 
     # --- commands ---
 

@@ -30,7 +30,9 @@ def _options(pairs: list[str]) -> ReaderOptions:
     for pair in pairs:
         key, _, raw = pair.partition("=")
         kind = str(fields[key].type)
-        if "tuple" in kind:
+        if "bool" in kind:
+            values[key] = raw.lower() in ("1", "true", "yes")
+        elif "tuple" in kind:
             values[key] = tuple(v for v in raw.split(",") if v)
         elif "float" in kind:
             values[key] = float(raw)
@@ -58,8 +60,11 @@ def main() -> None:
         cpu_ms.append((now - last[0]) * 1000.0)
         last[0] = now
         if result.read != result.sample.plate and not args.quiet:
-            print(f"  miss {result.sample.image.name}: read {result.read!r} want {result.sample.plate!r}"
-                  f" loc={result.localized} {result.elapsed_ms:.0f}ms")
+            print(
+                f"  miss {result.sample.image.name}: read {result.read!r}"
+                f" want {result.sample.plate!r}"
+                f" loc={result.localized} {result.elapsed_ms:.0f}ms"
+            )
 
     for folder in args.folders:
         figures = evaluate(folder, reader, progress=show, limit=args.limit)

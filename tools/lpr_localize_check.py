@@ -55,7 +55,8 @@ def main() -> None:
         n = len(samples)
         print(
             f"{folder}: n={n} top1={sum(r == 0 for r in ranks) / n:.3f} "
-            f"top3={sum(0 <= r < 3 for r in ranks) / n:.3f} any={sum(r >= 0 for r in ranks) / n:.3f} "
+            f"top3={sum(0 <= r < 3 for r in ranks) / n:.3f} "
+            f"any={sum(r >= 0 for r in ranks) / n:.3f} "
             f"iou>=0.5={sum(v >= 0.5 for v in ious) / n:.3f} "
             f"p50={statistics.median(times):.1f}ms max={max(times):.1f}ms"
         )

@@ -16,12 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 import structlog
 
-from gateway.lpr.localize import Box, iou
+from gateway.lpr.localize import Box, ImageError, decode_image, iou
 
 log = structlog.get_logger(__name__)
 
@@ -50,16 +49,6 @@ class SampleResult:
     read: str
     localized: bool
     elapsed_ms: float
-
-
-class ReadLike(Protocol):
-    """The part of a frame reading that evaluation scores."""
-
-    @property
-    def text(self) -> str: ...
-
-    @property
-    def boxes(self) -> list[Box]: ...
 
 
 class Reader(Protocol):
@@ -105,11 +94,11 @@ def load_samples(folder: Path) -> list[Sample]:
 
 
 def decode(data: bytes) -> npt.NDArray[np.uint8] | None:
-    """Decode image bytes as OpenCV does for a camera snapshot; None when undecodable."""
-    if not data:
+    """Decode image bytes as a camera snapshot is decoded; None when undecodable."""
+    try:
+        return decode_image(data)
+    except ImageError:
         return None
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-    return image if image is not None and image.size else None
 
 
 def edit_distance(a: str, b: str) -> int:
@@ -123,17 +112,16 @@ def edit_distance(a: str, b: str) -> int:
     return prev[-1]
 
 
-def _confusable_distance() -> tuple[Callable[[str, str], float], bool]:
-    """plates.py's confusable-aware distance, or plain edit distance when it is not there."""
+def _near_miss() -> tuple[Callable[[str, str], bool], bool]:
+    """plates.py's one-confusable test, or plain edit distance <= 1 when it is not there."""
     try:
         from gateway.lpr import plates
-
-        fn = getattr(plates, "confusable_distance", None) or getattr(plates, "distance", None)
-        if callable(fn):
-            return fn, True
     except ImportError:
-        pass
-    return edit_distance, False
+        plates = None  # type: ignore[assignment]
+    test = getattr(plates, "within_one_confusable", None)
+    if callable(test):
+        return test, True
+    return (lambda read, truth: edit_distance(read, truth) <= 1), False
 
 
 def _reading_text(reading: Any) -> str:
@@ -146,9 +134,14 @@ def _reading_text(reading: Any) -> str:
 
 def _reading_boxes(reading: Any) -> list[Box]:
     candidates = getattr(reading, "candidates", None) or []
-    boxes = [tuple(c.box) for c in candidates]
-    boxes.extend(tuple(b) for b in getattr(reading, "searched_boxes", []) or [])
-    return boxes  # type: ignore[return-value]
+    boxes: list[Box] = [_box(c.box) for c in candidates]
+    boxes.extend(_box(b) for b in getattr(reading, "searched_boxes", []) or [])
+    return boxes
+
+
+def _box(value: Any) -> Box:
+    x, y, w, h = (int(v) for v in value)
+    return (x, y, w, h)
 
 
 def run_samples(
@@ -159,7 +152,9 @@ def run_samples(
         data = sample.image.read_bytes()
         start = time.perf_counter()
         image = decode(data)
-        reading = reader.read(image) if image is not None else None
+        reading = _read_one(reader, image, sample) if image is not None else None
+        if image is None:
+            log.warning("lpr.eval.undecodable", image=str(sample.image))
         elapsed = (time.perf_counter() - start) * 1000.0
         text = _reading_text(reading) if reading is not None else ""
         boxes = _reading_boxes(reading) if reading is not None else []
@@ -168,6 +163,15 @@ def run_samples(
         if progress is not None:
             progress(result)
         yield result
+
+
+def _read_one(reader: Reader, image: npt.NDArray[np.uint8], sample: Sample) -> Any:
+    """One read; a reader that fails on a photo scores a miss there instead of ending the run."""
+    try:
+        return reader.read(image)
+    except Exception as exc:  # a bug or a crashed engine: count it, say where, go on
+        log.error("lpr.eval.read_failed", image=str(sample.image), error=repr(exc))
+        return None
 
 
 def peak_rss_mb() -> float:
@@ -179,10 +183,10 @@ def peak_rss_mb() -> float:
 
 def summarise(results: list[SampleResult], *, rss_mb: float) -> dict[str, Any]:
     """The issue's evaluation figures for a list of results."""
-    distance, _ = _confusable_distance()
+    near_miss, _ = _near_miss()
     n = len(results)
     exact = sum(1 for r in results if r.read == r.sample.plate)
-    near = sum(1 for r in results if distance(r.read, r.sample.plate) <= 1)
+    near = sum(1 for r in results if near_miss(r.read, r.sample.plate))
     localized = sum(1 for r in results if r.localized)
     times = sorted(r.elapsed_ms for r in results)
     return {
@@ -222,7 +226,7 @@ def evaluate(
     if callable(warm_up):
         warm_up()
     results = list(run_samples(samples, reader, progress=progress))
-    _, confusable = _confusable_distance()
+    _, confusable = _near_miss()
     if not confusable:
-        log.info("lpr.eval.plain_distance", reason="gateway.lpr.plates has no confusable distance")
+        log.warning("lpr.eval.plain_distance", reason="plates.within_one_confusable is missing")
     return summarise(results, rss_mb=peak_rss_mb())

@@ -7,9 +7,12 @@ binarises the frame at two scales and both polarities, keeps the connected
 components shaped like characters, and chains neighbours of similar height
 into text rows. Each row is scored on its glyph count and regularity, its
 slope is fitted from the glyph centres, and the row is warped upright into a
-contrast-normalised grey crop for the recognizer. A second, coarser detector
-(vertical-edge density closed into plate-shaped blobs) adds candidates for
-frames where the glyphs do not separate, such as small or blurred plates.
+grey crop for the recognizer. The crop is then cleaned: only the row's glyphs
+stay, seals, dashes, screws and the text printed around the registration are
+painted over (recognizers read them as extra characters), and its contrast is
+normalised. A second, coarser detector (vertical-edge density closed into
+plate-shaped blobs) adds candidates for frames where the glyphs do not
+separate, such as small or blurred plates.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ Box = tuple[int, int, int, int]
 DEFAULT_MAX_SIDE = 1280
 # Crops handed to the recognizer are this tall (EasyOCR's recognizer input).
 CROP_HEIGHT = 64
-# Chars narrower than this (in work pixels) carry too little detail to read.
+# Glyphs shorter than this (in work pixels) carry too little detail to read.
 MIN_CHAR_HEIGHT = 9
 
 
@@ -64,6 +67,8 @@ class PlateCandidate:
     plate's margins) in frame pixels; `quad` the four corners (top-left,
     top-right, bottom-right, bottom-left) of the character row that was
     rectified into `crop`; `score` orders candidates, higher first.
+    `variants` are other renderings of the same row (the uncleaned crop), for
+    a second look when the first read is doubtful.
     """
 
     box: Box
@@ -73,6 +78,16 @@ class PlateCandidate:
     method: str
     glyphs: int = 0
     variants: list[Image] = field(default_factory=list)
+
+
+def decode_image(data: bytes) -> Image:
+    """Decode JPEG/PNG bytes as a camera snapshot is decoded; raise ImageError when undecodable."""
+    if not data:
+        raise ImageError("empty image data")
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if image is None or not image.size:
+        raise ImageError(f"undecodable image ({len(data)} bytes)")
+    return _u8(image)
 
 
 def to_grey(image: npt.NDArray[np.generic]) -> Image:
@@ -85,16 +100,18 @@ def to_grey(image: npt.NDArray[np.generic]) -> Image:
         raise ImageError(f"image too small to hold a plate: {image.shape[1]}x{image.shape[0]}")
     arr = image
     if arr.dtype != np.uint8:
-        arr = cv2.normalize(arr.astype(np.float32), None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+        values = arr.astype(np.float32)
+        low, high = float(values.min()), float(values.max())
+        arr = ((values - low) * (255.0 / max(high - low, 1e-6))).astype(np.uint8)
     if arr.ndim == 2:
-        return arr
+        return _u8(arr)
     channels = arr.shape[2]
     if channels == 1:
-        return np.ascontiguousarray(arr[:, :, 0])
+        return _u8(np.ascontiguousarray(arr[:, :, 0]))
     if channels == 3:
-        return cv2.cvtColor(arr, cv2.COLOR_BGR2GRAY)
+        return _u8(cv2.cvtColor(_u8(arr), cv2.COLOR_BGR2GRAY))
     if channels == 4:
-        return cv2.cvtColor(arr, cv2.COLOR_BGRA2GRAY)
+        return _u8(cv2.cvtColor(_u8(arr), cv2.COLOR_BGRA2GRAY))
     raise ImageError(f"unsupported channel count {channels}")
 
 
@@ -105,7 +122,12 @@ def downscale(grey: Image, max_side: int) -> tuple[Image, float]:
         return grey, 1.0
     scale = max_side / longest
     size = (max(1, round(grey.shape[1] * scale)), max(1, round(grey.shape[0] * scale)))
-    return cv2.resize(grey, size, interpolation=cv2.INTER_AREA), scale
+    return _u8(cv2.resize(grey, size, interpolation=cv2.INTER_AREA)), scale
+
+
+def _u8(image: object) -> Image:
+    """View an OpenCV result as the 8-bit array it is (OpenCV's stubs type it loosely)."""
+    return np.asarray(image, dtype=np.uint8)
 
 
 def find_candidates(
@@ -159,9 +181,10 @@ def _row_span(row: list[Glyph]) -> Box:
 def _binarise(grey: Image) -> list[npt.NDArray[np.uint8]]:
     """Both polarities of a locally thresholded image (glyph pixels = 255)."""
     block = 25 if max(grey.shape) > 400 else 15
-    dark = cv2.adaptiveThreshold(grey, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY_INV, block, 9)
-    light = cv2.adaptiveThreshold(grey, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY, block, -9)
-    return [dark, light]
+    mean = cv2.ADAPTIVE_THRESH_MEAN_C
+    dark = cv2.adaptiveThreshold(grey, 255, mean, cv2.THRESH_BINARY_INV, block, 9)
+    light = cv2.adaptiveThreshold(grey, 255, mean, cv2.THRESH_BINARY, block, -9)
+    return [_u8(dark), _u8(light)]
 
 
 def _glyphs(binary: npt.NDArray[np.uint8], max_h: int) -> list[Glyph]:
@@ -173,7 +196,8 @@ def _glyphs(binary: npt.NDArray[np.uint8], max_h: int) -> list[Glyph]:
     fill = area / np.maximum(w * h, 1)
     keep &= (fill >= 0.12) & (fill <= 0.92)
     keep &= (x > 0) & (y > 0) & (x + w < width) & (y + h < height)
-    return [Glyph(int(a), int(b), int(c), int(d)) for a, b, c, d in zip(x[keep], y[keep], w[keep], h[keep], strict=True)]
+    picked = zip(x[keep], y[keep], w[keep], h[keep], strict=True)
+    return [Glyph(int(a), int(b), int(c), int(d)) for a, b, c, d in picked]
 
 
 def _link(a: Glyph, b: Glyph) -> bool:
@@ -237,7 +261,7 @@ def _row_score(row: list[Glyph]) -> float:
     slope, icpt = np.polyfit(xs, ys, 1) if n >= 2 else (0.0, float(ys.mean()))
     resid = float(np.abs(ys - (slope * xs + icpt)).mean()) / hmed
     hvar = float(heights.std()) / hmed
-    count_fit = {3: 0.35, 4: 0.7, 5: 0.9, 6: 1.0, 7: 1.0, 8: 1.0, 9: 0.8, 10: 0.6}.get(n, 0.3)
+    count_fit = {3: 0.35, 4: 0.7, 5: 0.9, 6: 1.0, 7: 1.0, 8: 1.0, 9: 0.85, 10: 0.8}.get(n, 0.3)
     spacing = np.diff(xs) / hmed
     gap_var = float(spacing.std() / max(spacing.mean(), 1e-6))
     tilt = abs(math.atan(slope))
@@ -258,7 +282,8 @@ def _glyph_rows(work: Image) -> list[tuple[list[Glyph], bool]]:
     for binary, dark in zip(_binarise(work), (True, False), strict=True):
         rows.extend((row, dark) for row in _chains(_glyphs(binary, max_h)))
     if min(work.shape[:2]) >= 300:
-        half = cv2.resize(work, (work.shape[1] // 2, work.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        size = (work.shape[1] // 2, work.shape[0] // 2)
+        half = _u8(cv2.resize(work, size, interpolation=cv2.INTER_AREA))
         for binary, dark in zip(_binarise(half), (True, False), strict=True):
             for row in _chains(_glyphs(binary, max_h // 2)):
                 rows.append(([Glyph(g.x * 2, g.y * 2, g.w * 2, g.h * 2) for g in row], dark))
@@ -271,7 +296,9 @@ ROW_PAD_Y = 0.2
 ROW_SEARCH_X = 1.6
 
 
-def _row_candidate(grey: Image, scale: float, row: list[Glyph], dark: bool, score: float) -> PlateCandidate | None:
+def _row_candidate(
+    grey: Image, scale: float, row: list[Glyph], dark: bool, score: float
+) -> PlateCandidate | None:
     """Rectify one glyph row into a cleaned, upright crop (frame coordinates)."""
     inv = 1.0 / scale
     xs = np.array([g.cx for g in row]) * inv
@@ -329,7 +356,8 @@ def refine_row(
     # Only the glyph band counts: the plate's frame and any printed text above or below are
     # cut away, which also separates glyphs that touch the frame.
     mid = height / 2.0
-    top, bottom = max(0, int(mid - 0.65 * char_height)), min(height, int(mid + 0.65 * char_height) + 1)
+    top = max(0, int(mid - 0.65 * char_height))
+    bottom = min(height, int(mid + 0.65 * char_height) + 1)
     ink[:top] = 0
     ink[bottom:] = 0
     count, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
@@ -350,6 +378,7 @@ def refine_row(
     if len(kept) < 2:
         return None
     kept = _extend(kept, chars, char_height)
+    kept = _claim_merged_lead(kept, np.asarray(stats, dtype=np.int32), char_height, mid)
     x0 = max(0, min(c[0] for c in kept) - int(0.2 * char_height))
     x1 = min(width, max(c[1] for c in kept) + int(0.2 * char_height))
     keep_mask = np.isin(labels, [c[2] for c in kept]).astype(np.uint8)
@@ -369,6 +398,30 @@ def refine_row(
     crop = normalise_contrast(np.ascontiguousarray(cleaned[:, x0:x1]))
     plain = normalise_contrast(np.ascontiguousarray(text_dark[:, x0:x1]))
     return crop, plain, x0, x1, len(kept)
+
+
+def _claim_merged_lead(
+    kept: list[tuple[int, int, int]],
+    stats: npt.NDArray[np.int32],
+    char_height: float,
+    mid: float,
+) -> list[tuple[int, int, int]]:
+    """Take in a first glyph fused with a dark band to its left (the EU country strip).
+
+    The fused blob is too wide for a glyph, so the row stops short of it and the
+    plate's first character is lost. Its right-hand glyph-wide part joins the row.
+    """
+    left = kept[0][0]
+    best: tuple[int, int, int] | None = None
+    for i in range(1, len(stats)):
+        x, y, w, h, _ = (int(v) for v in stats[i])
+        if w <= 1.6 * char_height or not 0.8 * char_height <= h <= 1.35 * char_height:
+            continue
+        if abs(y + h / 2.0 - mid) > 0.25 * char_height:
+            continue
+        if 0 <= left - (x + w) <= 0.6 * char_height and (best is None or x + w > best[1]):
+            best = (x + w - int(0.8 * char_height), x + w, i)
+    return kept if best is None else [best, *kept]
 
 
 def _extend(
@@ -414,7 +467,9 @@ def _row_quad(
     return quad
 
 
-def _plate_box(left: float, right: float, slope: float, icpt: float, h: float, shape: Sequence[int]) -> Box:
+def _plate_box(
+    left: float, right: float, slope: float, icpt: float, h: float, shape: Sequence[int]
+) -> Box:
     """Estimate the whole plate's box from its character row (plates are ~1.6 glyphs tall)."""
     ys = [slope * left + icpt, slope * right + icpt]
     x0 = left - 0.45 * h
@@ -426,8 +481,8 @@ def _plate_box(left: float, right: float, slope: float, icpt: float, h: float, s
 
 def _clip_box(x0: float, y0: float, x1: float, y1: float, shape: Sequence[int]) -> Box:
     height, width = int(shape[0]), int(shape[1])
-    xa, ya = max(0, int(round(x0))), max(0, int(round(y0)))
-    xb, yb = min(width, int(round(x1))), min(height, int(round(y1)))
+    xa, ya = max(0, round(x0)), max(0, round(y0))
+    xb, yb = min(width, round(x1)), min(height, round(y1))
     return (xa, ya, max(0, xb - xa), max(0, yb - ya))
 
 
@@ -439,11 +494,15 @@ def warp_quad(
     side = float(np.linalg.norm(quad[3] - quad[0]))
     if top < 4 or side < 4:
         return None
-    width = int(round(height * top / side))
-    width = max(height, min(width, 16 * height))
-    dst = np.array([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], dtype=np.float32)
+    width = max(height, min(round(height * top / side), 16 * height))
+    corners = [[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]]
+    dst = np.array(corners, dtype=np.float32)
     matrix = cv2.getPerspectiveTransform(quad.astype(np.float32), dst)
-    crop = cv2.warpPerspective(grey, matrix, (width, height), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    crop = _u8(
+        cv2.warpPerspective(
+            grey, matrix, (width, height), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE
+        )
+    )
     return normalise_contrast(crop) if normalise else crop
 
 
@@ -455,27 +514,30 @@ def normalise_contrast(crop: Image) -> Image:
     lo, hi = np.percentile(crop, (2, 98))
     if hi - lo < 8:
         return crop
-    stretched = np.clip((crop.astype(np.float32) - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
-    return _CLAHE.apply(stretched)
+    gain = 255.0 / (hi - lo)
+    stretched = np.clip((crop.astype(np.float32) - lo) * gain, 0, 255).astype(np.uint8)
+    return _u8(_CLAHE.apply(stretched))
 
 
 # --- edge-density candidates -------------------------------------------------------
 
 
-def _edge_candidates(grey: Image, work: Image, scale: float, found: list[PlateCandidate]) -> list[PlateCandidate]:
+def _edge_candidates(
+    grey: Image, work: Image, scale: float, found: list[PlateCandidate]
+) -> list[PlateCandidate]:
     """Plate-shaped regions dense in vertical edges, for plates whose glyphs did not separate."""
-    height, width = work.shape
-    kernel_w = max(9, width // 40)
-    blackhat = cv2.morphologyEx(work, cv2.MORPH_BLACKHAT, cv2.getStructuringElement(cv2.MORPH_RECT, (kernel_w, kernel_w // 3)))
-    tophat = cv2.morphologyEx(work, cv2.MORPH_TOPHAT, cv2.getStructuringElement(cv2.MORPH_RECT, (kernel_w, kernel_w // 3)))
-    hat = cv2.max(blackhat, tophat)
-    grad = np.abs(cv2.Sobel(hat, cv2.CV_32F, 1, 0, ksize=3))
-    grad = cv2.normalize(grad, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    kernel_w = max(9, work.shape[1] // 40)
+    hat_kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (kernel_w, kernel_w // 3))
+    blackhat = cv2.morphologyEx(work, cv2.MORPH_BLACKHAT, hat_kernel)
+    tophat = cv2.morphologyEx(work, cv2.MORPH_TOPHAT, hat_kernel)
+    grad = np.abs(cv2.Sobel(cv2.max(blackhat, tophat), cv2.CV_32F, 1, 0, ksize=3))
+    grad = _u8(grad * (255.0 / max(float(grad.max()), 1e-6)))
     grad = cv2.GaussianBlur(grad, (5, 5), 0)
-    close = cv2.morphologyEx(grad, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (kernel_w, 3)))
+    close_kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (kernel_w, 3))
+    close = cv2.morphologyEx(grad, cv2.MORPH_CLOSE, close_kernel)
     _, mask = cv2.threshold(close, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
-    mask = cv2.erode(mask, None, iterations=1)
-    mask = cv2.dilate(mask, None, iterations=2)
+    square = np.ones((3, 3), np.uint8)
+    mask = cv2.dilate(cv2.erode(mask, square, iterations=1), square, iterations=2)
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     out: list[PlateCandidate] = []
     inv = 1.0 / scale
@@ -506,12 +568,15 @@ def _edge_candidates(grey: Image, work: Image, scale: float, found: list[PlateCa
     return out
 
 
-def _rect_quad(rect: tuple[tuple[float, float], tuple[float, float], float]) -> npt.NDArray[np.float32]:
+def _rect_quad(
+    rect: tuple[tuple[float, float], tuple[float, float], float],
+) -> npt.NDArray[np.float32]:
     """The four corners of a rotated rectangle, ordered tl, tr, br, bl."""
-    pts = cv2.boxPoints(rect)
-    s = pts.sum(axis=1)
-    d = np.diff(pts, axis=1).ravel()
-    return np.array([pts[np.argmin(s)], pts[np.argmin(d)], pts[np.argmax(s)], pts[np.argmax(d)]], dtype=np.float32)
+    pts = np.asarray(cv2.boxPoints(rect), dtype=np.float32)
+    total = pts.sum(axis=1)
+    diff = np.diff(pts, axis=1).ravel()
+    order = [np.argmin(total), np.argmin(diff), np.argmax(total), np.argmax(diff)]
+    return np.array([pts[i] for i in order], dtype=np.float32)
 
 
 # --- helpers ------------------------------------------------------------------------

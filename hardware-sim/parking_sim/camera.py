@@ -101,6 +101,12 @@ class PlateScene:
         self.options = options or SceneOptions()
         self._rng = random.Random(seed)
         self._background = self._render_background()
+        # Sensor noise fields, drawn once and reused at random offsets: drawing Gaussian
+        # noise for every frame would cost more than the rest of the rendering.
+        w, h = self.options.size
+        gen = np.random.default_rng(seed)
+        self._noise = [np.rint(gen.normal(0.0, self.options.noise_sd, (h, w, 3)))
+                       .astype(np.int16) for _ in range(3)]
 
     def _render_background(self) -> Image:
         w, h = self.options.size
@@ -138,7 +144,7 @@ class PlateScene:
             cv2.ellipse(image, (lx, y0 + bh // 2), (bw // 12, bh // 14), 0, 0, 360,
                         (220, 235, 240), -1)
         plate = render_plate(printed, fmt, rng)
-        pw = int(bw * 0.42)
+        pw = int(bw * 0.5)
         ph = int(pw * plate.shape[0] / plate.shape[1])
         px, py = cx - pw // 2, y0 + int(bh * 0.72) - ph // 2
         box = self._paste(image, plate, (px, py, pw, ph))
@@ -170,13 +176,14 @@ class PlateScene:
     def _finish(self, image: Image) -> Image:
         """Lighting, blur, sensor noise and compression: what a real camera adds."""
         rng, opt = self._rng, self.options
-        gain = rng.uniform(*opt.light)
-        out: npt.NDArray[Any] = image.astype(np.float32) * gain
+        out = cv2.convertScaleAbs(image, alpha=rng.uniform(*opt.light))
         blur = rng.randint(0, opt.max_blur)
         if blur:
             out = cv2.GaussianBlur(out, (2 * blur + 1, 2 * blur + 1), 0)
-        noise = np.random.default_rng(rng.getrandbits(32)).normal(0, opt.noise_sd, out.shape)
-        out = np.clip(out + noise, 0, 255).astype(np.uint8)
+        noise = self._noise[rng.randrange(len(self._noise))]
+        shift = rng.randrange(noise.shape[0])
+        noisy = out.astype(np.int16) + np.roll(noise, shift, axis=0)
+        out = np.clip(noisy, 0, 255).astype(np.uint8)
         ok, jpeg = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY,
                                               rng.randint(*opt.jpeg_quality)])
         if ok:

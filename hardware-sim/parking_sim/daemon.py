@@ -166,10 +166,12 @@ async def lot_run(
         await world.start()
         yield run
     finally:
-        await world.close()
+        # The daemon stops first, as on a real lot: the barriers and loops are still there
+        # while it lets the last movement finish.
         gateway.stop()
         with contextlib.suppress(asyncio.CancelledError):
             await daemon
+        await world.close()
         for task in list(run.tasks):
             task.cancel()
         if bus is not None:

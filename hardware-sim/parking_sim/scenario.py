@@ -80,6 +80,7 @@ class PopulationSpec(_Table):
 
 class DrivingSpec(_Table):
     tailgate_prob: float = Field(0.03, ge=0, le=1)
+    clone_prob: float = Field(0.02, ge=0, le=1)  # permit arrivals on a cloned plate
     reverse_prob: float = Field(0.02, ge=0, le=1)
     speed_mps: tuple[float, float] = (1.0, 4.0)
     length_m: tuple[float, float] = (3.5, 5.5)
@@ -133,7 +134,7 @@ class Scenario(_Table):
             mix={"permit": p.permit, "reservation": p.reservation, "visitor": p.visitor,
                  "denied": p.denied},
             formats=p.formats, permit_pool=p.permit_pool,
-            tailgate_prob=d.tailgate_prob, reverse_prob=d.reverse_prob,
+            tailgate_prob=d.tailgate_prob, reverse_prob=d.reverse_prob, clone_prob=d.clone_prob,
             length_m=d.length_m, speed_mps=d.speed_mps,
         )
 

@@ -10,7 +10,7 @@ days with the same plate (the lot sees regulars), a visitor is new each time.
 from __future__ import annotations
 
 import string
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -80,6 +80,8 @@ class TrafficModel:
     mix: Mapping[Kind, float] | None = None  # weights, normalised
     formats: Mapping[str, float] | None = None
     permit_pool: int = 40  # regulars that hold a permit
+    # The share of permit arrivals on a cloned plate, which may already be inside.
+    clone_prob: float = 0.02
     tailgate_prob: float = 0.03
     reverse_prob: float = 0.02
     length_m: tuple[float, float] = (3.5, 5.5)
@@ -135,6 +137,8 @@ class Traffic:
         self.permits = [self._vehicle("permit") for _ in range(model.permit_pool)]
         self.denied = [self._vehicle("denied") for _ in range(max(3, model.permit_pool // 8))]
         self.reservations: list[Vehicle] = []
+        # Whether a plate is in the lot now (the world says): a regular does not come twice.
+        self.present: Callable[[str], bool] = lambda plate: False
 
     def _vehicle(self, kind: Kind) -> Vehicle:
         if self._pool:
@@ -170,8 +174,12 @@ class Traffic:
     def _arrival(self, t: float, *, tailgates: bool) -> Arrival:
         model, rng = self.model, self._rng
         kind: Kind = self._kinds[int(rng.choice(len(self._kinds), p=self._kind_p))]
-        if kind == "permit" and self.permits:
+        home = [v for v in self.permits if not self.present(v.plate)]
+        if kind == "permit" and self.permits and rng.random() < self.model.clone_prob:
+            # A cloned permit plate: possibly one already inside (anti-passback's case).
             vehicle = self.permits[int(rng.integers(len(self.permits)))]
+        elif kind == "permit" and home:
+            vehicle = home[int(rng.integers(len(home)))]
         elif kind == "denied" and self.denied:
             vehicle = self.denied[int(rng.integers(len(self.denied)))]
         else:

@@ -193,6 +193,8 @@ class World:
         self._tasks: list[asyncio.Task[None]] = []
         self._timers: set[asyncio.TimerHandle] = set()
         self._inside = 0
+        self._present: Counter[str] = Counter()  # plates arrived and not yet gone
+        self.traffic.present = lambda plate: self._present[plate] > 0
         self._last_entry: str | None = None
         self._t0: float | None = None
 
@@ -320,6 +322,12 @@ class World:
     def _log(self, kind: TruthKind, arrival: Arrival, **extra: Any) -> None:
         self.truth.add(TruthEvent(self.now_s, kind, arrival.vehicle.plate,
                                   population=arrival.vehicle.kind, **extra))
+        plate = arrival.vehicle.plate
+        if kind == "arrived":
+            self._present[plate] += 1
+        elif kind == "exited" or (kind in ("refused", "reversed")
+                                  and self.directions.get(extra.get("lane", "")) == "entry"):
+            self._present[plate] -= 1
 
     def _patience(self) -> float:
         return self._rng.uniform(*self.scenario.driving.patience_s)

@@ -1,0 +1,159 @@
+"""Plate localization on synthetic scenes: plates rendered with OpenCV, pasted with perspective."""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from gateway.lpr.localize import CROP_HEIGHT, ImageError, find_candidates, iou, to_grey
+
+Box = tuple[int, int, int, int]
+
+
+def render_plate(
+    text: str, *, height: int = 110, dark_on_light: bool = True
+) -> npt.NDArray[np.uint8]:
+    """A plate: light background, dark border, the registration in a plain bold font."""
+    font, scale, thickness = cv2.FONT_HERSHEY_SIMPLEX, height / 42.0, max(2, height // 14)
+    (tw, th), _ = cv2.getTextSize(text, font, scale, thickness)
+    width = tw + height // 2
+    ink, paper = (20, 245) if dark_on_light else (245, 30)
+    plate = np.full((height, width, 3), paper, dtype=np.uint8)
+    cv2.rectangle(plate, (2, 2), (width - 3, height - 3), (ink, ink, ink), max(2, height // 30))
+    org = ((width - tw) // 2, (height + th) // 2)
+    cv2.putText(plate, text, org, font, scale, (ink, ink, ink), thickness, cv2.LINE_AA)
+    return plate
+
+
+def render_scene(
+    text: str,
+    *,
+    size: tuple[int, int] = (640, 480),
+    plate_height: int = 60,
+    at: tuple[int, int] = (180, 260),
+    tilt: float = 0.0,
+    seed: int = 1,
+    dark_on_light: bool = True,
+    sign: str = "EXIT",
+) -> tuple[npt.NDArray[np.uint8], Box]:
+    """A noisy 'car park' scene holding one plate, and the plate's axis-aligned box.
+
+    The plate is warped by a small perspective (one side nearer the camera) and
+    rotated by `tilt` degrees, as a lane camera sees it.
+    """
+    rng = np.random.default_rng(seed)
+    width, height = size
+    scene = rng.normal(110, 25, (height, width, 3)).clip(0, 255).astype(np.uint8)
+    scene = cv2.GaussianBlur(scene, (5, 5), 0)
+    # Clutter: car-body rectangles and a few lines, so the plate is not the only structure.
+    for _ in range(6):
+        x0, y0 = int(rng.integers(0, width - 60)), int(rng.integers(0, height - 40))
+        shade = int(rng.integers(40, 200))
+        cv2.rectangle(scene, (x0, y0), (x0 + 60, y0 + 30), (shade, shade, shade), -1)
+    # A sign with smaller lettering: text, but not the plate.
+    cv2.putText(scene, sign, (20, 40), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (230, 230, 230), 1)
+    plate = render_plate(text, height=plate_height * 2, dark_on_light=dark_on_light)
+    ph, pw = plate.shape[:2]
+    scale = plate_height / ph
+    src = np.array([[0, 0], [pw, 0], [pw, ph], [0, ph]], dtype=np.float32)
+    w, h = pw * scale, ph * scale
+    x, y = at
+    dst = np.array([[x, y], [x + w, y + 0.04 * h], [x + w, y + 1.0 * h], [x, y + 0.96 * h]])
+    centre = dst.mean(axis=0)
+    rot = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), tilt, 1.0)
+    dst = (np.hstack([dst, np.ones((4, 1))]) @ rot.T).astype(np.float32)
+    matrix = cv2.getPerspectiveTransform(src, dst)
+    warped = cv2.warpPerspective(plate, matrix, (width, height), flags=cv2.INTER_AREA)
+    mask = cv2.warpPerspective(np.full((ph, pw), 255, np.uint8), matrix, (width, height))
+    scene[mask > 0] = warped[mask > 0]
+    noise = rng.normal(0, 4, scene.shape)
+    scene = (scene.astype(np.float64) + noise).clip(0, 255).astype(np.uint8)
+    bx, by, bw, bh = cv2.boundingRect(dst.astype(np.int32))
+    return scene, (bx, by, bw, bh)
+
+
+def best_iou(image: npt.NDArray[np.uint8], truth: Box, top: int = 1) -> float:
+    found = find_candidates(image)
+    return max((iou(c.box, truth) for c in found[:top]), default=0.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "kwargs"),
+    [
+        ("ABC1234", {}),  # BR old
+        ("RK735AS", {"tilt": 6.0}),  # EU, tilted
+        ("AB12CDE", {"plate_height": 36, "at": (300, 120)}),  # UK, small and far
+        ("MH12AB1234", {"size": (1280, 960), "plate_height": 90, "at": (500, 600)}),  # IN, long
+        ("7ABC123", {"dark_on_light": False, "seed": 3}),  # US, light on dark
+    ],
+)
+def test_the_best_candidate_is_the_plate(text: str, kwargs: dict[str, object]) -> None:
+    image, truth = render_scene(text, **kwargs)  # type: ignore[arg-type]
+    assert best_iou(image, truth) >= 0.5
+
+
+def test_the_crop_is_upright_recognizer_sized_and_levelled() -> None:
+    image, _ = render_scene("ABC1D23", tilt=8.0)
+    best = find_candidates(image)[0]
+    assert best.crop.shape[0] == CROP_HEIGHT
+    assert best.crop.shape[1] > 3 * CROP_HEIGHT  # seven glyphs side by side
+    # The row was levelled: the quad's top edge follows the tilt of the plate.
+    dx, dy = best.quad[1] - best.quad[0]
+    assert abs(np.degrees(np.arctan2(dy, dx)) + 8.0) < 3.0
+    assert best.method == "glyphs"
+    assert best.glyphs == 7
+
+
+def test_candidates_are_ranked_and_bounded() -> None:
+    image, _ = render_scene("PUT6858")
+    found = find_candidates(image, max_candidates=3)
+    assert 1 <= len(found) <= 3
+    scores = [c.score for c in found]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_a_featureless_frame_has_no_candidates() -> None:
+    assert find_candidates(np.full((480, 640, 3), 128, dtype=np.uint8)) == []
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.zeros((0, 0, 3), dtype=np.uint8),
+        np.zeros((1, 1, 3), dtype=np.uint8),
+        np.zeros((8, 400), dtype=np.uint8),
+        np.zeros((20, 20, 2), dtype=np.uint8),
+        np.zeros((5,), dtype=np.uint8),
+    ],
+    ids=["empty", "1x1", "too-thin", "two-channels", "one-dimensional"],
+)
+def test_unusable_frames_raise_a_clear_error(image: npt.NDArray[np.uint8]) -> None:
+    with pytest.raises(ImageError):
+        find_candidates(image)
+
+
+def test_grey_bgra_and_float_frames_are_accepted() -> None:
+    image, truth = render_scene("ABC1234")
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    bgra = cv2.cvtColor(image, cv2.COLOR_BGR2BGRA)
+    assert best_iou(grey, truth) >= 0.5
+    assert best_iou(bgra, truth) >= 0.5
+    assert to_grey(image.astype(np.float32) / 255.0).dtype == np.uint8
+
+
+def test_a_huge_frame_is_scaled_down_first() -> None:
+    huge = np.full((10_000, 10_000), 90, dtype=np.uint8)
+    started = time.perf_counter()
+    assert find_candidates(huge) == []
+    assert time.perf_counter() - started < 5.0
+
+
+def test_iou() -> None:
+    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert iou((0, 0, 10, 10), (20, 20, 5, 5)) == 0.0
+    assert iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
+    assert iou((0, 0, 0, 0), (0, 0, 0, 0)) == 0.0

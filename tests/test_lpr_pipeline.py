@@ -1,0 +1,292 @@
+"""The frame reader end to end (real EasyOCR on rendered scenes) and its ranking logic (fakes)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from gateway.lpr.evaluate import LabelError, evaluate, load_samples, parse_label
+from gateway.lpr.localize import iou
+from gateway.lpr.pipeline import Candidate, FrameReading, PlateReader, ReaderOptions
+from gateway.lpr.recognize import EasyOcrRecognizer, TextRead
+from tests.test_lpr_localize import render_scene
+
+
+class ScriptedRecognizer:
+    """Answers each crop with the next scripted read; counts the crops it was shown."""
+
+    def __init__(self, reads: Sequence[tuple[str, Sequence[float]]]) -> None:
+        self._reads = list(reads)
+        self.crops_seen = 0
+        self.warmed = False
+
+    def warm_up(self) -> None:
+        self.warmed = True
+
+    def recognize(self, crops: Sequence[npt.NDArray[np.uint8]]) -> list[TextRead]:
+        out = []
+        for _ in crops:
+            text, confs = self._reads[min(self.crops_seen, len(self._reads) - 1)]
+            self.crops_seen += 1
+            out.append(
+                TextRead(
+                    text=text, confidence=min(confs, default=0.0), char_confidences=list(confs)
+                )
+            )
+        return out
+
+
+@pytest.fixture(scope="module")
+def engine() -> EasyOcrRecognizer:
+    pytest.importorskip("easyocr")
+    pytest.importorskip("easyocr_en_models")
+    recognizer = EasyOcrRecognizer()
+    recognizer.warm_up()
+    return recognizer
+
+
+@pytest.mark.parametrize(
+    ("text", "formats", "kwargs"),
+    [
+        ("ABC1234", ("br",), {}),
+        ("7ABC123", ("us",), {"tilt": 5.0}),
+        ("ABC1D23", ("br",), {"plate_height": 50, "seed": 7}),
+    ],
+)
+def test_reads_a_rendered_plate_in_a_scene(
+    engine: EasyOcrRecognizer, text: str, formats: tuple[str, ...], kwargs: dict[str, object]
+) -> None:
+    reader = PlateReader(ReaderOptions(formats=formats), recognizer=engine)
+    image, truth = render_scene(text, **kwargs)  # type: ignore[arg-type]
+    reading = reader.read(image)
+    assert reading.error is None
+    best = reading.candidates[0]
+    assert best.text == text
+    assert iou(best.box, truth) >= 0.5
+    assert len(best.char_confidences) == len(best.text)
+    assert 0.0 < best.confidence <= 1.0
+    assert best.crop.ndim == 2
+    assert best.crop.shape[0] == 64
+    assert {"localize", "recognize", "total"} <= set(reading.timings_ms)
+
+
+def test_a_sign_that_looks_like_a_plate_row_loses_to_the_plate(engine: EasyOcrRecognizer) -> None:
+    reader = PlateReader(ReaderOptions(formats=("br",)), recognizer=engine)
+    image, truth = render_scene("ABC1234", sign="NO PARKING", size=(1280, 960), at=(500, 600))
+    reading = reader.read(image)
+    assert reading.text == "ABC1234"
+    assert iou(reading.candidates[0].box, truth) >= 0.5
+
+
+def test_read_bytes_times_decoding_too(engine: EasyOcrRecognizer) -> None:
+    reader = PlateReader(ReaderOptions(formats=("br",)), recognizer=engine)
+    image, _ = render_scene("ABC1234")
+    ok, jpeg = cv2.imencode(".jpg", image)
+    assert ok
+    reading = reader.read_bytes(jpeg.tobytes())
+    assert reading.text == "ABC1234"
+    assert {"decode", "localize", "recognize", "total"} <= set(reading.timings_ms)
+    assert reading.timings_ms["total"] >= reading.timings_ms["decode"]
+
+
+def _jpeg(image: npt.NDArray[np.uint8]) -> bytes:
+    ok, data = cv2.imencode(".jpg", image)
+    assert ok
+    return data.tobytes()
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"", "empty image data"),
+        (_jpeg(np.full((240, 320, 3), 128, np.uint8))[:200], "undecodable"),
+        (b"not an image at all", "undecodable"),
+    ],
+    ids=["empty", "truncated-jpeg", "garbage"],
+)
+def test_undecodable_bytes_give_an_error_not_an_exception(data: bytes, error: str) -> None:
+    reader = PlateReader(recognizer=ScriptedRecognizer([("X", [1.0])]))
+    reading = reader.read_bytes(data)
+    assert reading.candidates == []
+    assert reading.error is not None
+    assert error in reading.error
+    assert reading.text == ""
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.zeros((1, 1, 3), np.uint8),
+        np.zeros((0, 0), np.uint8),
+        np.full((10_000, 10_000), 200, np.uint8),
+    ],
+    ids=["1x1", "empty", "10000x10000"],
+)
+def test_unusable_frames_give_a_clear_reading(image: npt.NDArray[np.uint8]) -> None:
+    recognizer = ScriptedRecognizer([("X", [1.0])])
+    reading = PlateReader(recognizer=recognizer).read(image)
+    assert reading.candidates == []
+    if image.size > 100:
+        assert reading.error is None  # a big blank frame is valid, it just holds no plate
+    else:
+        assert reading.error
+    assert recognizer.crops_seen == 0
+
+
+def test_a_grey_png_is_read() -> None:
+    image, _ = render_scene("ABC1234")
+    ok, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
+    assert ok
+    recognizer = ScriptedRecognizer([("ABC1234", [0.99] * 7)])
+    reading = PlateReader(ReaderOptions(formats=("br",)), recognizer=recognizer).read_bytes(
+        png.tobytes()
+    )
+    assert reading.text == "ABC1234"
+
+
+def test_a_read_is_corrected_towards_the_lots_formats_in_their_order() -> None:
+    image, _ = render_scene("NTO1053")
+    # "NT01053" is a valid Polish plate as read; a Brazilian lot lists "br" first.
+    recognizer = ScriptedRecognizer([("NT01053", [0.95, 0.95, 0.6, 0.95, 0.95, 0.95, 0.95])])
+    reading = PlateReader(ReaderOptions(formats=("br", "eu")), recognizer=recognizer).read(image)
+    best = reading.candidates[0]
+    assert (best.text, best.raw_text, best.format) == ("NTO1053", "NT01053", "br-old")
+    assert len(best.char_confidences) == 7
+
+
+def test_a_doubtful_extra_character_at_an_end_is_dropped_to_fit_a_format() -> None:
+    image, _ = render_scene("PUT6858")
+    recognizer = ScriptedRecognizer([("IPUT6858", [0.3] + [0.95] * 7)])
+    reading = PlateReader(ReaderOptions(formats=("br",)), recognizer=recognizer).read(image)
+    assert reading.text == "PUT6858"
+
+
+def test_a_confident_extra_character_is_kept() -> None:
+    image, _ = render_scene("PUT6858")
+    recognizer = ScriptedRecognizer([("IPUT6858", [0.99] * 8)])
+    reading = PlateReader(ReaderOptions(formats=("br",)), recognizer=recognizer).read(image)
+    assert reading.text == "IPUT6858"
+    assert reading.candidates[0].format is None
+
+
+def test_a_doubtful_character_between_glyph_groups_is_dropped_to_fit_a_format() -> None:
+    image, _ = render_scene("RK735AS")
+    # A seal between "RK" and "735" read as an "E", with little confidence.
+    confs = [0.95, 0.95, 0.3, 0.95, 0.95, 0.95, 0.95, 0.95]
+    recognizer = ScriptedRecognizer([("RKE735AS", confs)])
+    reading = PlateReader(ReaderOptions(formats=("it",)), recognizer=recognizer).read(image)
+    assert reading.text == "RK735AS"
+    confident = ScriptedRecognizer([("RKE735AS", [0.95] * 8)])
+    reading = PlateReader(ReaderOptions(formats=("it",)), recognizer=confident).read(image)
+    assert reading.text == "RKE735AS"
+
+
+def test_a_confident_first_read_stops_the_search() -> None:
+    image, _ = render_scene("ABC1234")
+    recognizer = ScriptedRecognizer([("ABC1234", [0.99] * 7)])
+    PlateReader(ReaderOptions(formats=("br",)), recognizer=recognizer).read(image)
+    assert recognizer.crops_seen == 1
+
+
+def test_a_doubtful_first_read_looks_at_more_crops_and_keeps_the_best() -> None:
+    image, _ = render_scene("ABC1234")
+    recognizer = ScriptedRecognizer([("AB", [0.4, 0.4]), ("ABC1234", [0.97] * 7)])
+    reading = PlateReader(ReaderOptions(formats=("br",)), recognizer=recognizer).read(image)
+    assert recognizer.crops_seen > 1
+    assert reading.text == "ABC1234"
+    scores = [c.score for c in reading.candidates]
+    assert scores == sorted(scores, reverse=True)
+    assert len({c.box for c in reading.candidates}) == len(reading.candidates)
+
+
+def test_warm_up_warms_the_recognizer() -> None:
+    recognizer = ScriptedRecognizer([("ABC1234", [0.9] * 7)])
+    PlateReader(recognizer=recognizer).warm_up()
+    assert recognizer.warmed
+
+
+# --- evaluation ---------------------------------------------------------------------------------
+
+
+class FixedReader:
+    """Reads every frame as the same plate, in the same box."""
+
+    def __init__(self, text: str, box: tuple[int, int, int, int]) -> None:
+        self.text, self.box = text, box
+        self.warmed = False
+
+    def warm_up(self) -> None:
+        self.warmed = True
+
+    def read(self, image: npt.NDArray[np.uint8]) -> FrameReading:
+        crop = np.zeros((64, 64), np.uint8)
+        cand = Candidate(self.text, 0.9, [0.9] * len(self.text), self.box, crop)
+        return FrameReading(candidates=[cand])
+
+
+def _write_sample(folder: Path, name: str, plate: str, box: tuple[int, int, int, int]) -> None:
+    image, _ = render_scene(plate)
+    cv2.imwrite(str(folder / f"{name}.jpg"), image)
+    x, y, w, h = box
+    (folder / f"{name}.txt").write_text(f"{name}.jpg\t{x}\t{y}\t{w}\t{h}\t{plate}\n")
+
+
+def test_evaluate_gives_the_issues_figures(tmp_path: Path) -> None:
+    _write_sample(tmp_path, "a", "ABC1234", (100, 100, 200, 50))
+    _write_sample(tmp_path, "b", "A8C1234", (400, 300, 100, 30))  # one confusable away (8/B)
+    _write_sample(tmp_path, "c", "XYZ9876", (10, 10, 100, 30))
+    (tmp_path / "notes.txt").write_text("not a label\n")
+    reader = FixedReader("ABC1234", (100, 100, 200, 50))
+    seen: list[str] = []
+    figures = evaluate(tmp_path, reader, progress=lambda r: seen.append(r.sample.image.name))
+    assert list(figures) == [
+        "images",
+        "exact",
+        "accuracy",
+        "within_one_confusable",
+        "localized",
+        "p50_ms",
+        "p95_ms",
+        "worker_peak_rss_mb",
+    ]
+    assert (figures["images"], figures["exact"]) == (3, 1)
+    assert figures["accuracy"] == pytest.approx(1 / 3, abs=1e-4)
+    assert figures["within_one_confusable"] == pytest.approx(2 / 3, abs=1e-4)
+    assert figures["localized"] == pytest.approx(1 / 3, abs=1e-4)
+    assert 0 <= figures["p50_ms"] <= figures["p95_ms"]
+    assert figures["worker_peak_rss_mb"] > 0
+    assert seen == ["a.jpg", "b.jpg", "c.jpg"]
+    assert reader.warmed
+
+
+class BrokenReader:
+    def read(self, image: npt.NDArray[np.uint8]) -> FrameReading:
+        raise RuntimeError("engine crashed")
+
+
+def test_a_reader_failure_or_a_corrupt_photo_scores_a_miss(tmp_path: Path) -> None:
+    _write_sample(tmp_path, "a", "ABC1234", (100, 100, 200, 50))
+    (tmp_path / "b.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    (tmp_path / "b.txt").write_text("b.jpg\t1\t2\t3\t4\tXYZ9876\n")
+    figures = evaluate(tmp_path, BrokenReader())
+    assert (figures["images"], figures["exact"], figures["localized"]) == (2, 0, 0.0)
+
+
+def test_labels_are_parsed_and_checked(tmp_path: Path) -> None:
+    _write_sample(tmp_path, "ok", "ABC1234", (1, 2, 3, 4))
+    sample = parse_label(tmp_path / "ok.txt")
+    assert (sample.box, sample.plate, sample.image.name) == ((1, 2, 3, 4), "ABC1234", "ok.jpg")
+    (tmp_path / "short.txt").write_text("ok.jpg\t1\t2\n")
+    (tmp_path / "nan.txt").write_text("ok.jpg\tx\t2\t3\t4\tABC\n")
+    (tmp_path / "gone.txt").write_text("gone.jpg\t1\t2\t3\t4\tABC\n")
+    for bad in ("short", "nan", "gone"):
+        with pytest.raises(LabelError):
+            parse_label(tmp_path / f"{bad}.txt")
+    assert [s.plate for s in load_samples(tmp_path)] == ["ABC1234"]
+    with pytest.raises(LabelError):
+        load_samples(tmp_path / "missing")

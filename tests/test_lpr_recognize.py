@@ -1,0 +1,92 @@
+"""EasyOCR's recognizer on rendered plate crops (the real model; loaded once for the module)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+pytest.importorskip("easyocr")
+pytest.importorskip("easyocr_en_models")
+
+from gateway.lpr.recognize import (
+    ALLOWLIST,
+    EasyOcrOptions,
+    EasyOcrRecognizer,
+    Recognizer,
+    RecognizerError,
+    line_confidence,
+)
+
+
+def text_crop(
+    text: str, *, height: int = 64, font: int = cv2.FONT_HERSHEY_SIMPLEX
+) -> npt.NDArray[np.uint8]:
+    """A tight, upright crop of dark text on white, as localization hands it over."""
+    scale, thickness = height / 50.0, max(2, height // 16)
+    (tw, th), _ = cv2.getTextSize(text, font, scale, thickness)
+    crop = np.full((height, tw + height // 3), 255, dtype=np.uint8)
+    cv2.putText(
+        crop, text, (height // 6, (height + th) // 2), font, scale, 0, thickness, cv2.LINE_AA
+    )
+    return crop
+
+
+@pytest.fixture(scope="module")
+def recognizer() -> EasyOcrRecognizer:
+    engine = EasyOcrRecognizer()
+    engine.warm_up()
+    return engine
+
+
+def test_it_satisfies_the_recognizer_protocol(recognizer: EasyOcrRecognizer) -> None:
+    engine: Recognizer = recognizer
+    assert engine.recognize([]) == []
+
+
+@pytest.mark.parametrize("text", ["ABC1234", "RK735AS", "MH12AB1234", "ABC1D23"])
+def test_reads_rendered_plates(recognizer: EasyOcrRecognizer, text: str) -> None:
+    [read] = recognizer.recognize([text_crop(text)])
+    assert read.text == text
+    assert read.confidence > 0.5
+
+
+def test_a_batch_of_different_widths_reads_each_crop(recognizer: EasyOcrRecognizer) -> None:
+    crops = [text_crop("ABC1234"), text_crop("AB12", height=40), text_crop("RK735AS", height=90)]
+    reads = recognizer.recognize(crops)
+    assert [r.text for r in reads] == ["ABC1234", "AB12", "RK735AS"]
+
+
+def test_every_character_carries_its_evidence(recognizer: EasyOcrRecognizer) -> None:
+    [read] = recognizer.recognize([text_crop("ABC1D23", font=cv2.FONT_HERSHEY_DUPLEX)])
+    assert len(read.char_confidences) == len(read.text) == len(read.alternatives)
+    assert all(0.0 <= c <= 1.0 for c in read.char_confidences)
+    for ch, conf, alts in zip(read.text, read.char_confidences, read.alternatives, strict=True):
+        assert alts[0] == (ch, pytest.approx(conf))
+        assert [p for _, p in alts] == sorted((p for _, p in alts), reverse=True)
+    assert read.confidence == pytest.approx(line_confidence(read.char_confidences))
+
+
+def test_only_plate_characters_come_out(recognizer: EasyOcrRecognizer) -> None:
+    [read] = recognizer.recognize([text_crop("ab-12.cd")])
+    assert read.text
+    assert set(read.text) <= set(ALLOWLIST)
+
+
+def test_a_blank_crop_reads_as_nothing_confident(recognizer: EasyOcrRecognizer) -> None:
+    [read] = recognizer.recognize([np.full((64, 256), 255, dtype=np.uint8)])
+    assert read.confidence < 0.5 or read.text == ""
+
+
+def test_a_missing_model_folder_is_a_clear_error(tmp_path: object) -> None:
+    engine = EasyOcrRecognizer(EasyOcrOptions(model_dir=str(tmp_path)))
+    with pytest.raises(RecognizerError, match="cannot load EasyOCR models"):
+        engine.warm_up()
+
+
+def test_line_confidence() -> None:
+    assert line_confidence([]) == 0.0
+    assert line_confidence([1.0, 1.0, 1.0]) == 1.0
+    assert line_confidence([0.5, 0.5, 0.5, 0.5]) == pytest.approx(0.5**4 ** (2 / 2))
+    assert line_confidence([0.9] * 7) < 0.9
