@@ -327,10 +327,11 @@ class Gateway:
 
     async def _maintain(self) -> None:
         """Once a second: violations, the hourly roll-up, retained state, the STATUS line."""
-        last_overstay = 0.0
+        loop = asyncio.get_running_loop()
+        last_overstay = loop.time()
         while True:
-            self._maintenance_tick = time.monotonic()
-            now = time.monotonic()
+            self._maintenance_tick = time.monotonic()  # the watchdog's, in real time
+            now = loop.time()  # the lot's time (virtual under the simulator)
             if now - last_overstay >= 30:
                 await self.occupancy.check_overstays()
                 await self.occupancy.roll_hour()

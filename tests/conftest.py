@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+import structlog
 
 from gateway.clock import FakeClock
 from gateway.config import JournalConfig
@@ -34,6 +35,12 @@ def _validate_journaled_events(monkeypatch: pytest.MonkeyPatch) -> None:
         return await original(self, batch)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Journal, "_apply", checked)
+
+
+@pytest.fixture(autouse=True)
+def _default_logging() -> None:
+    """A test that ran the CLI configured structlog for its stderr; start each from defaults."""
+    structlog.reset_defaults()
 
 
 @pytest.fixture(autouse=True)

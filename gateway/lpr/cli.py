@@ -29,10 +29,13 @@ from gateway.cli import (
     _terminal,
 )
 from gateway.lpr.consensus import DEFAULT_THRESHOLD, vote
+from gateway.lpr.plates import formats_for
 from gateway.lpr.worker import (
     DEFAULT_FACTORY,
+    DEFAULT_OPTIONS,
     BadImage,
     ImageReading,
+    LazyOptions,
     PlateWorker,
     WorkerStartError,
     check_image,
@@ -164,9 +167,12 @@ def _read_section(rows: Sequence[dict[str, Any]]) -> Section:
 @factory_option
 @timeout_option
 @click.option("--limit", type=click.IntRange(min=1), help="Only the first N photos of a folder.")
+@click.option("--formats", "formats_text", default="",
+              help="The lot's plate formats, in order, as lpr.formats takes them, comma "
+                   "separated (e.g. 'br' or 'eu,uk'); default: every shipped format.")
 @json_option
 def lpr_eval(directory: Path, factory: str, timeout_s: float, limit: int | None,
-             as_json: bool) -> None:
+             formats_text: str, as_json: bool) -> None:
     """Measure the reader on DIRECTORY in the openalpr layout (NAME.jpg + NAME.txt).
 
     A DIRECTORY with labels of its own is one set, and --json prints its figures:
@@ -200,7 +206,7 @@ def lpr_eval(directory: Path, factory: str, timeout_s: float, limit: int | None,
         return figures
 
     try:
-        figures = _run_worker(factory, timeout_s, run)
+        figures = _run_worker(factory, timeout_s, run, _formats(formats_text))
     except evaluation.LabelError as e:
         raise InvalidInput(str(e)) from None
     result: dict[str, Any] = figures[""] if list(figures) == [""] else figures
@@ -212,6 +218,15 @@ def lpr_eval(directory: Path, factory: str, timeout_s: float, limit: int | None,
                 [(key, str(value)) for key, value in found.items()], right_last=True)
         for name, found in figures.items()
     ])
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    entries = tuple(e.strip() for e in text.split(",") if e.strip())
+    try:
+        formats_for(entries)
+    except ValueError as e:
+        raise InvalidInput(f"--formats: {e}") from None
+    return entries
 
 
 def _label_sets(directory: Path) -> list[tuple[str, Path]]:
@@ -263,14 +278,24 @@ class _WorkerReader:
 # --- the worker ----------------------------------------------------------------------------
 
 
-def _run_worker(factory: str, timeout_s: float, use: Callable[[PlateWorker], Any]) -> Any:
-    """Start a worker, warm it up, hand it to `use`, and always stop it."""
+def _run_worker(factory: str, timeout_s: float, use: Callable[[PlateWorker], Any],
+                formats: tuple[str, ...] = ()) -> Any:
+    """Start a worker, warm it up, hand it to `use`, and always stop it.
+
+    `formats` (region codes or NAME=MASK entries, as `lpr.formats` takes) are the plate
+    formats reads are corrected towards, in order; empty: every shipped format.
+    """
 
     root = click.get_current_context().find_root()
     log_level = str(root.params.get("log_level", "warning"))
+    options = None
+    if formats and factory == DEFAULT_FACTORY:
+        options = LazyOptions(DEFAULT_OPTIONS, {"formats": formats})
 
     async def main() -> Any:
-        worker = PlateWorker(factory, queue_size=4, timeout_s=timeout_s, log_level=log_level)
+        chosen = formats_for(formats) if formats else ()
+        worker = PlateWorker(factory, options, queue_size=4, timeout_s=timeout_s,
+                             log_level=log_level, formats=chosen)
         click.echo("starting the plate reader...", err=True)
         warmup = await worker.start()
         click.echo(f"plate reader warm in {warmup:.1f} s", err=True)
