@@ -685,19 +685,27 @@ def bench_journal(producers: int, events: int, directory: Path | None, as_json: 
 
 
 # --- commands defined beside their subsystems ----------------------------------------------
-# Each subsystem keeps its commands in its own module; they are registered here, one line each.
-from gateway.lpr.cli import lpr  # noqa: E402
-cli.add_command(lpr)
-from parking_sim.cli import sim  # noqa: E402  (click only; the simulator loads on use)
-cli.add_command(sim)
-from gateway.daemon_cli import bench_lane, run  # noqa: E402
-cli.add_command(run)
-bench.add_command(bench_lane)
-from gateway.drivers.bus_cli import bus  # noqa: E402
-bench.add_command(bus)
-from gateway.sync.cli import bench_sync  # noqa: E402
-bench.add_command(bench_sync)
-from gateway.service_cli import register_service_commands  # noqa: E402
-register_service_commands(cli)  # status, gate, lane, lot, bay, sensors, sessions, plates, report
-from parking_sim.demo import demo  # noqa: E402  (the simulator loads on use)
-cli.add_command(demo)
+
+
+def _register_subsystem_commands() -> None:
+    """Each subsystem keeps its commands in its own module; they join the CLI here.
+
+    Those modules import this one for its helpers, so they are imported once it is complete.
+    """
+    from parking_sim.cli import sim  # click only; the simulator loads on use
+    from parking_sim.demo import demo
+
+    from gateway.daemon_cli import bench_lane, run
+    from gateway.drivers.bus_cli import bus
+    from gateway.lpr.cli import lpr
+    from gateway.service_cli import register_service_commands
+    from gateway.sync.cli import bench_sync
+
+    for command in (run, lpr, sim, demo):
+        cli.add_command(command)
+    for command in (bench_lane, bus, bench_sync):
+        bench.add_command(command)
+    register_service_commands(cli)  # status, gate, lane, lot, bay, sensors, sessions, ...
+
+
+_register_subsystem_commands()

@@ -80,15 +80,15 @@ mode = "calendar_day"
 # BCM pins: 2 and 3 carry the I2C pull-ups, 14 and 15 the RS-485 HAT's UART; 7 drives the
 # lot-full sign. Every pin from 4 to 27 is in use.
 LANES = [
-    ("entry-a", "entry", "Entry A, Station Road", dict(
-        arming_loop=5, safety_loop=6, closing_loop=13, open_relay=17, close_relay=27,
-        up_limit=22, down_limit=23), "pulse"),
-    ("entry-b", "entry", "Entry B, Market Street", dict(
-        arming_loop=19, safety_loop=26, closing_loop=9, open_relay=24, close_relay=10),
-     "pulse"),
-    ("exit", "exit", "Exit, Station Road", dict(
-        arming_loop=12, safety_loop=16, closing_loop=20, open_relay=25, close_relay=21,
-        up_limit=18, down_limit=8), "pulse"),
+    ("entry-a", "entry", "Entry A, Station Road", {
+        "arming_loop": 5, "safety_loop": 6, "closing_loop": 13, "open_relay": 17,
+        "close_relay": 27, "up_limit": 22, "down_limit": 23}, "pulse"),
+    ("entry-b", "entry", "Entry B, Market Street", {
+        "arming_loop": 19, "safety_loop": 26, "closing_loop": 9, "open_relay": 24,
+        "close_relay": 10}, "pulse"),
+    ("exit", "exit", "Exit, Station Road", {
+        "arming_loop": 12, "safety_loop": 16, "closing_loop": 20, "open_relay": 25,
+        "close_relay": 21, "up_limit": 18, "down_limit": 8}, "pulse"),
 ]
 
 ULTRASONIC_PINS = [(4, 11)]  # (trigger, echo): the two pins the lanes leave free
@@ -157,7 +157,8 @@ E2E_HEADER = HEADER.replace(
     "# nodes on the bus and 1 an ultrasonic sensor; the rest are counted by the lanes, so that a\n"
     "# whole simulated day runs in a few minutes.",
 ).replace(
-    "\n#\n# Two entry lanes and one exit lane; 301 bays on three floors (-1, 0, 1) in zones A-D: 24\n"
+    "\n#\n# Two entry lanes and one exit lane; 301 bays on three floors (-1, 0, 1) in zones A-D:"
+    " 24\n"
     "# watched by magnetic detector nodes on the RS-485 bus (two per zone), 1 by an ultrasonic\n"
     "# sensor on GPIO, the rest counted by the lanes (vehicles inside less the sensed bays taken).",
     "",
