@@ -336,10 +336,10 @@ class SensorBus:
             return None
         now = self._now()
         if frame[0] == 0:  # broadcast: every node acts, none answers
-            for node in list(self._nodes.values()):
-                node.advance(now)
-                node.handle_frame(frame)
-                self._rekey(node)
+            for each in list(self._nodes.values()):
+                each.advance(now)
+                each.handle_frame(frame)
+                self._rekey(each)
             return None
         node = self._nodes.get(frame[0])
         if node is None:
