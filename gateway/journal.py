@@ -849,6 +849,14 @@ class Journal:
 
     # --- reading (a separate connection: only committed data is ever seen) ---
 
+    async def read_events(self, after: int, limit: int = 500) -> list[OutboxRecord]:
+        """Stored events with sequence > `after`, synced or not, in order."""
+        async with self._reader.execute(
+            f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, limit),
+        ) as cur:
+            return [_record(r) for r in await cur.fetchall()]
+
     async def read_outbox(self, after: int, limit: int = 500) -> list[OutboxRecord]:
         """Unacknowledged events with sequence > `after`, in order."""
         async with self._reader.execute(

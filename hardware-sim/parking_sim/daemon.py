@@ -223,12 +223,11 @@ def _book_reservations(run: LotRun) -> None:
 
 
 async def outbox(gateway: Gateway) -> list[tuple[str, dict[str, Any]]]:
-    """Every event the gateway journaled, as (type, data)."""
-    out: list[tuple[str, dict[str, Any]]] = []
-    after = 0
-    while True:
-        records = await gateway.journal.read_outbox(after, 5000)
-        if not records:
-            return out
-        out.extend((r.type, json.loads(r.data_json)) for r in records)
-        after = records[-1].seq
+    """Every event the gateway journaled, synced or not, as (type, data)."""
+    from gateway.journal import JournalReader
+
+    reader = await JournalReader.open(gateway.settings.journal.path)
+    try:
+        return [(r.type, json.loads(r.data_json)) async for r in reader.iter_events()]
+    finally:
+        await reader.close()

@@ -52,7 +52,8 @@ class Feed:
         from datetime import datetime
 
         tz = gateway.settings.gateway.tzinfo
-        records = await gateway.journal.read_outbox(self.after, 1000)
+        # Acked or not: the newest events, from the journal's read side.
+        records = await gateway.journal.read_events(self.after, 1000)
         for record in records:
             self.after = record.seq
             self.counts[record.type] += 1
