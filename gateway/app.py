@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
@@ -38,6 +39,11 @@ from gateway.notify import Notifier
 from gateway.occupancy import Occupancy
 from gateway.operations import LaneMode, LotState, OperationRefused
 from gateway.sessions import SessionBook
+
+if TYPE_CHECKING:
+    from gateway.drivers.modbus import ModbusBus
+    from gateway.lpr.worker import PlateWorker
+    from gateway.sync.service import Sync
 
 log = structlog.get_logger("gateway.app")
 
@@ -100,9 +106,9 @@ class Gateway:
         self._occupancy: Occupancy | None = None
         self._access: Access | None = None
         self._sessions: SessionBook | None = None
-        self.sync: Any = None
-        self.worker: Any = None
-        self.bus: Any = None
+        self.sync: Sync | None = None
+        self.worker: PlateWorker | None = None
+        self.bus: ModbusBus | None = None
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._last_sync_ok = time.monotonic()
@@ -384,7 +390,7 @@ class Gateway:
         """Whether the backend counts as reachable, for the offline exit policy."""
         if self.sync is None:
             return False
-        if getattr(self.sync, "_connected", False):
+        if self.sync.connected_event.is_set():
             self._last_sync_ok = time.monotonic()
             return True
         return time.monotonic() - self._last_sync_ok < self.settings.lot.offline_after_s
@@ -408,8 +414,7 @@ class Gateway:
             "parts": {name: {"running": p.running, "restarts": p.restarts,
                              "lastError": p.last_error} for name, p in self.parts.items()},
             "alarms": [a.alarm_id for a in self.journal.active_alarms()],
-            "bus": self.bus.health().as_dict() if self.bus is not None
-            and hasattr(self.bus, "health") else None,
+            "bus": self.bus.health().as_dict() if self.bus is not None else None,
         }
 
     # --- LotControl ---
@@ -417,8 +422,7 @@ class Gateway:
     async def status(self) -> dict[str, Any]:
         sync: dict[str, Any] | None = None
         if self.sync is not None:
-            stats = await self.sync.stats()
-            sync = stats.as_dict() if hasattr(stats, "as_dict") else dict(vars(stats))
+            sync = dataclasses.asdict(await self.sync.stats())
         return {
             "lotState": self.lot_state(),
             "operatorState": self.access.operator_state,

@@ -40,12 +40,12 @@ def notify_socket(tmp_path: Path) -> socket.socket:
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings, tmp_path: Path, notifier: Notifier | None = None
-                  ) -> AsyncIterator[Gateway]:
+async def running(settings: Settings, tmp_path: Path, notifier: Notifier | None = None,
+                  sync: bool = False) -> AsyncIterator[Gateway]:
     clock = SystemClock()
     factory = MockFactory()
     cameras = {lane.id: FakeCamera(lane.id, clock) for lane in settings.lanes}
-    gateway = Gateway(settings, clock=clock, plates=TruthReader(), sync=False,
+    gateway = Gateway(settings, clock=clock, plates=TruthReader(), sync=sync,
                       notifier=notifier or Notifier(None),
                       hardware=HardwareOverrides(pin_factory=factory, cameras=cameras))
     task = asyncio.create_task(gateway.run())
@@ -165,3 +165,28 @@ async def test_one_bad_event_does_not_stop_a_lane(settings: Settings, tmp_path: 
         assert calls == 2
         assert gateway.parts["lane:entry-south"].running
         assert gateway.parts["lane:entry-south"].restarts == 0
+
+
+async def test_status_shows_the_sync_backlog_while_the_backend_is_unreachable(
+        settings: Settings, tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    offline = settings.model_copy(update={"sync": settings.sync.model_copy(update={
+        "mqtt": settings.sync.mqtt.model_copy(update={"host": "127.0.0.1", "port": port,
+                                                       "tls": None})})})
+    async with running(offline, tmp_path, sync=True) as gateway:
+        await gateway.set_lot_state("full", actor="test")
+        await gateway.journal.append(_any_event(gateway))
+        status = await gateway.status()
+        assert status["sync"]["connected"] is False
+        assert status["sync"]["backlog"] >= 1
+        # Unreachable for less than lot.offline_after_s: not yet "offline" for the exit policy.
+        assert gateway.online()
+
+
+def _any_event(gateway: Gateway):  # type: ignore[no-untyped-def]
+    from gateway import events
+
+    return events.alarm_raised(at=gateway.clock.now(), alarm_id="test.alarm", code="test.alarm",
+                               severity="info", message="a test", component="test")
