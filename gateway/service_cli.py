@@ -100,9 +100,14 @@ def status_sections(report: Mapping[str, Any]) -> list[Section]:
     sync = report.get("sync") or {}
     alarms = report.get("alarms") or []
     lot_state = _lot_state_line(report)
+    counted = occupancy.get("counted") or {}
+    rows = [("state", lot_state), ("bays", _bay_line(total))]
+    if counted.get("capacity"):
+        # Bays with no sensor: counted from the vehicles inside, not in the tables below.
+        rows.append(("bays with no sensor",
+                     f"{counted['capacity']}, {counted.get('occupied', 0)} taken by the count"))
     sections = [Section("lot", [
-        ("state", lot_state),
-        ("bays", _bay_line(total)),
+        *rows,
         ("open sessions", _number(report.get("openSessions", 0))),
         ("sync", _sync_line(sync)),
         ("alarms", str(len(alarms)) if alarms else "none"),
@@ -119,7 +124,7 @@ def status_sections(report: Mapping[str, Any]) -> list[Section]:
     for key, title in (("byFloor", "floor"), ("byZone", "zone"), ("byType", "type")):
         groups: Mapping[str, Mapping[str, int]] = occupancy.get(key) or {}
         if groups:
-            sections.append(Section(f"bays by {title}", [
+            sections.append(Section(f"bays with sensors, by {title}", [
                 (name, *(str(counts.get(c, 0)) for c in COUNT_KEYS))
                 for name, counts in groups.items()
             ], header=(title, "free", "occupied", "unknown", "out of service")))

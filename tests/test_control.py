@@ -431,8 +431,8 @@ def test_cli_status_for_a_person(daemon):
             " refused") in out
     assert "OUT OF ORDER" in out
     assert "locked_closed" in out
-    assert "bays by floor" in out
-    assert "bays by type" in out
+    assert "bays with sensors, by floor" in out
+    assert "bays with sensors, by type" in out
     assert "gate.fault:exit-1" in out
 
 
