@@ -370,6 +370,7 @@ STATUS = {
     "lotState": "open", "operatorState": "open", "openSessions": 3,
     "occupancy": {
         "total": {"free": 7, "occupied": 3, "unknown": 1, "outOfService": 1},
+        "counted": {"capacity": 40, "occupied": 12},
         "byFloor": {"0": {"free": 4, "occupied": 2, "unknown": 1, "outOfService": 0},
                     "1": {"free": 3, "occupied": 1, "unknown": 0, "outOfService": 1}},
         "byZone": {"A": {"free": 7, "occupied": 3, "unknown": 1, "outOfService": 1}},
@@ -432,6 +433,7 @@ def test_cli_status_for_a_person(daemon):
     assert "OUT OF ORDER" in out
     assert "locked_closed" in out
     assert "bays with sensors, by floor" in out
+    assert "40, 12 taken by the count" in out
     assert "bays with sensors, by type" in out
     assert "gate.fault:exit-1" in out
 
