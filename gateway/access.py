@@ -279,6 +279,13 @@ class Access:
             return ExitDecision(True, "unable_to_collect", plate, stay, found, paid)
         return ExitDecision(False, "unpaid", plate, stay, found, paid)
 
+    def reservation(self, plate: str | None, reservation_id: str | None) -> Reservation | None:
+        """The reservation a stay came in under, if it is still known."""
+        if plate is None:
+            return None
+        return next((r for r in self.reservations.get(plate, [])
+                     if r.reservationId == reservation_id), None)
+
     def find_stay(self, read: str) -> Match:
         return plates.match(read, self._by_plate, max_distance=self.max_distance)
 

@@ -340,6 +340,7 @@ class Gateway:
             now = loop.time()  # the lot's time (virtual under the simulator)
             if now - last_overstay >= 30:
                 await self.occupancy.check_overstays()
+                await self.sessions.check_overstays()
                 await self.occupancy.roll_hour()
                 last_overstay = now
             if self.sync is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -70,15 +70,59 @@ class SessionBook:
         self.clock = clock
         self.tz = settings.gateway.tzinfo
         self.tariffs: dict[str, RateTable] = dict(settings.tariffs)  # pushed ones join later
+        self.paid_until: dict[str, datetime] = {}  # session id -> when its payment runs out
+        self.overstay_reported: set[str] = set()
         self.opened = 0
         self.closed = 0
 
     async def restore(self) -> int:
-        """Load the open sessions from the journal (after a restart)."""
+        """Load the open sessions, and what their payments allow, from the journal."""
         records = await self.journal.open_sessions()
         for record in records:
             self.access.admit(OpenStay.from_record(record))
+            for payment in await self.journal.payments(record.session_id):
+                self._paid(payment.session_id, datetime.fromisoformat(payment.paid_at),
+                           None if payment.valid_until is None
+                           else datetime.fromisoformat(payment.valid_until))
         return len(records)
+
+    # --- stays beyond their time ---
+
+    def _paid(self, session_id: str, at: datetime, valid_until: datetime | None) -> None:
+        until = valid_until or at + timedelta(minutes=self.settings.lot.payment_grace_minutes)
+        self.paid_until[session_id] = max(until, self.paid_until.get(session_id, until))
+
+    async def check_overstays(self) -> int:
+        """Report stays beyond their reservation's end or their payment's validity, once each.
+
+        A reservation's end counts with the lot's reservation grace; a paid visitor still
+        inside after the payment expired owes for the extra time (`unpaid_overstay`).
+        """
+        now = self.clock.now()
+        grace = timedelta(minutes=self.settings.lot.reservation_grace_minutes)
+        found: list[Event] = []
+        for stay in list(self.access.inside.values()):
+            if stay.session_id in self.overstay_reported:
+                continue
+            details: dict[str, Any] | None = None
+            kind: events.ViolationKind = "overstay"
+            if stay.right_kind == "reservation":
+                booking = self.access.reservation(stay.plate, stay.right_ref)
+                if booking is not None and now > booking.end + grace:
+                    details = {"reservationId": booking.reservationId,
+                               "reservedUntil": events.rfc3339(booking.end)}
+            elif stay.session_id in self.paid_until and now > self.paid_until[stay.session_id]:
+                kind = "unpaid_overstay"
+                details = {"paidUntil": events.rfc3339(self.paid_until[stay.session_id])}
+            if details is None:
+                continue
+            self.overstay_reported.add(stay.session_id)
+            found.append(events.violation_detected(
+                at=now, kind=kind, plate=stay.plate, session_id=stay.session_id,
+                details=details))
+        if found:
+            await self.journal.commit([], found)
+        return len(found)
 
     # --- pricing ---
 
@@ -179,6 +223,8 @@ class SessionBook:
                               fee.amount_minor, fee.currency)
         await self.journal.commit([change], [ev, *extra_events])
         self.access.release(stay.session_id)
+        self.paid_until.pop(stay.session_id, None)
+        self.overstay_reported.discard(stay.session_id)
         self.closed += 1
         return fee
 
@@ -226,6 +272,7 @@ class SessionBook:
                              valid_until: datetime | None = None) -> None:
         """A payment from a pay station or the backend (the same id twice is kept once)."""
         at = self.clock.now()
+        self._paid(session_id, at, valid_until)
         await self.journal.commit(
             [RecordPayment(payment_id, session_id, amount_minor, currency, method, source,
                            events.rfc3339(at),

@@ -373,3 +373,29 @@ def _now():  # type: ignore[no-untyped-def]
     from datetime import UTC, datetime
 
     return datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+
+
+async def test_stays_beyond_their_reservation_or_payment_are_reported_once(
+        settings: Settings, journal: Journal, clock: FakeClock) -> None:
+    rig = make_rig(settings, journal, clock, lot_policy={"reservation_grace_minutes": 10})
+    now = clock.now()
+    rig.lane.access.load("reservations", [Reservation(
+        reservationId="r-9", plate="BOOKED1", start=now, end=now + timedelta(hours=1))])
+    sessions = rig.lane.sessions
+    async with rig.running():
+        await rig.arrive("BOOKED1")
+        await rig.drive_through()
+        await rig.arrive(VISITOR)
+        await rig.drive_through()
+    visitor = rig.lane.access.stay_of(VISITOR)
+    assert visitor is not None
+    await sessions.record_payment(payment_id="p-1", session_id=visitor.session_id,
+                                  amount_minor=250, currency="EUR", method="card",
+                                  source="pay_station")  # valid for the 15 min grace
+    clock.advance(50 * 60)
+    assert await sessions.check_overstays() == 1  # the payment ran out; the booking has not
+    clock.advance(30 * 60)  # 1 h 20 min: past the booking's end and its 10 min grace
+    assert await sessions.check_overstays() == 1
+    assert await sessions.check_overstays() == 0
+    kinds = [(v["kind"], v["plate"]) for v in await rig.events("violation.detected")]
+    assert kinds == [("unpaid_overstay", VISITOR), ("overstay", "BOOKED1")]
