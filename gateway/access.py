@@ -203,9 +203,23 @@ class Access:
         return decision
 
     def _right(self, plate: str, at: datetime, free_bays: int) -> EntryDecision:
-        state = self.lot_state(False)
-        if state == "closed":
+        if self.lot_state(False) == "closed":
             return EntryDecision(False, "lot_closed", plate)
+        held = self.right_of(plate, at)
+        if held.reason != "visitor":
+            return held
+        # Visitors only: bays held by reservations are not theirs.
+        pending = self.pending_reservations(at)
+        if (self.operator_state == "full"
+                or free_bays - pending <= self.lot.full_when_free_at_most):
+            return EntryDecision(False, "lot_full", plate)
+        return held
+
+    def right_of(self, plate: str | None, at: datetime) -> EntryDecision:
+        """The right a plate holds now: a valid permit, a reservation in its window (with the
+        grace), else a visitor's. Whatever the lot's state: also for a vehicle let in by hand."""
+        if not plate:
+            return EntryDecision(True, "visitor", None)
         permits = self.permits.get(plate, [])
         valid = [p for p in permits if p.valid_at(at)]
         if valid:
@@ -216,12 +230,6 @@ class Access:
         for r in self.reservations.get(plate, []):
             if r.start - grace <= at <= r.end + grace:
                 return EntryDecision(True, "reservation", plate, "reservation", r.reservationId)
-        # Visitors only: bays held by reservations are not theirs.
-        held = self.pending_reservations(at)
-        full = (self.operator_state == "full"
-                or free_bays - held <= self.lot.full_when_free_at_most)
-        if full:
-            return EntryDecision(False, "lot_full", plate)
         if permits:  # an expired permit parks as a visitor, and says so in the log
             log.info("access.permit_not_valid_now", plate=plate)
         return EntryDecision(True, "visitor", plate)

@@ -550,13 +550,8 @@ class Lane:
                                  else None)
 
     def _vend_entry(self, read: Read | None) -> EntryDecision:
-        plate = read.plate if read else None
-        known = self.access.entry(plate, at=self.clock.now(), free_bays=1 << 30) if plate else None
-        if known is not None and known.right_kind != "visitor" and known.reason in (
-                "permit", "reservation"):
-            return EntryDecision(True, known.reason, known.plate, known.right_kind,
-                                 known.right_ref, known.rate_table)
-        return EntryDecision(True, "visitor", plate)
+        """A vehicle let in by hand, or while locked open, keeps whatever right its plate has."""
+        return self.access.right_of(read.plate if read else None, self.clock.now())
 
     async def _exited(self, cycle: Cycle, at: Stamp) -> None:
         decision = cycle.exit
