@@ -18,7 +18,6 @@ from datetime import datetime, timedelta
 from typing import Literal, TypeVar
 
 import structlog
-from pydantic import ValidationError
 
 from gateway.clock import Stamp
 from gateway.config import LotConfig
@@ -26,7 +25,7 @@ from gateway.journal import PaymentRecord, SessionRecord
 from gateway.lpr import plates
 from gateway.lpr.plates import Match
 from gateway.operations import LotState
-from gateway.rights import RIGHTS, DenyEntry, Permit, Reservation
+from gateway.rights import DenyEntry, Permit, Reservation
 
 log = structlog.get_logger("gateway.access")
 
@@ -39,25 +38,6 @@ ExitReasonCode = Literal[
     "ambiguous", "unreadable", "no_entry_record",
 ]
 Passback = Literal["none", "refused", "flagged", "replaced"]
-
-
-# --- pushed config: the rights the backend sends (kinds permits, reservations, deny_list) ---
-
-Pushed = tuple[Permit, ...] | tuple[Reservation, ...] | tuple[DenyEntry, ...]
-
-
-def parse_pushed(kind: str, payload: str) -> Pushed:
-    """A stored or pushed payload (a JSON list) as models; raises ValueError with every problem."""
-    adapter = RIGHTS.get(kind)
-    if adapter is None:
-        raise ValueError(f"unknown config kind {kind!r}")
-    try:
-        parsed: Pushed = adapter.validate_json(payload)
-    except ValidationError as e:
-        raise ValueError("; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
-        ) from None
-    return parsed
 
 
 # --- decisions ---------------------------------------------------------------------------

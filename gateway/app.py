@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import structlog
 
 from gateway import events
-from gateway.access import Access, parse_pushed
+from gateway.access import Access
 from gateway.clock import Clock, SystemClock
 from gateway.config import Settings
 from gateway.drivers import FrameSource
@@ -266,36 +266,30 @@ class Gateway:
             self._closers.append(self.bus.close)
 
     async def _load_pushed_config(self) -> None:
-        """The pushed config in force: the journal's newest version of each kind."""
-        for kind in ("permits", "reservations", "deny_list", "tariffs"):
+        """The pushed config in force: the journal's newest version of each kind, validated
+        as sync validated it on arrival."""
+        from pydantic import ValidationError
+
+        from gateway.sync.inbound import KINDS, validate
+
+        for kind in KINDS:
             current = await self.journal.config_current(kind)
             if current is None:
                 continue
             try:
-                if kind == "tariffs":
-                    self._tariffs_pushed(json.loads(current.payload))
-                else:
-                    self.access.load(kind, parse_pushed(kind, current.payload),
-                                     current.version)
-            except (ValueError, TypeError) as e:  # stored by an older version that checked less
+                model = validate(kind, json.loads(current.payload))
+            except (ValueError, ValidationError) as e:  # stored by a version that checked less
                 log.error("gateway.config_unreadable", kind=kind, version=current.version,
                           error=str(e))
-
-    def _tariffs_pushed(self, tables: Mapping[str, Any]) -> None:
-        """Pushed tariffs join (and override) the config file's, from the next price on."""
-        from gateway.tariff import RateTable
-
-        merged = dict(self.settings.tariffs)
-        merged.update({name.lower(): RateTable.model_validate(table)
-                       for name, table in tables.items()})
-        self.sessions.tariffs = merged
+                continue
+            self._config_applied(kind, current.version, model)
 
     def _config_applied(self, kind: str, version: int, model: Any) -> None:
-        """Sync put a new pushed config in force (validated and journaled): use it now."""
+        """A pushed config is in force (validated and journaled): use it now. Pushed tariffs
+        join, and override, the config file's from the next price on."""
         if kind == "tariffs":
-            root = getattr(model, "root", model)
-            self._tariffs_pushed({name: table.model_dump() if hasattr(table, "model_dump")
-                                  else table for name, table in root.items()})
+            self.sessions.tariffs = {**self.settings.tariffs,
+                                     **{name.lower(): table for name, table in model.root.items()}}
         else:
             self.access.load(kind, model, version)
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from parking_sim.camera import GroundTruthReader
 
 from gateway.access import Access
 from gateway.clock import FakeClock
@@ -21,7 +22,6 @@ from gateway.config import LaneConfig, Settings
 from gateway.drivers import Frame
 from gateway.journal import Journal
 from gateway.lane import Lane, Position
-from gateway.lpr.worker import PlateResult
 from gateway.sessions import SessionBook
 
 
@@ -113,21 +113,6 @@ class FakeCamera:
         return self._frame()
 
 
-class TruthReader:
-    """Reads the frame's ground truth, as the simulator's source does."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    async def read_frames(self, frames: Sequence[Frame], deadline_s: float | None = None
-                          ) -> PlateResult:
-        self.calls += 1
-        plate = next((f.truth for f in reversed(frames) if f.truth), None)
-        if plate is None:
-            return PlateResult(None, 0.0, reason="no_read", frames_total=len(frames))
-        return PlateResult(plate, 0.97, frames_used=len(frames), frames_total=len(frames))
-
-
 @dataclass
 class Lot:
     free: int = 100
@@ -153,7 +138,7 @@ class Rig:
                                                   FakeLoop("closing"))
         self.barrier = FakeBarrier(self.safety)
         self.camera = FakeCamera(config.id, clock)
-        self.reader = TruthReader()
+        self.reader = GroundTruthReader()
         self.journal = journal
         self.clock = clock
         self.lane = Lane(config, arming=self.arming, safety=self.safety, closing=self.closing,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from gpiozero.pins.mock import MockFactory
+from parking_sim.camera import GroundTruthReader
 
 from gateway.app import Gateway, HardwareOverrides
 from gateway.clock import SystemClock
@@ -18,7 +19,7 @@ from gateway.config import Settings, load_settings
 from gateway.control import ControlClient
 from gateway.notify import Notifier
 from tests.conftest import EXAMPLE
-from tests.lanes import FakeCamera, TruthReader
+from tests.lanes import FakeCamera
 
 
 @pytest.fixture
@@ -45,7 +46,7 @@ async def running(settings: Settings, tmp_path: Path, notifier: Notifier | None 
     clock = SystemClock()
     factory = MockFactory()
     cameras = {lane.id: FakeCamera(lane.id, clock) for lane in settings.lanes}
-    gateway = Gateway(settings, clock=clock, plates=TruthReader(), sync=sync,
+    gateway = Gateway(settings, clock=clock, plates=GroundTruthReader(), sync=sync,
                       notifier=notifier or Notifier(None),
                       hardware=HardwareOverrides(pin_factory=factory, cameras=cameras))
     task = asyncio.create_task(gateway.run())

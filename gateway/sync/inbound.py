@@ -31,7 +31,7 @@ from gateway import events
 from gateway.clock import Clock
 from gateway.events import ConfigKind, ConfigSource
 from gateway.journal import Journal, PutConfig
-from gateway.rights import DenyEntry, Permit, Reservation
+from gateway.rights import RIGHTS
 from gateway.tariff import RateTable
 
 log = structlog.get_logger(__name__)
@@ -56,12 +56,7 @@ class _Update(BaseModel):
     data: Any
 
 
-_VALIDATORS: dict[str, TypeAdapter[Any]] = {
-    "tariffs": TypeAdapter(Tariffs),
-    "permits": TypeAdapter(tuple[Permit, ...]),
-    "reservations": TypeAdapter(tuple[Reservation, ...]),
-    "deny_list": TypeAdapter(tuple[DenyEntry, ...]),
-}
+_VALIDATORS: dict[str, TypeAdapter[Any]] = {"tariffs": TypeAdapter(Tariffs), **RIGHTS}
 KINDS: tuple[ConfigKind, ...] = ("tariffs", "permits", "reservations", "deny_list")
 
 Listener = Callable[[str, int, Any], None]
