@@ -657,6 +657,9 @@ class LprConfig(_Section):
     timeout_s: float = Field(2.0, gt=0, le=60)  # per passage
     capture_dir: Path | None = None  # keep crops of reads below the threshold here
     capture_max_mb: int = Field(100, ge=1)
+    # The recognizer's weights: "plate" (fine-tuned on plates, shipped), "english_g2"
+    # (EasyOCR's own) or the path of a state dict made by tools/train_recognizer.py.
+    recognizer_weights: NonEmpty = "plate"
 
 
 # --- control socket -----------------------------------------------------------------------

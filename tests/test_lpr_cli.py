@@ -81,6 +81,16 @@ def test_read_with_a_reader_that_cannot_start(tmp_path: Path) -> None:
     assert "ModuleNotFoundError" in err
 
 
+def test_read_with_weights_that_are_not_there(tmp_path: Path) -> None:
+    pytest.importorskip("easyocr")
+    pytest.importorskip("easyocr_en_models")
+    image = write_png(tmp_path / "car.png", fake_image("XYZ9876"))
+    missing = tmp_path / "nope.pt"
+    code, _, err = invoke("lpr", "read", str(image), "--weights", str(missing))
+    assert code == 1
+    assert f"no file at {missing}" in err
+
+
 def _labelled(folder: Path, plates: dict[str, tuple[str, tuple[int, int, int, int]]]) -> None:
     folder.mkdir(parents=True)
     for name, (read_as, box) in plates.items():

@@ -51,6 +51,8 @@ EXAMPLES = {
     "pl-3-2n2l": ("KRA12AB", "KRA1AB2"),
     "pl-3-1n1l2n": ("KRA1A23", "KRA12A3"),
     "pl-3-5n": ("KRA12345", "KRA1234"),
+    "cz": ("1AB2345", "AB12345"),
+    "sk": ("BA123AB", "BA1234B"),
     "eu-generic": ("BIMMIAN", "ABC"),
     "uk": ("AB12CDE", "AB123DE"),
     "uk-prefix": ("A123BCD", "AB12BCD"),
@@ -93,7 +95,7 @@ def test_normalize() -> None:
 
 def test_formats_for_regions_and_a_lots_own() -> None:
     eu = formats_for(["eu"])
-    assert {f.country for f in eu} == {"DE", "FR", "IT", "ES", "NL", "PL", "EU"}
+    assert {f.country for f in eu} == {"DE", "FR", "IT", "ES", "NL", "PL", "CZ", "SK", "EU"}
     own = formats_for(["fleet=LLN{3,4}", "staff=/STAFF[0-9]{2}/"])
     assert own[0].matches("AB123")
     assert own[0].matches("AB1234")

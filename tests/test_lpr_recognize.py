@@ -10,13 +10,19 @@ import pytest
 pytest.importorskip("easyocr")
 pytest.importorskip("easyocr_en_models")
 
+import hashlib
+import json
+from pathlib import Path
+
 from gateway.lpr.recognize import (
     ALLOWLIST,
+    PLATE_WEIGHTS,
     EasyOcrOptions,
     EasyOcrRecognizer,
     Recognizer,
     RecognizerError,
     line_confidence,
+    weights_path,
 )
 
 
@@ -33,9 +39,10 @@ def text_crop(
     return crop
 
 
-@pytest.fixture(scope="module")
-def recognizer() -> EasyOcrRecognizer:
-    engine = EasyOcrRecognizer()
+@pytest.fixture(scope="module", params=["plate", "english_g2"])
+def recognizer(request: pytest.FixtureRequest) -> EasyOcrRecognizer:
+    """The shipped plate weights and EasyOCR's own: the reader may use either."""
+    engine = EasyOcrRecognizer(EasyOcrOptions(weights=request.param))
     engine.warm_up()
     return engine
 
@@ -82,6 +89,30 @@ def test_a_blank_crop_reads_as_nothing_confident(recognizer: EasyOcrRecognizer) 
 def test_a_missing_model_folder_is_a_clear_error(tmp_path: object) -> None:
     engine = EasyOcrRecognizer(EasyOcrOptions(model_dir=str(tmp_path)))
     with pytest.raises(RecognizerError, match="cannot load EasyOCR models"):
+        engine.warm_up()
+
+
+def test_the_shipped_plate_weights_are_what_their_record_says() -> None:
+    record = json.loads(PLATE_WEIGHTS.with_suffix(".json").read_text())
+    data = PLATE_WEIGHTS.read_bytes()
+    assert record["bytes"] == len(data)
+    assert record["sha256"] == hashlib.sha256(data).hexdigest()
+    assert record["base"].startswith("easyocr english_g2")
+    assert weights_path("plate") == PLATE_WEIGHTS
+    assert weights_path("english_g2") is None
+
+
+def test_missing_weights_are_a_clear_error(tmp_path: Path) -> None:
+    engine = EasyOcrRecognizer(EasyOcrOptions(weights=str(tmp_path / "nope.pt")))
+    with pytest.raises(RecognizerError, match=r"no file at .*nope\.pt"):
+        engine.warm_up()
+
+
+def test_damaged_weights_are_a_clear_error(tmp_path: Path) -> None:
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(PLATE_WEIGHTS.read_bytes()[:4096])
+    engine = EasyOcrRecognizer(EasyOcrOptions(weights=str(damaged)))
+    with pytest.raises(RecognizerError, match="cannot load recognizer weights"):
         engine.warm_up()
 
 

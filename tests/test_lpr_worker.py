@@ -258,6 +258,16 @@ async def test_frames_read_before_are_not_read_again(worker: PlateWorker) -> Non
     assert worker.stats().frames_read == before + 3
 
 
+async def test_settings_choose_the_default_readers_formats_and_weights() -> None:
+    config = LprConfig(formats=("br", "eu"), recognizer_weights="english_g2")
+    w = PlateWorker.from_settings(config, clock=FakeClock())
+    options = w._options  # what the child builds the reader with
+    assert isinstance(options, LazyOptions)
+    assert options.spec == "gateway.lpr.pipeline:ReaderOptions"
+    assert dict(options.kwargs) == {"formats": ("br", "eu"), "weights": "english_g2"}
+    assert LprConfig().recognizer_weights == "plate"
+
+
 async def test_built_from_settings(tmp_path) -> None:
     config = LprConfig(formats=("br",), consensus_threshold=0.5, queue_size=2, timeout_s=3,
                        capture_dir=tmp_path / "captures", capture_max_mb=1)

@@ -55,6 +55,10 @@ factory_option: Callable[[FC], FC] = click.option(
     "--factory", default=DEFAULT_FACTORY, show_default=True, metavar="MODULE:CALLABLE",
     help="The reader the worker builds: another engine, or a test double.",
 )
+weights_option: Callable[[FC], FC] = click.option(
+    "--weights", default="plate", show_default=True, metavar="plate|english_g2|PATH",
+    help="The recognizer's weights, as lpr.recognizer_weights takes them.",
+)
 timeout_option: Callable[[FC], FC] = click.option(
     "--timeout", "timeout_s", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
     help="Seconds one image may take before it is given up.",
@@ -77,12 +81,13 @@ lpr: click.Group = click.group("lpr")(_lpr)
 @click.argument("images", nargs=-1, required=True,
                 type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @factory_option
+@weights_option
 @timeout_option
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=DEFAULT_THRESHOLD,
               show_default=True, help="Confidence a plate needs to be taken.")
 @json_option
-def lpr_read(images: tuple[Path, ...], factory: str, timeout_s: float, threshold: float,
-             as_json: bool) -> None:
+def lpr_read(images: tuple[Path, ...], factory: str, weights: str, timeout_s: float,
+             threshold: float, as_json: bool) -> None:
     """Read the plate in each IMAGE (JPEG or PNG, one vehicle each).
 
     --json prints a list with, per image, the plate (null below the threshold), the guess,
@@ -98,8 +103,8 @@ def lpr_read(images: tuple[Path, ...], factory: str, timeout_s: float, threshold
         except OSError as e:
             decoded.append((path, f"cannot read the file: {e.strerror or e}"))
     good = [image for _, image in decoded if not isinstance(image, str)]
-    readings = _run_worker(factory, timeout_s,
-                           lambda worker: _read_all(worker, good, timeout_s)) if good else []
+    readings = _run_worker(factory, timeout_s, lambda worker: _read_all(worker, good, timeout_s),
+                           weights=weights) if good else []
     rows: list[dict[str, Any]] = []
     it = iter(readings)
     for path, image in decoded:
@@ -165,13 +170,14 @@ def _read_section(rows: Sequence[dict[str, Any]]) -> Section:
 @lpr.command("eval", epilog=EXIT_CODES)
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False, exists=True))
 @factory_option
+@weights_option
 @timeout_option
 @click.option("--limit", type=click.IntRange(min=1), help="Only the first N photos of a folder.")
 @click.option("--formats", "formats_text", default="",
               help="The lot's plate formats, in order, as lpr.formats takes them, comma "
                    "separated (e.g. 'br' or 'eu,uk'); default: every shipped format.")
 @json_option
-def lpr_eval(directory: Path, factory: str, timeout_s: float, limit: int | None,
+def lpr_eval(directory: Path, factory: str, weights: str, timeout_s: float, limit: int | None,
              formats_text: str, as_json: bool) -> None:
     """Measure the reader on DIRECTORY in the openalpr layout (NAME.jpg + NAME.txt).
 
@@ -206,7 +212,7 @@ def lpr_eval(directory: Path, factory: str, timeout_s: float, limit: int | None,
         return figures
 
     try:
-        figures = _run_worker(factory, timeout_s, run, _formats(formats_text))
+        figures = _run_worker(factory, timeout_s, run, _formats(formats_text), weights=weights)
     except evaluation.LabelError as e:
         raise InvalidInput(str(e)) from None
     result: dict[str, Any] = figures[""] if list(figures) == [""] else figures
@@ -279,18 +285,22 @@ class _WorkerReader:
 
 
 def _run_worker(factory: str, timeout_s: float, use: Callable[[PlateWorker], Any],
-                formats: tuple[str, ...] = ()) -> Any:
+                formats: tuple[str, ...] = (), *, weights: str = "plate") -> Any:
     """Start a worker, warm it up, hand it to `use`, and always stop it.
 
     `formats` (region codes or NAME=MASK entries, as `lpr.formats` takes) are the plate
-    formats reads are corrected towards, in order; empty: every shipped format.
+    formats reads are corrected towards, in order; empty: every shipped format. `weights`
+    are the recognizer's, as `lpr.recognizer_weights` takes them.
     """
 
     root = click.get_current_context().find_root()
     log_level = str(root.params.get("log_level", "warning"))
     options = None
-    if formats and factory == DEFAULT_FACTORY:
-        options = LazyOptions(DEFAULT_OPTIONS, {"formats": formats})
+    if factory == DEFAULT_FACTORY:
+        chosen_options: dict[str, Any] = {"weights": weights}
+        if formats:
+            chosen_options["formats"] = formats
+        options = LazyOptions(DEFAULT_OPTIONS, chosen_options)
 
     async def main() -> Any:
         chosen = formats_for(formats) if formats else ()

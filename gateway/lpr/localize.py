@@ -35,6 +35,8 @@ DEFAULT_MAX_SIDE = 1280
 CROP_HEIGHT = 64
 # Glyphs shorter than this (in work pixels) carry too little detail to read.
 MIN_CHAR_HEIGHT = 9
+# Frames smaller than this (longer side) are enlarged for the search; see `downscale`.
+MIN_WORK_SIDE = 680
 
 
 class ImageError(ValueError):
@@ -115,14 +117,23 @@ def to_grey(image: npt.NDArray[np.generic]) -> Image:
     raise ImageError(f"unsupported channel count {channels}")
 
 
-def downscale(grey: Image, max_side: int) -> tuple[Image, float]:
-    """Shrink so the longer side is at most `max_side`; return the image and the scale used."""
+def downscale(grey: Image, max_side: int, min_side: int = 0) -> tuple[Image, float]:
+    """Bring the longer side within [`min_side`, `max_side`]; return the image and the scale.
+
+    Small frames are enlarged (at most twice): the glyph detector's thresholds need
+    glyphs of some 10 pixels and more, and a plate in a 450-pixel photo is smaller.
+    """
     longest = max(grey.shape[:2])
-    if longest <= max_side:
+    if longest > max_side:
+        scale = max_side / longest
+        interpolation = cv2.INTER_AREA
+    elif 0 < longest < min_side:
+        scale = min(2.0, min_side / longest)
+        interpolation = cv2.INTER_CUBIC
+    else:
         return grey, 1.0
-    scale = max_side / longest
     size = (max(1, round(grey.shape[1] * scale)), max(1, round(grey.shape[0] * scale)))
-    return _u8(cv2.resize(grey, size, interpolation=cv2.INTER_AREA)), scale
+    return _u8(cv2.resize(grey, size, interpolation=interpolation)), scale
 
 
 def _u8(image: object) -> Image:
@@ -142,7 +153,7 @@ def find_candidates(
     no plate-like structure gives an empty list.
     """
     grey_full = to_grey(image)
-    work, scale = downscale(grey_full, max_side)
+    work, scale = downscale(grey_full, max_side, min(max_side, MIN_WORK_SIDE))
     candidates: list[PlateCandidate] = []
     taken: list[Box] = []
     # Rectifying a row costs more than finding it: do it for the best distinct rows only.

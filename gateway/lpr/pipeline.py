@@ -54,6 +54,8 @@ class ReaderOptions:
     threads: int = 1
     quantize: bool = False
     model_dir: str | None = None
+    # "plate" (fine-tuned on synthetic plates, the default), "english_g2" or a state dict path.
+    weights: str = "plate"
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,8 @@ class PlateReader:
         else:
             self._format_groups = [self._formats]
         engine = EasyOcrOptions(
-            model_dir=opts.model_dir, threads=opts.threads, quantize=opts.quantize
+            model_dir=opts.model_dir, threads=opts.threads, quantize=opts.quantize,
+            weights=opts.weights,
         )
         self._recognizer: Recognizer = recognizer or EasyOcrRecognizer(engine)
 

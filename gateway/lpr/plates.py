@@ -251,6 +251,10 @@ FORMAT_GROUPS: Mapping[str, tuple[PlateFormat, ...]] = {
         _fmt("pl-3-1n1l2n", "PL", "LLLNLNN"),
         _fmt("pl-3-5n", "PL", "LLLNNNNN"),
     ),
+    "cz": (  # 1A2 3456 and 1AB 2345: region digit, letter, letter or digit, four digits
+        _fmt("cz", "CZ", "NLANNNN"),
+    ),
+    "sk": (_fmt("sk", "SK", "LLNNNLL"),),  # BA 123 AB, since 1997
     "eu": (
         _fmt("eu-generic", "EU", "A{4,8}", generic=True),
     ),
@@ -269,9 +273,10 @@ FORMAT_GROUPS: Mapping[str, tuple[PlateFormat, ...]] = {
         _fmt("in-bh", "IN", "NNLLNNNNLL"),  # Bharat series: 22 BH 1234 AB
     ),
 }
-"""Shipped formats by region code; ``eu`` also takes in de, fr, it, es, nl and pl."""
+"""Shipped formats by region code; ``eu`` also takes in de, fr, it, es, nl, pl, cz and sk."""
 
-_REGION_PARTS: Mapping[str, tuple[str, ...]] = {"eu": ("de", "fr", "it", "es", "nl", "pl", "eu")}
+_REGION_PARTS: Mapping[str, tuple[str, ...]] = {
+    "eu": ("de", "fr", "it", "es", "nl", "pl", "cz", "sk", "eu")}
 
 DEFAULT_FORMAT_GROUPS: tuple[str, ...] = ("eu", "uk", "us", "br", "in")
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -72,14 +73,36 @@ class EasyOcrOptions:
     # Dynamic int8 quantization of the LSTM measured slower here (x86, 2 cores).
     quantize: bool = False
     allowlist: str = ALLOWLIST
+    # "plate": english_g2 fine-tuned on synthetic plate crops (shipped in gateway/lpr/models,
+    # made by tools/train_recognizer.py); "english_g2": EasyOCR's own weights; or the path
+    # of a state dict for the english_g2 network.
+    weights: str = "plate"
+
+
+PLATE_WEIGHTS = Path(__file__).resolve().parent / "models" / "plate_g2.pt"
+WEIGHT_CHOICES = ("plate", "english_g2")
+
+
+def weights_path(weights: str) -> Path | None:
+    """The state dict a `weights` setting names; None for EasyOCR's own english_g2."""
+    if weights == "english_g2":
+        return None
+    path = PLATE_WEIGHTS if weights == "plate" else Path(weights)
+    if not path.is_file():
+        raise RecognizerError(f"recognizer weights {weights!r}: no file at {path}")
+    return path
 
 
 class EasyOcrRecognizer:
-    """EasyOCR's English recognizer (english_g2), run directly on crops, CPU only."""
+    """EasyOCR's English recognizer (english_g2), run directly on crops, CPU only.
+
+    By default with the plate weights: the same network fine-tuned on synthetic plate
+    crops in DIN-like fonts (docs/lpr.md has the figures and how they were made).
+    """
 
     def __init__(self, options: EasyOcrOptions | None = None) -> None:
         self._options = options or EasyOcrOptions()
-        self._model: object | None = None
+        self._model: Any = None
         self._symbols: str = ""
         self._allowed: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
 
@@ -87,7 +110,7 @@ class EasyOcrRecognizer:
         self._load()
         self.recognize([np.full((INPUT_HEIGHT, 4 * INPUT_HEIGHT), 255, dtype=np.uint8)])
 
-    def _load(self) -> object:
+    def _load(self) -> Any:
         if self._model is not None:
             return self._model
         try:
@@ -97,6 +120,7 @@ class EasyOcrRecognizer:
             raise RecognizerError("EasyOCR is not installed (install the 'lpr' extra)") from exc
         torch.set_num_threads(self._options.threads)
         model_dir = self._options.model_dir or _packaged_model_dir()
+        path = weights_path(self._options.weights)
         try:
             reader = easyocr.Reader(
                 ["en"],
@@ -104,18 +128,28 @@ class EasyOcrRecognizer:
                 download_enabled=False,
                 model_storage_directory=model_dir,
                 detector=False,
-                quantize=self._options.quantize,
+                quantize=False,  # our own weights go in first; quantized below if asked
                 verbose=False,
             )
         except Exception as exc:  # EasyOCR raises bare exceptions for missing models
             raise RecognizerError(f"cannot load EasyOCR models from {model_dir}: {exc}") from exc
-        self._model = reader.recognizer
+        model = reader.recognizer
+        if path is not None:
+            model = _load_weights(model, path)
+        # EasyOCR builds the network in training mode and only its own predict() switches;
+        # in training mode batch norm would normalise with each batch's own statistics.
+        model.eval()
+        if self._options.quantize:
+            model = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
+                model, {torch.nn.LSTM, torch.nn.Linear}, dtype=torch.qint8)
         # Index 0 of the network's output is the CTC blank; symbol i is at i + 1.
         self._symbols = str(reader.character)
         allowed = [i + 1 for i, ch in enumerate(self._symbols) if ch in self._options.allowlist]
         self._allowed = np.array(allowed, dtype=np.int64)
-        log.info("lpr.recognizer.loaded", engine="easyocr", model_dir=model_dir)
-        return self._model
+        self._model = model
+        log.info("lpr.recognizer.loaded", engine="easyocr", model_dir=model_dir,
+                 weights=str(path or "english_g2"))
+        return model
 
     def recognize(self, crops: Sequence[Image]) -> list[TextRead]:
         if not crops:
@@ -125,7 +159,7 @@ class EasyOcrRecognizer:
         model = self._load()
         batch = _batch(crops)
         with torch.inference_mode():
-            logits = model(torch.from_numpy(batch), None)  # type: ignore[operator]
+            logits = model(torch.from_numpy(batch), None)
         probs = _allowed_softmax(logits.numpy(), self._allowed)
         return [self._decode(p) for p in probs]
 
@@ -165,6 +199,19 @@ def line_confidence(char_confidences: Sequence[float]) -> float:
         return 0.0
     product = math.prod(char_confidences)
     return float(product ** (2.0 / math.sqrt(len(char_confidences))))
+
+
+def _load_weights(model: Any, path: Path) -> Any:
+    """Put a state dict (float16 or float32) into the english_g2 network."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                               for k, v in state.items()})
+    except Exception as exc:  # a wrong or damaged file: torch raises many kinds
+        raise RecognizerError(f"cannot load recognizer weights {path}: {exc}") from exc
+    return model
 
 
 def _packaged_model_dir() -> str:

@@ -522,10 +522,11 @@ class PlateWorker:
         """A worker as the `[lpr]` section says: formats, threshold, queue, timeout, capture.
 
         With the default factory and no `options`, the reader is built with the same formats
-        (``ReaderOptions(formats=...)``, in the child).
+        and recognizer weights (``ReaderOptions(formats=..., weights=...)``, in the child).
         """
         if options is None and factory == DEFAULT_FACTORY:
-            options = LazyOptions(DEFAULT_OPTIONS, {"formats": tuple(config.formats)})
+            options = LazyOptions(DEFAULT_OPTIONS, {"formats": tuple(config.formats),
+                                                    "weights": config.recognizer_weights})
         capture = None
         if config.capture_dir is not None:
             capture = CaptureStore(config.capture_dir, max_mb=config.capture_max_mb,
