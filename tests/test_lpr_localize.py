@@ -16,6 +16,7 @@ from gateway.lpr.localize import (
     downscale,
     find_candidates,
     iou,
+    refine_row,
     to_grey,
 )
 
@@ -174,6 +175,29 @@ def test_a_small_frame_is_enlarged_for_the_search_at_most_twice() -> None:
     assert downscale(big, 1280, MIN_WORK_SIDE)[1] == pytest.approx(0.64)
     image, truth = render_scene("ABC1234", size=(450, 340), plate_height=24, at=(150, 200))
     assert best_iou(image, truth) >= 0.5
+
+
+def test_a_glyph_touching_the_frame_is_kept() -> None:
+    # A rectified row band: seven glyphs under the plate's frame, the 5's top stroke running
+    # into it. Glyph and frame are one component; cleaning used to paint both out.
+    band = np.full((64, 420), 235, dtype=np.uint8)
+    for i, ch in enumerate("RK576AH"):
+        cv2.putText(band, ch, (40 + 48 * i, 56), cv2.FONT_HERSHEY_SIMPLEX, 1.6, 20, 5,
+                    cv2.LINE_AA)
+    cv2.rectangle(band, (0, 3), (419, 8), 20, -1)
+    cv2.line(band, (145, 8), (145, 24), 20, 5)
+    refined = refine_row(band, dark=True, core=(40, 380), char_height=45.7)
+    assert refined is not None
+    crop, _, _, _, count = refined
+    assert count == 7
+    five = crop[20:60, 100:125]  # the 5 sits here in the crop, which starts 34 px in
+    assert (five < 128).mean() > 0.15
+    # A solid block the size of a glyph (the country strip's end) is not taken for one.
+    cv2.rectangle(band, (5, 14), (30, 58), 20, -1)
+    cv2.line(band, (18, 8), (18, 14), 20, 3)
+    refined = refine_row(band, dark=True, core=(40, 380), char_height=45.7)
+    assert refined is not None
+    assert refined[4] == 7
 
 
 def test_iou() -> None:

@@ -390,9 +390,13 @@ def refine_row(
         return None
     kept = _extend(kept, chars, char_height)
     kept = _claim_merged_lead(kept, np.asarray(stats, dtype=np.int32), char_height, mid)
+    keep_mask = np.isin(labels, [c[2] for c in kept]).astype(np.uint8)
+    rescued = _rescue_from_frame(ink, kept, char_height, mid)
+    for rx0, rx1, pixels in rescued:
+        keep_mask[pixels] = 1
+        kept.append((rx0, rx1, 0))
     x0 = max(0, min(c[0] for c in kept) - int(0.2 * char_height))
     x1 = min(width, max(c[1] for c in kept) + int(0.2 * char_height))
-    keep_mask = np.isin(labels, [c[2] for c in kept]).astype(np.uint8)
     guard = cv2.dilate(keep_mask, np.ones((3, 3), np.uint8)) > 0
     paint = np.ones_like(guard)
     paint[top:bottom] = False
@@ -409,6 +413,46 @@ def refine_row(
     crop = normalise_contrast(np.ascontiguousarray(cleaned[:, x0:x1]))
     plain = normalise_contrast(np.ascontiguousarray(text_dark[:, x0:x1]))
     return crop, plain, x0, x1, len(kept)
+
+
+def _rescue_from_frame(
+    ink: npt.NDArray[np.uint8],
+    kept: list[tuple[int, int, int]],
+    char_height: float,
+    mid: float,
+) -> list[tuple[int, int, npt.NDArray[np.bool_]]]:
+    """Glyphs fused with the plate's frame, freed by cutting the frame's long runs away.
+
+    A glyph touching the frame is part of one huge component, which cleaning paints out. With
+    horizontal runs longer than 1.5 glyph heights removed, it stands alone; it is taken only
+    if it is a whole glyph (seal and emblem remnants are smaller) lying in a gap of the row
+    or just beyond its ends.
+    """
+    run = max(3, int(1.5 * char_height))
+    lines = cv2.morphologyEx(ink, cv2.MORPH_OPEN,
+                             cv2.getStructuringElement(cv2.MORPH_RECT, (run, 1)))
+    if not np.any(lines):
+        return []
+    freed = ink.copy()
+    freed[lines > 0] = 0
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(freed, connectivity=8)
+    left, right = min(c[0] for c in kept), max(c[1] for c in kept)
+    out: list[tuple[int, int, npt.NDArray[np.bool_]]] = []
+    for i in range(1, count):
+        x, y, w, h, area = (int(v) for v in stats[i])
+        if not (0.8 * char_height <= h <= 1.2 * char_height
+                and 0.25 * char_height <= w <= 1.0 * char_height):
+            continue
+        if area > 0.7 * w * h:
+            continue  # solid: a piece of the country strip or the frame's edge, not strokes
+        if abs(y + h / 2.0 - mid) > 0.2 * char_height:
+            continue
+        if x + w < left - char_height or x > right + char_height:
+            continue
+        if any(min(x + w, k[1]) - max(x, k[0]) > 0.2 * w for k in kept):
+            continue  # a glyph the row has already
+        out.append((x, x + w, labels == i))
+    return out
 
 
 def _claim_merged_lead(
