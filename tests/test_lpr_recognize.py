@@ -102,6 +102,13 @@ def test_the_shipped_plate_weights_are_what_their_record_says() -> None:
     assert weights_path("english_g2") is None
 
 
+def test_quantized_plate_weights_still_read() -> None:
+    engine = EasyOcrRecognizer(EasyOcrOptions(quantize=True))
+    engine.warm_up()
+    [read] = engine.recognize([text_crop("RK735AS")])
+    assert read.text == "RK735AS"
+
+
 def test_missing_weights_are_a_clear_error(tmp_path: Path) -> None:
     engine = EasyOcrRecognizer(EasyOcrOptions(weights=str(tmp_path / "nope.pt")))
     with pytest.raises(RecognizerError, match=r"no file at .*nope\.pt"):

@@ -80,7 +80,6 @@ class EasyOcrOptions:
 
 
 PLATE_WEIGHTS = Path(__file__).resolve().parent / "models" / "plate_g2.pt"
-WEIGHT_CHOICES = ("plate", "english_g2")
 
 
 def weights_path(weights: str) -> Path | None:
