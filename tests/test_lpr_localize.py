@@ -200,6 +200,21 @@ def test_a_glyph_touching_the_frame_is_kept() -> None:
     assert refined[4] == 7
 
 
+def test_two_fused_glyphs_touching_the_frame_are_kept() -> None:
+    # The row's last two glyphs run into each other and into the frame: one piece two glyphs
+    # wide. The row used to stop before it (RK891 for RK891AU).
+    band = np.full((64, 440), 235, dtype=np.uint8)
+    for x, ch in zip([40, 88, 136, 184, 232, 280, 304], "RK891AU", strict=True):
+        cv2.putText(band, ch, (x, 56), cv2.FONT_HERSHEY_SIMPLEX, 1.6, 20, 5, cv2.LINE_AA)
+    cv2.rectangle(band, (0, 3), (439, 8), 20, -1)
+    cv2.line(band, (323, 8), (323, 24), 20, 5)
+    refined = refine_row(band, dark=True, core=(40, 290), char_height=45.7)
+    assert refined is not None
+    _, _, _, x1, count = refined
+    assert count == 6  # R K 8 9 1, and the fused pair
+    assert x1 > 330  # the crop reaches past the U
+
+
 def test_iou() -> None:
     assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
     assert iou((0, 0, 10, 10), (20, 20, 5, 5)) == 0.0

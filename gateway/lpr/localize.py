@@ -425,8 +425,9 @@ def _rescue_from_frame(
 
     A glyph touching the frame is part of one huge component, which cleaning paints out. With
     horizontal runs longer than 1.5 glyph heights removed, it stands alone; it is taken only
-    if it is a whole glyph (seal and emblem remnants are smaller) lying in a gap of the row
-    or just beyond its ends.
+    if it is a whole glyph, or two fused ones (seal and emblem remnants are smaller), made of
+    strokes (a piece of the country strip is mostly ink), lying in a gap of the row or just
+    beyond its ends.
     """
     run = max(3, int(1.5 * char_height))
     lines = cv2.morphologyEx(ink, cv2.MORPH_OPEN,
@@ -441,9 +442,9 @@ def _rescue_from_frame(
     for i in range(1, count):
         x, y, w, h, area = (int(v) for v in stats[i])
         if not (0.8 * char_height <= h <= 1.2 * char_height
-                and 0.25 * char_height <= w <= 1.0 * char_height):
+                and 0.25 * char_height <= w <= 2.2 * char_height):
             continue
-        if area > 0.7 * w * h:
+        if area > 0.6 * w * h:
             continue  # solid: a piece of the country strip or the frame's edge, not strokes
         if abs(y + h / 2.0 - mid) > 0.2 * char_height:
             continue
