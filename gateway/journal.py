@@ -37,6 +37,7 @@ import aiosqlite
 import structlog
 
 from gateway import events
+from gateway.aio import cancel_and_wait
 from gateway.clock import Clock
 from gateway.config import JournalConfig
 from gateway.events import BayState, Event, envelope_json, rfc3339
@@ -927,9 +928,7 @@ class Journal:
             return
         self._closed = self._closing = True
         self._wake.set()
-        self._maintainer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._maintainer
+        await cancel_and_wait(self._maintainer)
         with contextlib.suppress(Exception):  # a dead writer was reported when it died
             await self._writer
         await self._reader.close()

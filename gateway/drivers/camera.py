@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
+from gateway.aio import cancel_and_wait
 from gateway.clock import Clock
 from gateway.config import CameraConfig
 from gateway.drivers import Frame, FrameSource
@@ -368,11 +369,8 @@ class HttpSnapshotSource(_LatestFrame):
             self._task = asyncio.ensure_future(self._poll_forever())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         await self._client.aclose()
 
     async def _poll_forever(self) -> None:

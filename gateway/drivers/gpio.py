@@ -31,6 +31,7 @@ from gpiozero import (  # type: ignore[import-untyped]
 from gpiozero.exc import DistanceSensorNoEcho  # type: ignore[import-untyped]
 from gpiozero.pins import Factory  # type: ignore[import-untyped]
 
+from gateway.aio import cancel_and_wait
 from gateway.clock import Clock
 from gateway.config import BarrierConfig, LaneGpio, UltrasonicSensor
 from gateway.drivers import BayListener, BayReading, BayReadingState
@@ -627,11 +628,8 @@ class UltrasonicBay:
             self._task = asyncio.ensure_future(self._run())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         # Joins gpiozero's reading thread.
         await asyncio.to_thread(self._sensor.close)
 

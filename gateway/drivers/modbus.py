@@ -34,6 +34,7 @@ from typing import Any
 import serial  # type: ignore[import-untyped]
 import structlog
 
+from gateway.aio import cancel_and_wait
 from gateway.clock import Clock, Stamp
 from gateway.config import BusConfig, ModbusSensor, Settings
 from gateway.drivers import BayListener, BayReading, BayReadingState
@@ -478,11 +479,8 @@ class ModbusBus:
         self._task = asyncio.create_task(self._run(), name="modbus-poll")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         self.link.close()
 
     def _open(self) -> bool:

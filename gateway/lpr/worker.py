@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 import numpy as np
 import structlog
 
+from gateway.aio import cancel_and_wait
 from gateway.clock import Clock, SystemClock
 from gateway.log import configure_logging
 from gateway.lpr.capture import CaptureStore
@@ -566,10 +567,7 @@ class PlateWorker:
         if self._first_start is not None and not self._first_start.done():
             self._first_start.set_exception(WorkerStartError("closed while starting"))
         self._wakeup.set()
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
+        await cancel_and_wait(self._supervisor)
         if self._child is not None:
             await self._stop_child(self._child, polite=True)
             self._child = None

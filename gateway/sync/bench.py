@@ -13,7 +13,6 @@ their receipt by a subscriber at QoS 1.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import multiprocessing
 import statistics
 import threading
@@ -27,6 +26,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway import events
+from gateway.aio import cancel_and_wait
 from gateway.clock import SystemClock
 from gateway.config import Settings
 from gateway.journal import Journal
@@ -123,9 +123,7 @@ async def sync_bench(directory: Path, *, events_count: int, latency_events: int 
                 await asyncio.sleep(1.0 / latency_rate_per_s)
             await asyncio.sleep(0.5)  # the last ones land
         finally:
-            runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
+            await cancel_and_wait(runner)
         ours.send(sorted(committed))
         received: dict[int, float] = await asyncio.to_thread(ours.recv)
     finally:

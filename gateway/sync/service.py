@@ -20,6 +20,7 @@ from typing import Any
 import aiomqtt
 import structlog
 
+from gateway.aio import cancel_and_wait
 from gateway.clock import Clock
 from gateway.config import Settings
 from gateway.events import ConfigSource, source_uri
@@ -167,9 +168,7 @@ class Sync:
                 await asyncio.sleep(delay)
         finally:
             if fallback is not None:
-                fallback.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await fallback
+                await cancel_and_wait(fallback)
 
     def _link_down(self, error: str) -> None:
         if self._connected:

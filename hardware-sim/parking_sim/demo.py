@@ -27,6 +27,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from gateway.aio import cancel_and_wait
+
 ROOT = Path(__file__).resolve().parent.parent.parent  # the repository (an editable install)
 DEMO_SCENARIO = ROOT / "hardware-sim" / "scenarios" / "demo.toml"
 
@@ -161,9 +163,7 @@ async def run_demo(duration_s: float | None, pace: float, seed: int | None, lpr:
                         last_line = time.monotonic()
                         console.print(run.gateway.status_line())
                     await _real_sleep(stop, 0.25)
-            traffic.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await traffic
+            await cancel_and_wait(traffic)
             summary = await _summary(run, outbox, backend, time.monotonic() - started)
     finally:
         undo()

@@ -11,12 +11,12 @@ and the barrier driver checks again).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
 
+from gateway.aio import cancel_and_wait
 from gateway.config import LaneConfig
 from gateway.drivers import Frame, FrameSource
 from gateway.drivers.gpio import BarrierRefusedError, LaneIo
@@ -66,11 +66,8 @@ class GateKeeper:
             self._task = asyncio.ensure_future(self.run())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def run(self) -> None:
         io = self.io

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from gateway.aio import cancel_and_wait
 from parking_sim.gpio import SimInputPin, SimRelayPin
 from parking_sim.traffic import Arrival
 
@@ -274,11 +275,8 @@ class LaneSim:
             self._task = asyncio.ensure_future(self.run())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     # -- physics ---------------------------------------------------------------------------
 

@@ -16,7 +16,6 @@ A :class:`World` owns the physical side. The gateway side (the real daemon, or t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from typing import Any, Literal, Protocol
 
 import structlog
 
+from gateway.aio import cancel_and_wait
 from gateway.clock import Clock
 from gateway.config import ModbusSensor, Settings, UltrasonicSensor
 from parking_sim.camera import PhotoLibrary, PlateScene, SceneOptions, Shown, SimCamera
@@ -290,9 +290,7 @@ class World:
         for timer in self._timers:
             timer.cancel()
         for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         for lane in self.lanes.values():
             await lane.close()
         for camera in self.cameras.values():
