@@ -658,8 +658,10 @@ class LprConfig(_Section):
     capture_dir: Path | None = None  # keep crops of reads below the threshold here
     capture_max_mb: int = Field(100, ge=1)
     # The recognizer's weights: "plate" (fine-tuned on plates, shipped), "english_g2"
-    # (EasyOCR's own) or the path of a state dict made by tools/train_recognizer.py.
-    recognizer_weights: NonEmpty = "plate"
+    # (EasyOCR's own), the path of a state dict made by tools/train_recognizer.py, or several
+    # joined with "+": an ensemble, where a crop the first is unsure of is read by the next.
+    # The default reads more plates; "plate" alone is faster on a slow CPU.
+    recognizer_weights: NonEmpty = "plate+english_g2"
 
 
 # --- control socket -----------------------------------------------------------------------

@@ -174,6 +174,28 @@ def test_a_confident_extra_character_is_kept() -> None:
     assert reading.candidates[0].format is None
 
 
+def test_a_shortened_read_that_fits_as_read_beats_the_whole_read_fitted_by_swaps() -> None:
+    image, _ = render_scene("4B21875")
+    # A frame edge read as "1" before a Czech plate: the whole read can be made a Polish
+    # plate ("IAB21875", two swaps), but without its doubtful first character it fits as read.
+    recognizer = ScriptedRecognizer([("14B21875", [0.58] + [0.99] * 7)])
+    reading = PlateReader(ReaderOptions(formats=("eu",)), recognizer=recognizer).read(image)
+    assert (reading.text, reading.candidates[0].format) == ("4B21875", "cz")
+
+
+def test_a_middle_character_is_kept_when_dropping_it_gains_too_little() -> None:
+    image, _ = render_scene("SI819AK")
+    # Both "SI819AK" (SK) and "S819AK" (NL) fit as read; an "I" read at 0.45 is more
+    # likely a thin glyph than a seal.
+    confs = [0.99, 0.45, 0.99, 0.99, 0.99, 0.99, 0.99]
+    recognizer = ScriptedRecognizer([("SI819AK", confs)])
+    reading = PlateReader(ReaderOptions(formats=("eu",)), recognizer=recognizer).read(image)
+    assert reading.text == "SI819AK"
+    doubtful = ScriptedRecognizer([("SI819AK", [0.99, 0.1, 0.99, 0.99, 0.99, 0.99, 0.99])])
+    reading = PlateReader(ReaderOptions(formats=("eu",)), recognizer=doubtful).read(image)
+    assert reading.text == "S819AK"
+
+
 def test_a_doubtful_character_between_glyph_groups_is_dropped_to_fit_a_format() -> None:
     image, _ = render_scene("RK735AS")
     # A seal between "RK" and "735" read as an "E", with little confidence.

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from gateway.lpr.recognize import (
     ALLOWLIST,
+    DEFAULT_ENSEMBLE_BELOW,
     PLATE_WEIGHTS,
     EasyOcrOptions,
     EasyOcrRecognizer,
@@ -39,9 +40,10 @@ def text_crop(
     return crop
 
 
-@pytest.fixture(scope="module", params=["plate", "english_g2"])
+@pytest.fixture(scope="module", params=["plate", "english_g2", "plate+english_g2"])
 def recognizer(request: pytest.FixtureRequest) -> EasyOcrRecognizer:
-    """The shipped plate weights and EasyOCR's own: the reader may use either."""
+    """The shipped plate weights, EasyOCR's own and both as an ensemble: the reader may use
+    any."""
     engine = EasyOcrRecognizer(EasyOcrOptions(weights=request.param))
     engine.warm_up()
     return engine
@@ -107,6 +109,35 @@ def test_quantized_plate_weights_still_read() -> None:
     engine.warm_up()
     [read] = engine.recognize([text_crop("RK735AS")])
     assert read.text == "RK735AS"
+
+
+def test_an_ensemble_keeps_the_most_confident_read_of_each_crop() -> None:
+    # Measured: the plate network is the surer of the first two, english_g2 of the others.
+    crops = [text_crop("RK735AS"), text_crop("MH12AB1234", font=cv2.FONT_HERSHEY_DUPLEX),
+             text_crop("QWERTY7", font=cv2.FONT_HERSHEY_COMPLEX),
+             text_crop("MW7713", font=cv2.FONT_HERSHEY_PLAIN)]
+    singles = [EasyOcrRecognizer(EasyOcrOptions(weights=w)).recognize(crops)
+               for w in ("plate", "english_g2")]
+    every = EasyOcrOptions(weights="plate+english_g2", ensemble_below=1.0)
+    both = EasyOcrRecognizer(every).recognize(crops)
+    winners = []
+    for i, read in enumerate(both):
+        best = max(range(2), key=lambda k: singles[k][i].confidence)
+        assert (read.text, read.confidence) == (
+            singles[best][i].text, pytest.approx(singles[best][i].confidence))
+        winners.append(best)
+    assert winners == [0, 0, 1, 1]  # else the test would show nothing
+    # By default a crop the first network reads surely enough is not read again: the plate
+    # network is sure of all four (0.98 and more), so english_g2 does not win the last two.
+    assert min(r.confidence for r in singles[0]) >= DEFAULT_ENSEMBLE_BELOW
+    default = EasyOcrRecognizer(EasyOcrOptions(weights="plate+english_g2")).recognize(crops)
+    assert [r.confidence for r in default] == pytest.approx([r.confidence for r in singles[0]])
+
+
+def test_an_empty_name_in_an_ensemble_is_a_clear_error() -> None:
+    engine = EasyOcrRecognizer(EasyOcrOptions(weights="plate+"))
+    with pytest.raises(RecognizerError, match="an empty name"):
+        engine.warm_up()
 
 
 def test_missing_weights_are_a_clear_error(tmp_path: Path) -> None:

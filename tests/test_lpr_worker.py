@@ -24,7 +24,9 @@ from gateway.clock import FakeClock
 from gateway.config import LprConfig
 from gateway.drivers import Frame
 from gateway.lpr.capture import CaptureStore
+from gateway.lpr.pipeline import ReaderOptions
 from gateway.lpr.plates import formats_for
+from gateway.lpr.recognize import DEFAULT_WEIGHTS
 from gateway.lpr.worker import (
     LazyOptions,
     PlateResult,
@@ -265,7 +267,8 @@ async def test_settings_choose_the_default_readers_formats_and_weights() -> None
     assert isinstance(options, LazyOptions)
     assert options.spec == "gateway.lpr.pipeline:ReaderOptions"
     assert dict(options.kwargs) == {"formats": ("br", "eu"), "weights": "english_g2"}
-    assert LprConfig().recognizer_weights == "plate"
+    # The config's default is the reader's own (the config module stays free of the reader).
+    assert LprConfig().recognizer_weights == DEFAULT_WEIGHTS == ReaderOptions().weights
 
 
 async def test_built_from_settings(tmp_path) -> None:

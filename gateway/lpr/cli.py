@@ -30,6 +30,7 @@ from gateway.cli import (
 )
 from gateway.lpr.consensus import DEFAULT_THRESHOLD, vote
 from gateway.lpr.plates import formats_for
+from gateway.lpr.recognize import DEFAULT_WEIGHTS
 from gateway.lpr.worker import (
     DEFAULT_FACTORY,
     DEFAULT_OPTIONS,
@@ -56,8 +57,10 @@ factory_option: Callable[[FC], FC] = click.option(
     help="The reader the worker builds: another engine, or a test double.",
 )
 weights_option: Callable[[FC], FC] = click.option(
-    "--weights", default="plate", show_default=True, metavar="plate|english_g2|PATH",
-    help="The recognizer's weights, as lpr.recognizer_weights takes them.",
+    "--weights", default=DEFAULT_WEIGHTS, show_default=True,
+    metavar="plate|english_g2|PATH[+...]",
+    help="The recognizer's weights, as lpr.recognizer_weights takes them; several joined"
+    " with + make an ensemble.",
 )
 timeout_option: Callable[[FC], FC] = click.option(
     "--timeout", "timeout_s", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
@@ -285,7 +288,7 @@ class _WorkerReader:
 
 
 def _run_worker(factory: str, timeout_s: float, use: Callable[[PlateWorker], Any],
-                formats: tuple[str, ...] = (), *, weights: str = "plate") -> Any:
+                formats: tuple[str, ...] = (), *, weights: str = DEFAULT_WEIGHTS) -> Any:
     """Start a worker, warm it up, hand it to `use`, and always stop it.
 
     `formats` (region codes or NAME=MASK entries, as `lpr.formats` takes) are the plate

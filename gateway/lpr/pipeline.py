@@ -23,11 +23,23 @@ import structlog
 
 from gateway.lpr import localize, plates
 from gateway.lpr.localize import Box, ImageError, PlateCandidate
-from gateway.lpr.recognize import EasyOcrOptions, EasyOcrRecognizer, Recognizer, TextRead
+from gateway.lpr.recognize import (
+    DEFAULT_ENSEMBLE_BELOW,
+    DEFAULT_WEIGHTS,
+    EasyOcrOptions,
+    EasyOcrRecognizer,
+    Recognizer,
+    TextRead,
+)
 
 log = structlog.get_logger(__name__)
 
 Image = npt.NDArray[np.uint8]
+
+
+# What a character dropped from a read adds to the read's mean confidence, per unit of doubt
+# (1 - its confidence): a shortened read must clearly beat the whole one.
+DROPPED_MERIT = 0.5
 
 
 @dataclass(frozen=True)
@@ -54,8 +66,10 @@ class ReaderOptions:
     threads: int = 1
     quantize: bool = False
     model_dir: str | None = None
-    # "plate" (fine-tuned on synthetic plates, the default), "english_g2" or a state dict path.
-    weights: str = "plate"
+    # As lpr.recognizer_weights: "plate", "english_g2", a state dict path, or several joined
+    # with "+" (an ensemble; see recognize.DEFAULT_WEIGHTS).
+    weights: str = DEFAULT_WEIGHTS
+    ensemble_below: float = DEFAULT_ENSEMBLE_BELOW
 
 
 @dataclass(frozen=True)
@@ -104,7 +118,7 @@ class PlateReader:
             self._format_groups = [self._formats]
         engine = EasyOcrOptions(
             model_dir=opts.model_dir, threads=opts.threads, quantize=opts.quantize,
-            weights=opts.weights,
+            weights=opts.weights, ensemble_below=opts.ensemble_below,
         )
         self._recognizer: Recognizer = recognizer or EasyOcrRecognizer(engine)
 
@@ -203,34 +217,50 @@ class PlateReader:
         A lot lists its home country's formats first; the first group a read can
         be made to fit wins, so a Brazilian lot reads "NT01053" as "NTO1053"
         rather than as a Polish plate. A read one character too long may also
-        lose a doubtful first or last character: the ends of a row are where
-        screws and frame edges get read as glyphs.
+        lose a doubtful first, last or middle character: the ends of a row are
+        where screws and frame edges get read as glyphs. Within a group the
+        whole read and its shortenings compete on mean confidence after
+        correction, a dropped character counting as half the doubt it was read
+        with (1 - its confidence): a shortening must clearly beat the whole read.
         """
         for group in self._format_groups:
-            for variant, variant_confs in self._shortened(text, confs):
+            best: tuple[float, plates.Correction] | None = None
+            for variant, variant_confs, dropped in self._shortened(text, confs):
                 correction = plates.best_format_reading(
                     [(variant, variant_confs)], group, max_cost=self.options.max_correction_cost
                 )
-                if correction is not None:
-                    return correction.text, list(correction.char_confidences), correction.format
+                if correction is None:
+                    continue
+                kept = correction.char_confidences
+                doubt = sum(DROPPED_MERIT * (1.0 - c) for c in dropped)
+                merit = (sum(kept) + doubt) / (len(kept) + len(dropped))
+                if best is None or merit > best[0]:
+                    best = (merit, correction)
+            if best is not None:
+                correction = best[1]
+                return correction.text, list(correction.char_confidences), correction.format
         return text, confs, None
 
-    def _shortened(self, text: str, confs: list[float]) -> list[tuple[str, list[float]]]:
+    def _shortened(
+        self, text: str, confs: list[float]
+    ) -> list[tuple[str, list[float], list[float]]]:
         """The read, then the read less one doubtful character at either end or in the middle.
 
         Ends: screws and frame edges. Middle: a seal or sticker between the glyph
         groups, read as a glyph; it is the least confident character when it is.
+        Each comes with the confidences of the characters it dropped.
         """
-        reads = [(text, confs)]
+        reads: list[tuple[str, list[float], list[float]]] = [(text, confs, [])]
         if len(text) <= self.options.min_chars:
             return reads
         if confs[0] <= self.options.trim_below:
-            reads.append((text[1:], confs[1:]))
+            reads.append((text[1:], confs[1:], confs[:1]))
         if confs[-1] <= self.options.trim_below:
-            reads.append((text[:-1], confs[:-1]))
+            reads.append((text[:-1], confs[:-1], confs[-1:]))
         inner = min(range(1, len(text) - 1), key=lambda i: confs[i])
         if confs[inner] <= self.options.drop_inner_below:
-            reads.append((text[:inner] + text[inner + 1 :], confs[:inner] + confs[inner + 1 :]))
+            reads.append((text[:inner] + text[inner + 1 :], confs[:inner] + confs[inner + 1 :],
+                          [confs[inner]]))
         return reads
 
     def _plausibility(self, text: str, fmt: str | None) -> float:

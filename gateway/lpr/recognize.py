@@ -12,6 +12,7 @@ correction and multi-frame voting both use.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,20 @@ INPUT_HEIGHT = 64
 # Wider inputs are squeezed: no plate row is more than ~12 glyph heights long.
 MAX_INPUT_WIDTH = 12 * INPUT_HEIGHT
 ALTERNATIVES = 3
+
+
+DEFAULT_WEIGHTS = "plate+english_g2"
+"""The recognizer's weights, as `lpr.recognizer_weights` takes them.
+
+"plate": english_g2 fine-tuned on synthetic plate crops (shipped in gateway/lpr/models, made
+by tools/train_recognizer.py); "english_g2": EasyOCR's own weights; or the path of a state
+dict for the english_g2 network. Several joined with "+" make an ensemble: a crop the first
+network is unsure of is read by the next too, and the most confident read is kept. The two
+fail differently (the fine-tuned one reads plate fonts better, EasyOCR's own keeps some
+letter shapes, M and W, that fine-tuning blurred), so together they read more plates.
+"""
+# A crop read at least this confidently is not shown to the ensemble's next network.
+DEFAULT_ENSEMBLE_BELOW = 0.95
 
 
 class RecognizerError(RuntimeError):
@@ -73,23 +88,32 @@ class EasyOcrOptions:
     # Dynamic int8 quantization of the LSTM measured slower here (x86, 2 cores).
     quantize: bool = False
     allowlist: str = ALLOWLIST
-    # "plate": english_g2 fine-tuned on synthetic plate crops (shipped in gateway/lpr/models,
-    # made by tools/train_recognizer.py); "english_g2": EasyOCR's own weights; or the path
-    # of a state dict for the english_g2 network.
-    weights: str = "plate"
+    # See DEFAULT_WEIGHTS.
+    weights: str = DEFAULT_WEIGHTS
+    # With several networks: a crop read at least this confidently by those before is not
+    # read by the next (1.0: every network reads every crop).
+    ensemble_below: float = DEFAULT_ENSEMBLE_BELOW
 
 
 PLATE_WEIGHTS = Path(__file__).resolve().parent / "models" / "plate_g2.pt"
 
 
 def weights_path(weights: str) -> Path | None:
-    """The state dict a `weights` setting names; None for EasyOCR's own english_g2."""
+    """The state dict one weights name gives; None for EasyOCR's own english_g2."""
     if weights == "english_g2":
         return None
     path = PLATE_WEIGHTS if weights == "plate" else Path(weights)
     if not path.is_file():
         raise RecognizerError(f"recognizer weights {weights!r}: no file at {path}")
     return path
+
+
+def weights_paths(weights: str) -> list[Path | None]:
+    """The state dicts of a `weights` setting, one per network ("plate+english_g2": two)."""
+    names = [name.strip() for name in weights.split("+")]
+    if not all(names):
+        raise RecognizerError(f"recognizer weights {weights!r}: an empty name")
+    return [weights_path(name) for name in names]
 
 
 class EasyOcrRecognizer:
@@ -101,7 +125,7 @@ class EasyOcrRecognizer:
 
     def __init__(self, options: EasyOcrOptions | None = None) -> None:
         self._options = options or EasyOcrOptions()
-        self._model: Any = None
+        self._models: list[Any] = []
         self._symbols: str = ""
         self._allowed: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
 
@@ -109,9 +133,9 @@ class EasyOcrRecognizer:
         self._load()
         self.recognize([np.full((INPUT_HEIGHT, 4 * INPUT_HEIGHT), 255, dtype=np.uint8)])
 
-    def _load(self) -> Any:
-        if self._model is not None:
-            return self._model
+    def _load(self) -> list[Any]:
+        if self._models:
+            return self._models
         try:
             import easyocr  # type: ignore[import-untyped]
             import torch
@@ -119,7 +143,7 @@ class EasyOcrRecognizer:
             raise RecognizerError("EasyOCR is not installed (install the 'lpr' extra)") from exc
         torch.set_num_threads(self._options.threads)
         model_dir = self._options.model_dir or _packaged_model_dir()
-        path = weights_path(self._options.weights)
+        paths = weights_paths(self._options.weights)
         try:
             reader = easyocr.Reader(
                 ["en"],
@@ -132,33 +156,54 @@ class EasyOcrRecognizer:
             )
         except Exception as exc:  # EasyOCR raises bare exceptions for missing models
             raise RecognizerError(f"cannot load EasyOCR models from {model_dir}: {exc}") from exc
-        model = reader.recognizer
-        if path is not None:
-            model = _load_weights(model, path)
-        # EasyOCR builds the network in training mode and only its own predict() switches;
-        # in training mode batch norm would normalise with each batch's own statistics.
-        model.eval()
-        if self._options.quantize:
-            model = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
-                model, {torch.nn.LSTM, torch.nn.Linear}, dtype=torch.qint8)
+        # One network per weight set, each a copy of EasyOCR's before any weights go in.
+        base = reader.recognizer
+        networks = [base] + [copy.deepcopy(base) for _ in paths[1:]]
+        models = []
+        for model, path in zip(networks, paths, strict=True):
+            if path is not None:
+                model = _load_weights(model, path)
+            # EasyOCR builds the network in training mode and only its own predict()
+            # switches; in training mode batch norm would use each batch's own statistics.
+            model.eval()
+            if self._options.quantize:
+                model = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
+                    model, {torch.nn.LSTM, torch.nn.Linear}, dtype=torch.qint8)
+            models.append(model)
         # Index 0 of the network's output is the CTC blank; symbol i is at i + 1.
         self._symbols = str(reader.character)
         allowed = [i + 1 for i, ch in enumerate(self._symbols) if ch in self._options.allowlist]
         self._allowed = np.array(allowed, dtype=np.int64)
-        self._model = model
+        self._models = models
         log.info("lpr.recognizer.loaded", engine="easyocr", model_dir=model_dir,
-                 weights=str(path or "english_g2"))
-        return model
+                 weights=[str(path or "english_g2") for path in paths])
+        return models
 
     def recognize(self, crops: Sequence[Image]) -> list[TextRead]:
+        """Read each crop with the first network, and with the others while still unsure.
+
+        A crop whose best read so far is at least `ensemble_below` confident is not shown
+        to the next network; of the reads it got, the most confident is kept.
+        """
         if not crops:
             return []
+        models = self._load()
+        best = self._run(models[0], crops)
+        for model in models[1:]:
+            unsure = [i for i, read in enumerate(best)
+                      if read.confidence < self._options.ensemble_below]
+            if not unsure:
+                break
+            for i, read in zip(unsure, self._run(model, [crops[i] for i in unsure]), strict=True):
+                if read.confidence > best[i].confidence:
+                    best[i] = read
+        return best
+
+    def _run(self, model: Any, crops: Sequence[Image]) -> list[TextRead]:
         import torch
 
-        model = self._load()
-        batch = _batch(crops)
         with torch.inference_mode():
-            logits = model(torch.from_numpy(batch), None)
+            logits = model(torch.from_numpy(_batch(crops)), None)
         probs = _allowed_softmax(logits.numpy(), self._allowed)
         return [self._decode(p) for p in probs]
 
