@@ -216,30 +216,48 @@ class PlateReader:
 
         A lot lists its home country's formats first; the first group a read can
         be made to fit wins, so a Brazilian lot reads "NT01053" as "NTO1053"
-        rather than as a Polish plate. A read one character too long may also
-        lose a doubtful first, last or middle character: the ends of a row are
-        where screws and frame edges get read as glyphs. Within a group the
-        whole read and its shortenings compete on mean confidence after
-        correction, a dropped character counting as half the doubt it was read
-        with (1 - its confidence): a shortening must clearly beat the whole read.
+        rather than as a Polish plate. That preference is worth one confusable
+        swap: a read that needs more to fit an earlier group, but fits a later
+        one as read, is taken as read ("M5XSX" is a British plate, not the
+        German "MSX5X"). A read one character too long may also lose a doubtful
+        first, last or middle character: the ends of a row are where screws and
+        frame edges get read as glyphs. Within a group the whole read and its
+        shortenings compete on mean confidence after correction, a dropped
+        character counting as half the doubt it was read with (1 - its
+        confidence): a shortening must clearly beat the whole read.
         """
+        first: plates.Correction | None = None
         for group in self._format_groups:
-            best: tuple[float, plates.Correction] | None = None
-            for variant, variant_confs, dropped in self._shortened(text, confs):
-                correction = plates.best_format_reading(
-                    [(variant, variant_confs)], group, max_cost=self.options.max_correction_cost
-                )
-                if correction is None:
-                    continue
-                kept = correction.char_confidences
-                doubt = sum(DROPPED_MERIT * (1.0 - c) for c in dropped)
-                merit = (sum(kept) + doubt) / (len(kept) + len(dropped))
-                if best is None or merit > best[0]:
-                    best = (merit, correction)
-            if best is not None:
-                correction = best[1]
-                return correction.text, list(correction.char_confidences), correction.format
-        return text, confs, None
+            correction = self._fit_group(text, confs, group)
+            if correction is None:
+                continue
+            if first is None:
+                first = correction
+                if len(correction.substitutions) <= 1:
+                    break
+            elif not correction.substitutions:
+                first = correction
+                break
+        if first is None:
+            return text, confs, None
+        return first.text, list(first.char_confidences), first.format
+
+    def _fit_group(self, text: str, confs: list[float],
+                   group: Sequence[plates.PlateFormat]) -> plates.Correction | None:
+        """The best fit of the read, or of one of its shortenings, to one group's formats."""
+        best: tuple[float, plates.Correction] | None = None
+        for variant, variant_confs, dropped in self._shortened(text, confs):
+            correction = plates.best_format_reading(
+                [(variant, variant_confs)], group, max_cost=self.options.max_correction_cost
+            )
+            if correction is None:
+                continue
+            kept = correction.char_confidences
+            doubt = sum(DROPPED_MERIT * (1.0 - c) for c in dropped)
+            merit = (sum(kept) + doubt) / (len(kept) + len(dropped))
+            if best is None or merit > best[0]:
+                best = (merit, correction)
+        return None if best is None else best[1]
 
     def _shortened(
         self, text: str, confs: list[float]
