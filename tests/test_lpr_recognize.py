@@ -22,6 +22,7 @@ from gateway.lpr.recognize import (
     EasyOcrRecognizer,
     Recognizer,
     RecognizerError,
+    TextRead,
     line_confidence,
     weights_path,
 )
@@ -118,7 +119,7 @@ def test_an_ensemble_keeps_the_most_confident_read_of_each_crop() -> None:
              text_crop("MW7713", font=cv2.FONT_HERSHEY_PLAIN)]
     singles = [EasyOcrRecognizer(EasyOcrOptions(weights=w)).recognize(crops)
                for w in ("plate", "english_g2")]
-    every = EasyOcrOptions(weights="plate+english_g2", ensemble_below=1.0)
+    every = EasyOcrOptions(weights="plate+english_g2", ensemble_above=0.0, ensemble_below=1.0)
     both = EasyOcrRecognizer(every).recognize(crops)
     winners = []
     for i, read in enumerate(both):
@@ -132,6 +133,28 @@ def test_an_ensemble_keeps_the_most_confident_read_of_each_crop() -> None:
     assert min(r.confidence for r in singles[0]) >= DEFAULT_ENSEMBLE_BELOW
     default = EasyOcrRecognizer(EasyOcrOptions(weights="plate+english_g2")).recognize(crops)
     assert [r.confidence for r in default] == pytest.approx([r.confidence for r in singles[0]])
+
+
+def test_only_crops_read_with_middling_confidence_go_to_the_next_network(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Sure reads need no second opinion; hopeless ones are mostly not plates."""
+    first = [TextRead("AB123CD", 0.97), TextRead("AB123CO", 0.6), TextRead("XX", 0.1)]
+    second = {"AB123CO": TextRead("AB123CD", 0.9), "XX": TextRead("AB123", 0.8)}
+    shown: list[int] = []
+    engine = EasyOcrRecognizer(EasyOcrOptions(weights="plate+english_g2"))
+    monkeypatch.setattr(engine, "_load", lambda: ["first", "second"])
+
+    def run(model: str, crops: list[TextRead]) -> list[TextRead]:
+        if model == "first":
+            return list(crops)
+        shown.append(len(crops))
+        return [second[c.text] for c in crops]
+
+    monkeypatch.setattr(engine, "_run", run)
+    reads = engine.recognize(first)  # type: ignore[arg-type]  # the fake network reads reads
+    assert [r.text for r in reads] == ["AB123CD", "AB123CD", "XX"]
+    assert shown == [1]
 
 
 def test_an_empty_name_in_an_ensemble_is_a_clear_error() -> None:

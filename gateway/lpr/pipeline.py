@@ -24,6 +24,7 @@ import structlog
 from gateway.lpr import localize, plates
 from gateway.lpr.localize import Box, ImageError, PlateCandidate
 from gateway.lpr.recognize import (
+    DEFAULT_ENSEMBLE_ABOVE,
     DEFAULT_ENSEMBLE_BELOW,
     DEFAULT_WEIGHTS,
     EasyOcrOptions,
@@ -69,6 +70,7 @@ class ReaderOptions:
     # As lpr.recognizer_weights: "plate", "english_g2", a state dict path, or several joined
     # with "+" (an ensemble; see recognize.DEFAULT_WEIGHTS).
     weights: str = DEFAULT_WEIGHTS
+    ensemble_above: float = DEFAULT_ENSEMBLE_ABOVE
     ensemble_below: float = DEFAULT_ENSEMBLE_BELOW
 
 
@@ -118,7 +120,8 @@ class PlateReader:
             self._format_groups = [self._formats]
         engine = EasyOcrOptions(
             model_dir=opts.model_dir, threads=opts.threads, quantize=opts.quantize,
-            weights=opts.weights, ensemble_below=opts.ensemble_below,
+            weights=opts.weights, ensemble_above=opts.ensemble_above,
+            ensemble_below=opts.ensemble_below,
         )
         self._recognizer: Recognizer = recognizer or EasyOcrRecognizer(engine)
 
