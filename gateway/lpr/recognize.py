@@ -124,8 +124,10 @@ def weights_paths(weights: str) -> list[Path | None]:
 class EasyOcrRecognizer:
     """EasyOCR's English recognizer (english_g2), run directly on crops, CPU only.
 
-    By default with the plate weights: the same network fine-tuned on synthetic plate
-    crops in DIN-like fonts (docs/lpr.md has the figures and how they were made).
+    By default two copies of it: first with the plate weights (the same network fine-tuned
+    on synthetic plate crops in DIN-like fonts), then with EasyOCR's own for the crops the
+    first is unsure of (see DEFAULT_WEIGHTS; docs/lpr.md has the figures and how the plate
+    weights were made).
     """
 
     def __init__(self, options: EasyOcrOptions | None = None) -> None:
