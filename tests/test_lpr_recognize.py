@@ -68,6 +68,16 @@ def test_a_batch_of_different_widths_reads_each_crop(recognizer: EasyOcrRecogniz
     assert [r.text for r in reads] == ["ABC1234", "AB12", "RK735AS"]
 
 
+def test_a_crop_reads_the_same_whatever_else_is_in_the_call(
+    recognizer: EasyOcrRecognizer,
+) -> None:
+    # A frame's other candidates (a wide sign, say) must not change how its plate reads.
+    crop = text_crop("RK735AS")
+    [alone] = recognizer.recognize([crop])
+    _, beside = recognizer.recognize([text_crop("EXIT 2 LEVEL 3 WAY OUT"), crop])
+    assert beside == alone
+
+
 def test_every_character_carries_its_evidence(recognizer: EasyOcrRecognizer) -> None:
     [read] = recognizer.recognize([text_crop("ABC1D23", font=cv2.FONT_HERSHEY_DUPLEX)])
     assert len(read.char_confidences) == len(read.text) == len(read.alternatives)
