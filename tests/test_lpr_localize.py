@@ -12,7 +12,9 @@ import pytest
 from gateway.lpr.localize import (
     CROP_HEIGHT,
     MIN_WORK_SIDE,
+    Glyph,
     ImageError,
+    _row_candidate,
     downscale,
     find_candidates,
     iou,
@@ -188,8 +190,8 @@ def test_a_glyph_touching_the_frame_is_kept() -> None:
     cv2.line(band, (145, 8), (145, 24), 20, 5)
     refined = refine_row(band, dark=True, core=(40, 380), char_height=45.7)
     assert refined is not None
-    crop, _, _, _, count = refined
-    assert count == 7
+    assert refined.glyphs == 7
+    crop = refined.crop
     five = crop[20:60, 100:125]  # the 5 sits here in the crop, which starts 34 px in
     assert (five < 128).mean() > 0.15
     # A solid block the size of a glyph (the country strip's end) is not taken for one.
@@ -197,7 +199,7 @@ def test_a_glyph_touching_the_frame_is_kept() -> None:
     cv2.line(band, (18, 8), (18, 14), 20, 3)
     refined = refine_row(band, dark=True, core=(40, 380), char_height=45.7)
     assert refined is not None
-    assert refined[4] == 7
+    assert refined.glyphs == 7
 
 
 def test_two_fused_glyphs_touching_the_frame_are_kept() -> None:
@@ -210,9 +212,65 @@ def test_two_fused_glyphs_touching_the_frame_are_kept() -> None:
     cv2.line(band, (323, 8), (323, 24), 20, 5)
     refined = refine_row(band, dark=True, core=(40, 290), char_height=45.7)
     assert refined is not None
-    _, _, _, x1, count = refined
-    assert count == 6  # R K 8 9 1, and the fused pair
-    assert x1 > 330  # the crop reaches past the U
+    assert refined.glyphs == 6  # R K 8 9 1, and the fused pair
+    assert refined.x1 > 330  # the crop reaches past the U
+
+
+def test_glyphs_fused_with_the_frame_are_freed_one_after_the_other() -> None:
+    # R, K and 6 all run into the frame, and an emblem sits between K and 6. Each freed glyph
+    # lets the next one in: the row used to stop at the 6 (603AV for RK603AV).
+    band = np.full((64, 460), 235, dtype=np.uint8)
+    for x, ch in zip([40, 84, 150, 196, 242, 288, 334], "RK603AV", strict=True):
+        cv2.putText(band, ch, (x, 56), cv2.FONT_HERSHEY_SIMPLEX, 1.6, 20, 5, cv2.LINE_AA)
+    cv2.circle(band, (130, 36), 8, 20, -1)
+    cv2.rectangle(band, (0, 3), (459, 8), 20, -1)
+    for x in (52, 96, 162):
+        cv2.line(band, (x, 8), (x, 24), 20, 5)
+    refined = refine_row(band, dark=True, core=(196, 370), char_height=45.7)
+    assert refined is not None
+    assert refined.glyphs == 7
+    assert refined.x0 < 40
+
+
+def test_a_glyph_beyond_the_span_may_be_as_tall_as_the_rows_own() -> None:
+    # Blur makes every glyph of the band taller than the detector measured (58 px against
+    # 45.7); the Z beyond the detected span is one of them, not a frame piece.
+    band = np.full((64, 560), 235, dtype=np.uint8)
+    for i, ch in enumerate("ZA834CO"):
+        cv2.putText(band, ch, (40 + 66 * i, 61), cv2.FONT_HERSHEY_SIMPLEX, 2.85, 20, 6,
+                    cv2.LINE_AA)
+    refined = refine_row(band, dark=True, core=(100, 520), char_height=45.7)
+    assert refined is not None
+    assert refined.glyphs == 7
+
+
+def test_a_frame_piece_around_a_glyph_is_not_one() -> None:
+    # The plate's frame boxes the last glyph in: that piece spans the M, so it is frame.
+    band = np.full((64, 420), 235, dtype=np.uint8)
+    for i, ch in enumerate("BA268IM"):
+        cv2.putText(band, ch, (40 + 44 * i, 52), cv2.FONT_HERSHEY_SIMPLEX, 1.6, 20, 5,
+                    cv2.LINE_AA)
+    cv2.rectangle(band, (301, 8), (344, 57), 20, 2)  # 6 px around the M
+    refined = refine_row(band, dark=True, core=(40, 300), char_height=45.7)
+    assert refined is not None
+    assert refined.glyphs == 7
+    assert (refined.crop[:, -6:] > 128).all()  # painted out, the M's right side kept clear
+
+
+def test_a_row_running_on_to_the_bands_edge_is_followed_beyond_it() -> None:
+    # The detector saw only 5BD of LM-025BD; the band first cut reaches the 0, cut by its
+    # edge, so it is cut again further left until the row ends.
+    image = np.full((160, 1000), 235, dtype=np.uint8)
+    cv2.putText(image, "LM-025BD", (60, 105), cv2.FONT_HERSHEY_SIMPLEX, 1.8, 20, 5,
+                cv2.LINE_AA)
+    count, _, stats, _ = cv2.connectedComponentsWithStats((image < 128).astype(np.uint8))
+    boxes = sorted(tuple(int(v) for v in stats[i][:4]) for i in range(1, count)
+                   if stats[i][3] > 20)
+    row = [Glyph(*box) for box in boxes[-3:]]
+    found = _row_candidate(image, 1.0, row, True, 1.0)
+    assert found is not None
+    assert found.glyphs == 7
+    assert found.box[0] < boxes[0][0]
 
 
 def test_iou() -> None:

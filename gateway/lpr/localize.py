@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -305,6 +306,10 @@ def _glyph_rows(work: Image) -> list[tuple[list[Glyph], bool]]:
 ROW_PAD_Y = 0.2
 # How far beyond the detected glyphs the band is cut, to find glyphs the row missed.
 ROW_SEARCH_X = 1.6
+# While the row runs on to the band's edge the band is widened that way, this many times
+# by this much.
+ROW_SEARCH_STEPS = 3
+ROW_SEARCH_STEP = 3.2
 
 
 def _row_candidate(
@@ -318,20 +323,27 @@ def _row_candidate(
     slope, icpt = np.polyfit(xs, ys, 1)
     left = min(g.x for g in row) * inv
     right = max(g.x + g.w for g in row) * inv
-    pad_x = ROW_SEARCH_X * hmed
-    quad = _row_quad(left, right, slope, icpt, hmed, pad_x=pad_x, pad_y=ROW_PAD_Y * hmed)
-    wide = warp_quad(grey, quad, normalise=False)
-    if wide is None:
-        return None
     px_per_unit = CROP_HEIGHT / (hmed * (1 + 2 * ROW_PAD_Y))
-    core = (pad_x * px_per_unit, (pad_x + right - left) * px_per_unit)
-    refined = refine_row(wide, dark=dark, core=core, char_height=hmed * px_per_unit)
-    if refined is None:
-        return None
-    crop, plain, x0, x1, count = refined
+    char_px = hmed * px_per_unit
+    pad_left = pad_right = ROW_SEARCH_X * hmed
+    for _ in range(ROW_SEARCH_STEPS):
+        wide = warp_quad(grey, _row_quad(left - pad_left, right + pad_right, slope, icpt, hmed,
+                                         pad_x=0.0, pad_y=ROW_PAD_Y * hmed), normalise=False)
+        if wide is None:
+            return None
+        core = (pad_left * px_per_unit, (pad_left + right - left) * px_per_unit)
+        refined = refine_row(wide, dark=dark, core=core, char_height=char_px)
+        if refined is None:
+            return None
+        crop, plain, x0, x1, count, (at_left, at_right) = refined
+        # A row that runs on to the band's edge may go on beyond it: search further that way.
+        if not (at_left or at_right):
+            break
+        pad_left += ROW_SEARCH_STEP * hmed * at_left
+        pad_right += ROW_SEARCH_STEP * hmed * at_right
     # Map the refined horizontal span back onto the frame for the quad and box.
-    left_f = left - pad_x + x0 / px_per_unit
-    right_f = left - pad_x + x1 / px_per_unit
+    left_f = left - pad_left + x0 / px_per_unit
+    right_f = left - pad_left + x1 / px_per_unit
     quad = _row_quad(left_f, right_f, slope, icpt, hmed, pad_x=0.0, pad_y=ROW_PAD_Y * hmed)
     box = _plate_box(left_f + 0.2 * hmed, right_f - 0.2 * hmed, slope, icpt, hmed, grey.shape)
     return PlateCandidate(
@@ -339,9 +351,21 @@ def _row_candidate(
     )
 
 
+class RefinedRow(NamedTuple):
+    """A cleaned row band: the crop, its uncleaned twin, their span in the band, the glyph
+    count, and whether the row runs on to the band's left and right edges."""
+
+    crop: Image
+    plain: Image
+    x0: int
+    x1: int
+    glyphs: int
+    runs_on: tuple[bool, bool]
+
+
 def refine_row(
     wide: Image, *, dark: bool, core: tuple[float, float], char_height: float
-) -> tuple[Image, Image, int, int, int] | None:
+) -> RefinedRow | None:
     """Clean a rectified row band: keep only the glyphs of the row, blank out the rest.
 
     Seals, dashes, dots, screws, the country band and text printed above or
@@ -372,7 +396,7 @@ def refine_row(
     ink[:top] = 0
     ink[bottom:] = 0
     count, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
-    chars: list[tuple[int, int, int]] = []  # (x0, x1, label)
+    shaped: list[tuple[int, int, int, int]] = []  # (x0, x1, label, height)
     for i in range(1, count):
         x, y, w, h, _ = (int(v) for v in stats[i])
         # Glyphs merged with each other or with a seal are wide: keep them, the recognizer copes.
@@ -380,14 +404,20 @@ def refine_row(
             continue
         if abs(y + h / 2.0 - mid) > 0.25 * char_height:
             continue
-        inside = c0 <= x + w / 2.0 <= c1
-        # Beyond the detected span only clean, single glyphs extend the row.
-        if not inside and (h > 1.2 * char_height or w > 1.6 * char_height):
-            continue
-        chars.append((x, x + w, i))
-    kept = [c for c in chars if c0 <= (c[0] + c[1]) / 2.0 <= c1]
-    if len(kept) < 2:
+        shaped.append((x, x + w, i, h))
+    # A component spanning another glyph-sized one is a piece of frame around it, not a glyph.
+    framing = {c[2] for c in shaped
+               if any(o is not c and c[0] <= o[0] and o[1] <= c[1] for o in shaped)}
+    shaped = [c for c in shaped if c[2] not in framing]
+    inside = [c for c in shaped if c0 <= (c[0] + c[1]) / 2.0 <= c1]
+    if len(inside) < 2:
         return None
+    kept = [(a, b, i) for a, b, i, _ in inside]
+    # Beyond the detected span only clean, single glyphs extend the row: as tall as the row's
+    # own glyphs are in this band (blur can make them all taller than the detector saw them).
+    row_h = max(char_height, float(np.median([c[3] for c in inside])))
+    chars = kept + [(a, b, i) for a, b, i, h in shaped if (a, b, i, h) not in inside
+                    and h <= 1.2 * row_h and b - a <= 1.6 * char_height]
     kept = _extend(kept, chars, char_height)
     kept = _claim_merged_lead(kept, np.asarray(stats, dtype=np.int32), char_height, mid)
     keep_mask = np.isin(labels, [c[2] for c in kept]).astype(np.uint8)
@@ -404,7 +434,7 @@ def refine_row(
     for i in range(1, count):
         if i not in kept_labels:
             x, y, w, h, _ = (int(v) for v in stats[i])
-            if any(min(x + w, k[1]) - max(x, k[0]) > 0.5 * w for k in kept):
+            if i not in framing and any(min(x + w, k[1]) - max(x, k[0]) > 0.5 * w for k in kept):
                 continue  # a broken-off piece of a kept glyph
             paint[max(0, y - 2) : y + h + 2, max(0, x - 2) : x + w + 2] = True
     background = float(np.median(text_dark[ink == 0])) if np.any(ink == 0) else 255.0
@@ -412,7 +442,13 @@ def refine_row(
     cleaned[paint & ~guard] = int(background)
     crop = normalise_contrast(np.ascontiguousarray(cleaned[:, x0:x1]))
     plain = normalise_contrast(np.ascontiguousarray(text_dark[:, x0:x1]))
-    return crop, plain, x0, x1, len(kept)
+    # Does the row run on to a band edge: its end glyph within a third of a glyph of it, or cut
+    # by it? (A component cut by the edge and wider than a glyph is frame or bodywork.)
+    near = 0.3 * char_height
+    first, last = min(kept), max(kept, key=lambda c: c[1])
+    runs_on = (first[0] < near and (first[0] > 0 or first[1] - first[0] < char_height),
+               last[1] > width - near and (last[1] < width or last[1] - last[0] < char_height))
+    return RefinedRow(crop, plain, x0, x1, len(kept), runs_on)
 
 
 def _rescue_from_frame(
@@ -437,8 +473,7 @@ def _rescue_from_frame(
     freed = ink.copy()
     freed[lines > 0] = 0
     count, labels, stats, _ = cv2.connectedComponentsWithStats(freed, connectivity=8)
-    left, right = min(c[0] for c in kept), max(c[1] for c in kept)
-    out: list[tuple[int, int, npt.NDArray[np.bool_]]] = []
+    pool: list[tuple[int, int, int]] = []
     for i in range(1, count):
         x, y, w, h, area = (int(v) for v in stats[i])
         if not (0.8 * char_height <= h <= 1.2 * char_height
@@ -448,11 +483,23 @@ def _rescue_from_frame(
             continue  # solid: a piece of the country strip or the frame's edge, not strokes
         if abs(y + h / 2.0 - mid) > 0.2 * char_height:
             continue
-        if x + w < left - char_height or x > right + char_height:
-            continue
         if any(min(x + w, k[1]) - max(x, k[0]) > 0.2 * w for k in kept):
             continue  # a glyph the row has already
-        out.append((x, x + w, labels == i))
+        pool.append((x, x + w, i))
+    # Grow the row one glyph gap at a time: a rescued glyph lets the next one in.
+    left, right = min(c[0] for c in kept), max(c[1] for c in kept)
+    out: list[tuple[int, int, npt.NDArray[np.bool_]]] = []
+    grew = True
+    while grew:
+        grew = False
+        for item in list(pool):
+            x0, x1, i = item
+            if x1 < left - char_height or x0 > right + char_height:
+                continue
+            pool.remove(item)
+            out.append((x0, x1, labels == i))
+            left, right = min(left, x0), max(right, x1)
+            grew = True
     return out
 
 
