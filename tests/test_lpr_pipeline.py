@@ -160,15 +160,15 @@ def test_a_read_is_corrected_towards_the_lots_formats_in_their_order() -> None:
 
 
 def test_a_read_that_fits_a_later_group_as_read_beats_two_swaps_into_an_earlier_one() -> None:
-    image, _ = render_scene("M5XSX")
-    # "M5XSX" is a British plate as read; two swaps would make it the German "MSX5X".
-    recognizer = ScriptedRecognizer([("M5XSX", [0.99, 0.7, 0.99, 0.7, 0.99])])
+    image, _ = render_scene("M5XSE")
+    # "M5XSE" is a British plate as read; two swaps would make it the German "MSX5E".
+    recognizer = ScriptedRecognizer([("M5XSE", [0.99, 0.7, 0.99, 0.7, 0.99])])
     reading = PlateReader(ReaderOptions(formats=("eu", "uk")), recognizer=recognizer).read(image)
-    assert (reading.text, reading.candidates[0].format) == ("M5XSX", "uk-prefix")
+    assert (reading.text, reading.candidates[0].format) == ("M5XSE", "uk-prefix")
     # With no later group to fit as read, the home group's correction still stands.
-    recognizer = ScriptedRecognizer([("M5XSX", [0.99, 0.7, 0.99, 0.7, 0.99])])
+    recognizer = ScriptedRecognizer([("M5XSE", [0.99, 0.7, 0.99, 0.7, 0.99])])
     reading = PlateReader(ReaderOptions(formats=("eu", "br")), recognizer=recognizer).read(image)
-    assert (reading.text, reading.candidates[0].format) == ("MSX5X", "de-eh")
+    assert (reading.text, reading.candidates[0].format) == ("MSX5E", "de-eh")
 
 
 def test_a_doubtful_extra_character_at_an_end_is_dropped_to_fit_a_format() -> None:

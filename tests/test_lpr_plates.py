@@ -16,6 +16,7 @@ from gateway.lpr.plates import (
     distance,
     formats_for,
     is_valid,
+    mask_classes,
     match,
     matching_formats,
     normalize,
@@ -108,6 +109,7 @@ def test_formats_for_regions_and_a_lots_own() -> None:
 @pytest.mark.parametrize(("entry", "message"), [
     ("mars", "unknown plate format group 'mars'"),
     ("x=LLX", "unexpected 'X'"),
+    ("x=LL[]", "unexpected '['"),
     ("x=L{3,1}", "bad repeat"),
     ("=LLL", "give name=MASK"),
     ("x=/[/", "bad regex"),
@@ -116,6 +118,30 @@ def test_formats_for_regions_and_a_lots_own() -> None:
 def test_bad_format_entries(entry: str, message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("{", r"\{").replace("[", r"\[")):
         formats_for([entry])
+
+
+def test_a_mask_may_list_the_characters_a_position_takes() -> None:
+    # German plates end in a letter only for E (electric) or H (historic): "BIMMI4N" is no
+    # German plate, though "L{1,3}L{1,2}N{1,3}L" took it for one.
+    de_eh = ALL_FORMATS["de-eh"]
+    assert de_eh.matches("MAB123E")
+    assert de_eh.matches("MAB123H")
+    assert not de_eh.matches("BIMMI4N")
+    assert set(de_eh.masks_of_length(6)) == {"LLNNNe", "LLNNNh", "LLLNNe", "LLLNNh", "LLLLNe",
+                                             "LLLLNh"}
+    assert mask_classes("LLNNe") == "LLNNL"
+    own = formats_for(["gate=LN{2}[0Q]{1,2}"])[0]
+    assert own.matches("A120")
+    assert own.matches("A12Q0")
+    assert not own.matches("A12O")
+    # Correction aims at a listed character only through its own confusables: O and D may
+    # be a misread 0 (the cheapest), a 4 may not.
+    for read in ("A12O", "A12D"):
+        corrected = best_format_reading([(read, [0.9] * 4)], [own])
+        assert corrected is not None
+        assert corrected.text == "A120"
+    assert best_format_reading([("A124", [0.9] * 4)], [own]) is None
+    assert best_format_reading([("MAB123X", [0.9] * 7)], [de_eh]) is None
 
 
 def test_a_format_needs_a_mask_or_a_regex() -> None:

@@ -102,12 +102,16 @@ def available_fonts() -> list[tuple[str, float]]:
 
 
 def shipped_masks() -> list[str]:
-    """Every fixed mask of the shipped formats, and the extra series."""
+    """Every fixed mask of the shipped formats, and the extra series.
+
+    A character a format fixes (de-eh's E or H) is filled like any of its class: the network
+    learns glyphs, not where a country puts which letter.
+    """
     masks: list[str] = list(EXTRA_MASKS)
     for group in plates.FORMAT_GROUPS.values():
         for fmt in group:
             if not fmt.generic:
-                masks.extend(fmt.masks)
+                masks.extend(plates.mask_classes(m) for m in fmt.masks)
     return sorted(set(masks))
 
 

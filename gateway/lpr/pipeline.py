@@ -221,8 +221,8 @@ class PlateReader:
         be made to fit wins, so a Brazilian lot reads "NT01053" as "NTO1053"
         rather than as a Polish plate. That preference is worth one confusable
         swap: a read that needs more to fit an earlier group, but fits a later
-        one as read, is taken as read ("M5XSX" is a British plate, not the
-        German "MSX5X"). A read one character too long may also lose a doubtful
+        one as read, is taken as read ("M5XSE" is a British plate, not the
+        German "MSX5E"). A read one character too long may also lose a doubtful
         first, last or middle character: the ends of a row are where screws and
         frame edges get read as glyphs. Within a group the whole read and its
         shortenings compete on mean confidence after correction, a dropped

@@ -20,6 +20,7 @@ alike more often than they rescue a read.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import unicodedata
@@ -44,6 +45,7 @@ __all__ = [
     "distance",
     "formats_for",
     "is_valid",
+    "mask_classes",
     "match",
     "matching_formats",
     "normalize",
@@ -128,22 +130,35 @@ def confusable_cost(a: str, b: str) -> float:
 CharClass = Literal["L", "N", "A"]
 _CLASS_TEST = {"L": str.isalpha, "N": str.isdigit, "A": str.isalnum}
 _CLASS_REGEX = {"L": "[A-Z]", "N": "[0-9]", "A": "[A-Z0-9]"}
-_MASK_TOKEN = re.compile(r"([LNA])(?:\{(\d+)(?:,(\d+))?\})?")
+_MASK_TOKEN = re.compile(r"([LNA]|\[[A-Z0-9]+\])(?:\{(\d+)(?:,(\d+))?\})?")
 _MAX_MASKS = 256  # a mask that expands beyond this is a mistake, not a format
+
+
+def _fits(ch: str, cls: str) -> bool:
+    """Whether a plate character fits one position of an expanded mask."""
+    test = _CLASS_TEST.get(cls)
+    return test(ch) if test is not None else ch == cls.upper()
+
+
+def mask_classes(mask: str) -> str:
+    """An expanded mask with its fixed characters as their classes: ``"LLNe"`` -> ``"LLNL"``."""
+    return "".join(c if c in _CLASS_TEST else ("N" if c.isdigit() else "L") for c in mask)
 
 
 def _expand_mask(mask: str) -> tuple[str, ...]:
     """Fixed-length masks from a mask with repeats: ``"L{1,2}N"`` -> ``("LN", "LLN")``.
 
-    L is a letter, N a digit, A either; ``{m}`` or ``{m,n}`` repeats the class before it.
+    L is a letter, N a digit, A either, ``[EH]`` one of the characters listed; ``{m}`` or
+    ``{m,n}`` repeats the class before it. In the expanded masks a listed letter stands as
+    itself in lower case (``"L[EH]"`` -> ``("Le", "Lh")``), a listed digit as itself.
     """
     pos = 0
     pieces: list[tuple[str, int, int]] = []
     while pos < len(mask):
         token = _MASK_TOKEN.match(mask, pos)
         if token is None:
-            raise ValueError(f"mask {mask!r}: unexpected {mask[pos]!r} at {pos}; use L, N, A"
-                             " and {m} or {m,n} repeats")
+            raise ValueError(f"mask {mask!r}: unexpected {mask[pos]!r} at {pos}; use L, N, A,"
+                             " [listed characters] and {m} or {m,n} repeats")
         cls, low, high = token.group(1), token.group(2), token.group(3)
         lo = int(low) if low is not None else 1
         hi = int(high) if high is not None else lo
@@ -155,7 +170,9 @@ def _expand_mask(mask: str) -> tuple[str, ...]:
         raise ValueError("empty mask")
     masks = [""]
     for cls, lo, hi in pieces:
-        masks = [m + cls * n for m in masks for n in range(lo, hi + 1)]
+        choices = [cls] if cls in _CLASS_TEST else [c.lower() for c in cls[1:-1]]
+        masks = [m + "".join(pick) for m in masks for n in range(lo, hi + 1)
+                 for pick in itertools.product(choices, repeat=n)]
         if len(masks) > _MAX_MASKS:
             raise ValueError(f"mask {mask!r} expands to more than {_MAX_MASKS} lengths")
     return tuple(dict.fromkeys(masks))
@@ -184,7 +201,7 @@ class PlateFormat:
             raise ValueError(f"format {self.name!r}: give exactly one of mask and regex")
         if self.mask is not None:
             masks = _expand_mask(self.mask)
-            source = "|".join("".join(_CLASS_REGEX[c] for c in m) for m in masks)
+            source = "|".join("".join(_CLASS_REGEX.get(c, c.upper()) for c in m) for m in masks)
         else:
             masks = ()
             source = str(self.regex)
@@ -224,7 +241,7 @@ FORMAT_GROUPS: Mapping[str, tuple[PlateFormat, ...]] = {
     "de": (
         # District (1-3 letters), 1-2 letters, 1-4 digits, optional E (electric) or H (historic).
         _fmt("de", "DE", "L{1,3}L{1,2}N{1,4}"),
-        _fmt("de-eh", "DE", "L{1,3}L{1,2}N{1,3}L"),
+        _fmt("de-eh", "DE", "L{1,3}L{1,2}N{1,3}[EH]"),
     ),
     "fr": (_fmt("fr-siv", "FR", "LLNNNLL"),),  # AB-123-CD, since 2009
     "it": (_fmt("it", "IT", "LLNNNLL"),),  # AB 123 CD, since 1994
@@ -376,11 +393,15 @@ def _fit(plate: str, confs: Sequence[float], mask: str
     subs: list[tuple[int, str, str]] = []
     cost = 0.0
     for i, (ch, cls, conf) in enumerate(zip(plate, mask, confs, strict=True)):
-        if _CLASS_TEST[cls](ch):
+        if _fits(ch, cls):
             chars.append(ch)
             kept.append(conf)
             continue
-        stand_in = _STAND_IN.get((ch, cls))
+        if cls in _CLASS_TEST:
+            stand_in = _STAND_IN.get((ch, cls))
+        else:  # a listed character: only its own confusables stand in for it
+            fixed = cls.upper()
+            stand_in = (fixed, CONFUSABLES[(ch, fixed)]) if (ch, fixed) in CONFUSABLES else None
         if stand_in is None:
             return None
         new, pair_cost = stand_in
