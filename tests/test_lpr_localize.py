@@ -15,6 +15,7 @@ from gateway.lpr.localize import (
     Glyph,
     ImageError,
     _row_candidate,
+    _row_in_region,
     downscale,
     find_candidates,
     iou,
@@ -271,6 +272,38 @@ def test_a_row_running_on_to_the_bands_edge_is_followed_beyond_it() -> None:
     assert found is not None
     assert found.glyphs == 7
     assert found.box[0] < boxes[0][0]
+
+
+def test_a_row_run_entirely_into_the_frame_is_freed_where_a_plate_is_known_to_be() -> None:
+    # Every glyph touches the frame: no glyph stands alone. In a plate-shaped edge region
+    # (fused=True) cutting the frame away frees them all; a glyph row elsewhere is given up.
+    band = np.full((64, 420), 235, dtype=np.uint8)
+    for i, ch in enumerate("RK101AO"):
+        cv2.putText(band, ch, (40 + 48 * i, 56), cv2.FONT_HERSHEY_SIMPLEX, 1.6, 20, 5,
+                    cv2.LINE_AA)
+        cv2.line(band, (52 + 48 * i, 8), (52 + 48 * i, 24), 20, 5)
+    cv2.rectangle(band, (0, 3), (419, 8), 20, -1)
+    assert refine_row(band, dark=True, core=(40, 380), char_height=45.7) is None
+    refined = refine_row(band, dark=True, core=(40, 380), char_height=45.7, fused=True)
+    assert refined is not None
+    assert refined.glyphs == 7
+
+
+def test_the_glyph_row_inside_a_plate_shaped_region_is_found_and_mapped_back() -> None:
+    image = np.full((300, 500), 90, dtype=np.uint8)
+    plate = np.full((70, 300), 225, dtype=np.uint8)
+    cv2.rectangle(plate, (2, 2), (297, 67), 20, 3)
+    for i, ch in enumerate("RK101AO"):
+        cv2.putText(plate, ch, (14 + 40 * i, 54), cv2.FONT_HERSHEY_SIMPLEX, 1.5, 20, 5,
+                    cv2.LINE_AA)
+    image[100:170, 100:400] = plate
+    quad = np.array([[100, 100], [400, 100], [400, 170], [100, 170]], dtype=np.float32)
+    row = _row_in_region(image, quad)
+    assert row is not None
+    assert row.glyphs == 7
+    assert iou(row.box, (100, 100, 300, 70)) >= 0.5  # in the frame's pixels
+    assert row.crop.shape[0] == CROP_HEIGHT
+    assert row.variants
 
 
 def test_iou() -> None:

@@ -10,8 +10,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from gateway.lpr import localize
 from gateway.lpr.evaluate import LabelError, evaluate, load_samples, parse_label
-from gateway.lpr.localize import iou
+from gateway.lpr.localize import PlateCandidate, iou
 from gateway.lpr.pipeline import Candidate, FrameReading, PlateReader, ReaderOptions
 from gateway.lpr.recognize import EasyOcrRecognizer, TextRead
 from tests.test_lpr_localize import render_scene
@@ -236,6 +237,37 @@ def test_a_doubtful_first_read_looks_at_more_crops_and_keeps_the_best() -> None:
     scores = [c.score for c in reading.candidates]
     assert scores == sorted(scores, reverse=True)
     assert len({c.box for c in reading.candidates}) == len(reading.candidates)
+
+
+def test_the_second_look_reads_the_other_renderings_of_every_candidate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The plate is the second candidate, and only its row rendering (an edge region's glyph
+    # row, say) reads well; the second look used to read that for the first candidate only.
+    def crop(shade: int) -> npt.NDArray[np.uint8]:
+        return np.full((64, 200), shade, dtype=np.uint8)
+
+    quad = np.zeros((4, 2), dtype=np.float32)
+    found = [
+        PlateCandidate((0, 0, 90, 30), quad, 0.5, crop(10), "glyphs", 3, [crop(20)]),
+        PlateCandidate((200, 200, 90, 30), quad, 0.1, crop(30), "edges", 7, [crop(40)]),
+    ]
+    monkeypatch.setattr(localize, "find_candidates", lambda *_a, **_k: found)
+    reads = {10: ("EXIT", [0.5] * 4), 20: ("EX1T", [0.5] * 4), 30: ("ERK101AD", [0.7] * 8),
+             40: ("RK101AO", [0.97] * 7)}
+
+    class ByShade(ScriptedRecognizer):
+        def recognize(self, crops: Sequence[npt.NDArray[np.uint8]]) -> list[TextRead]:
+            out = []
+            for c in crops:
+                text, confs = reads[int(c[0, 0])]
+                out.append(TextRead(text, min(confs), list(confs)))
+            return out
+
+    image = np.full((240, 320, 3), 128, dtype=np.uint8)
+    reading = PlateReader(ReaderOptions(formats=("eu",)), recognizer=ByShade([])).read(image)
+    assert reading.text == "RK101AO"
+    assert reading.candidates[0].box == (200, 200, 90, 30)
 
 
 def test_warm_up_warms_the_recognizer() -> None:

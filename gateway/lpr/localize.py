@@ -284,13 +284,14 @@ def _row_score(row: list[Glyph]) -> float:
     return score
 
 
-def _glyph_rows(work: Image) -> list[tuple[list[Glyph], bool]]:
+def _glyph_rows(work: Image, max_h: int | None = None) -> list[tuple[list[Glyph], bool]]:
     """Glyph rows found at full and half work scale (work pixels), each with its polarity.
 
-    The flag is True for dark glyphs on a light plate.
+    The flag is True for dark glyphs on a light plate. Glyphs are at most `max_h` tall (a
+    third of the image unless given).
     """
     rows: list[tuple[list[Glyph], bool]] = []
-    max_h = max(MIN_CHAR_HEIGHT + 1, work.shape[0] // 3)
+    max_h = max_h or max(MIN_CHAR_HEIGHT + 1, work.shape[0] // 3)
     for binary, dark in zip(_binarise(work), (True, False), strict=True):
         rows.extend((row, dark) for row in _chains(_glyphs(binary, max_h)))
     if min(work.shape[:2]) >= 300:
@@ -313,9 +314,13 @@ ROW_SEARCH_STEP = 3.2
 
 
 def _row_candidate(
-    grey: Image, scale: float, row: list[Glyph], dark: bool, score: float
+    grey: Image, scale: float, row: list[Glyph], dark: bool, score: float, *,
+    fused: bool = False,
 ) -> PlateCandidate | None:
-    """Rectify one glyph row into a cleaned, upright crop (frame coordinates)."""
+    """Rectify one glyph row into a cleaned, upright crop (frame coordinates).
+
+    `fused`: the row may be entirely run into the plate's frame (see `refine_row`).
+    """
     inv = 1.0 / scale
     xs = np.array([g.cx for g in row]) * inv
     ys = np.array([g.cy for g in row]) * inv
@@ -332,7 +337,7 @@ def _row_candidate(
         if wide is None:
             return None
         core = (pad_left * px_per_unit, (pad_left + right - left) * px_per_unit)
-        refined = refine_row(wide, dark=dark, core=core, char_height=char_px)
+        refined = refine_row(wide, dark=dark, core=core, char_height=char_px, fused=fused)
         if refined is None:
             return None
         crop, plain, x0, x1, count, (at_left, at_right) = refined
@@ -364,7 +369,8 @@ class RefinedRow(NamedTuple):
 
 
 def refine_row(
-    wide: Image, *, dark: bool, core: tuple[float, float], char_height: float
+    wide: Image, *, dark: bool, core: tuple[float, float], char_height: float,
+    fused: bool = False,
 ) -> RefinedRow | None:
     """Clean a rectified row band: keep only the glyphs of the row, blank out the rest.
 
@@ -374,9 +380,15 @@ def refine_row(
     is thresholded (Otsu on the detected span), glyph-sized components on the
     centre line are kept, the row is extended outwards over glyphs the
     detector missed, and everything else is painted with the plate's
-    background. Returns the crop cut to the glyphs, its span in the band, and
-    the glyph count. The uncleaned crop comes too: cleaning can erase a glyph
-    merged with a seal, so the recognizer may read both.
+    background. Glyphs run into the plate's frame are freed by cutting the
+    frame's long runs away. Returns the crop cut to the glyphs, its span in the
+    band, the glyph count, and whether the row runs on to either end of the
+    band. The uncleaned crop comes too: cleaning can erase a glyph merged with
+    a seal, so the recognizer may read both.
+
+    A row needs two glyphs standing alone in the detected span, unless `fused`
+    (the band lies in a region already taken for a plate): then a row whose
+    every glyph runs into the frame is what cutting the frame frees.
     """
     height, width = wide.shape
     c0, c1 = max(0, int(core[0])), min(width, int(core[1]) + 1)
@@ -410,18 +422,24 @@ def refine_row(
                if any(o is not c and c[0] <= o[0] and o[1] <= c[1] for o in shaped)}
     shaped = [c for c in shaped if c[2] not in framing]
     inside = [c for c in shaped if c0 <= (c[0] + c[1]) / 2.0 <= c1]
-    if len(inside) < 2:
+    kept: list[tuple[int, int, int]] = []
+    if len(inside) >= 2:
+        kept = [(a, b, i) for a, b, i, _ in inside]
+        # Beyond the detected span only clean, single glyphs extend the row: as tall as the
+        # row's own glyphs are in this band (blur can make them all taller than the detector
+        # saw them).
+        row_h = max(char_height, float(np.median([c[3] for c in inside])))
+        chars = kept + [(a, b, i) for a, b, i, h in shaped if (a, b, i, h) not in inside
+                        and h <= 1.2 * row_h and b - a <= 1.6 * char_height]
+        kept = _extend(kept, chars, char_height)
+        kept = _claim_merged_lead(kept, np.asarray(stats, dtype=np.int32), char_height, mid)
+    elif not fused:
         return None
-    kept = [(a, b, i) for a, b, i, _ in inside]
-    # Beyond the detected span only clean, single glyphs extend the row: as tall as the row's
-    # own glyphs are in this band (blur can make them all taller than the detector saw them).
-    row_h = max(char_height, float(np.median([c[3] for c in inside])))
-    chars = kept + [(a, b, i) for a, b, i, h in shaped if (a, b, i, h) not in inside
-                    and h <= 1.2 * row_h and b - a <= 1.6 * char_height]
-    kept = _extend(kept, chars, char_height)
-    kept = _claim_merged_lead(kept, np.asarray(stats, dtype=np.int32), char_height, mid)
     keep_mask = np.isin(labels, [c[2] for c in kept]).astype(np.uint8)
-    rescued = _rescue_from_frame(ink, kept, char_height, mid)
+    # With every glyph run into the frame, the row is what cutting the frame away frees.
+    rescued = _rescue_from_frame(ink, kept, char_height, mid, span=None if kept else (c0, c1))
+    if len(kept) + len(rescued) < 2:
+        return None
     for rx0, rx1, pixels in rescued:
         keep_mask[pixels] = 1
         kept.append((rx0, rx1, 0))
@@ -456,14 +474,15 @@ def _rescue_from_frame(
     kept: list[tuple[int, int, int]],
     char_height: float,
     mid: float,
+    span: tuple[float, float] | None = None,
 ) -> list[tuple[int, int, npt.NDArray[np.bool_]]]:
     """Glyphs fused with the plate's frame, freed by cutting the frame's long runs away.
 
     A glyph touching the frame is part of one huge component, which cleaning paints out. With
     horizontal runs longer than 1.5 glyph heights removed, it stands alone; it is taken only
     if it is a whole glyph, or two fused ones (seal and emblem remnants are smaller), made of
-    strokes (a piece of the country strip is mostly ink), lying in a gap of the row or just
-    beyond its ends.
+    strokes (a piece of the country strip is mostly ink), lying in a gap of the row or within
+    a glyph's gap of its ends (of `span`, for a row that has no glyph of its own yet).
     """
     run = max(3, int(1.5 * char_height))
     lines = cv2.morphologyEx(ink, cv2.MORPH_OPEN,
@@ -487,7 +506,7 @@ def _rescue_from_frame(
             continue  # a glyph the row has already
         pool.append((x, x + w, i))
     # Grow the row one glyph gap at a time: a rescued glyph lets the next one in.
-    left, right = min(c[0] for c in kept), max(c[1] for c in kept)
+    left, right = span or (min(c[0] for c in kept), max(c[1] for c in kept))
     out: list[tuple[int, int, npt.NDArray[np.bool_]]] = []
     grew = True
     while grew:
@@ -667,8 +686,62 @@ def _edge_candidates(
         if any(iou(box, c.box) > 0.3 for c in found):
             continue
         score = 0.15 * area_ratio * math.exp(-abs(aspect - 4.0) / 3.0)
+        row = _row_in_region(grey, quad)
+        if row is not None:
+            if any(iou(row.box, c.box) > 0.3 for c in found):
+                continue  # the glyph row of a plate already found
+            # Its glyphs separate at the region's own scale: clean them like any row's.
+            out.append(PlateCandidate(box=box, quad=quad, score=score, crop=crop,
+                                      method="edges", glyphs=row.glyphs,
+                                      variants=[*row.variants, row.crop]))
+            continue
         out.append(PlateCandidate(box=box, quad=quad, score=score, crop=crop, method="edges"))
     return out
+
+
+# A plate-shaped region is searched for its glyph row at this height (pixels), with this
+# share of its size added all round (the region can cut into the first or last glyph).
+REGION_HEIGHT = 128
+REGION_MARGIN = 0.15
+
+
+def _row_in_region(grey: Image, quad: npt.NDArray[np.float32]) -> PlateCandidate | None:
+    """The best glyph row inside a plate-shaped region, rectified and cleaned (frame
+    coordinates), if it has one.
+
+    Glyphs that merged with each other or with the frame at the frame's scale often separate
+    once the region alone is thresholded, at a size where they are tens of pixels tall; and
+    a row run entirely into the frame is freed by cutting the frame away.
+    """
+    centre = quad.mean(axis=0)
+    grown = (centre + (quad - centre) * (1 + 2 * REGION_MARGIN)).astype(np.float32)
+    region = warp_quad(grey, grown, height=REGION_HEIGHT, normalise=False)
+    if region is None:
+        return None
+    # A plate's glyphs are half to three quarters of its height.
+    max_h = int(0.8 * REGION_HEIGHT / (1 + 2 * REGION_MARGIN))
+    rows = [r for r in _ranked_rows(_glyph_rows(region, max_h)) if len(r[1]) >= 4]
+    if not rows:
+        return None
+    score, row, dark = rows[0]
+    found = _row_candidate(region, 1.0, row, dark, score, fused=True)
+    if found is None:
+        return None
+    # Back from the region's pixels to the frame's.
+    h, w = region.shape
+    corners = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], dtype=np.float32)
+    back = cv2.getPerspectiveTransform(corners, grown)
+    quad_f = cv2.perspectiveTransform(found.quad.reshape(-1, 1, 2), back).reshape(-1, 2)
+    x, y, bw, bh = found.box
+    box_pts = np.array([[x, y], [x + bw, y], [x + bw, y + bh], [x, y + bh]], np.float32)
+    box_f = cv2.perspectiveTransform(box_pts.reshape(-1, 1, 2), back).reshape(-1, 2)
+    bx0, by0 = box_f.min(axis=0)
+    bx1, by1 = box_f.max(axis=0)
+    return PlateCandidate(
+        box=_clip_box(bx0, by0, bx1, by1, grey.shape), quad=quad_f.astype(np.float32),
+        score=score, crop=found.crop, method="edges", glyphs=found.glyphs,
+        variants=found.variants,
+    )
 
 
 def _rect_quad(

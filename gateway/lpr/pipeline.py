@@ -1,10 +1,10 @@
 """One frame in, ranked plate readings out: localize, recognize, correct towards a format.
 
 The reader spends its CPU where it pays: localization is cheap and proposes
-several rows of glyphs; only the best few are recognized, in one batch. More
-candidates, and a second look at the best crop (inverted for light-on-dark
-plates, or cut tighter), are tried only when the first pass is not confident
-enough. Each read is then made to fit the lot's plate formats where a
+several rows of glyphs; only the best is recognized at first. The other
+candidates, and every candidate's other rendering (the uncleaned row, or the
+glyph row inside an edge region), are read only when the first pass is not
+confident enough. Each read is then made to fit the lot's plate formats where a
 confusable swap allows it (`plates.best_format_reading`), and candidates are
 ranked on recognizer confidence, plausibility as a plate and localization
 score.
@@ -178,15 +178,17 @@ class PlateReader:
     def _recognize(self, found: Sequence[PlateCandidate]) -> list[Candidate]:
         """Recognize the best candidates' cleaned crops; look further only while unsure.
 
-        The second look covers the remaining candidates and the uncleaned crops of
-        the first ones (cleaning can erase a glyph merged with a seal).
+        The second look covers the remaining candidates, each with its other
+        rendering: the uncleaned crop of a glyph row (cleaning can erase a glyph
+        merged with a seal), the glyph row found inside an edge region.
         """
         opts = self.options
         first = list(found[: opts.first_pass])
         results = self._read_crops([(c, c.crop) for c in first])
         if _best_score(results) < opts.confident:
             more = [(c, v) for c in first for v in c.variants[: opts.variants]]
-            more += [(c, c.crop) for c in found[opts.first_pass :]]
+            for c in found[opts.first_pass :]:
+                more += [(c, c.crop)] + [(c, v) for v in c.variants[: opts.variants]]
             results += self._read_crops(more)
         return _best_per_box(results)
 
