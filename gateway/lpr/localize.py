@@ -10,9 +10,12 @@ slope is fitted from the glyph centres, and the row is warped upright into a
 grey crop for the recognizer. The crop is then cleaned: only the row's glyphs
 stay, seals, dashes, screws and the text printed around the registration are
 painted over (recognizers read them as extra characters), and its contrast is
-normalised. A second, coarser detector (vertical-edge density closed into
-plate-shaped blobs) adds candidates for frames where the glyphs do not
-separate, such as small or blurred plates.
+normalised. Glyphs run into the plate's frame are freed by cutting the frame's
+long runs away, and a row that runs on to the end of the band it was cut from
+is cut again, wider. A second, coarser detector (vertical-edge density closed
+into plate-shaped blobs) adds candidates for frames where the glyphs do not
+separate, such as small or blurred plates; each such region is searched again
+for its glyph row at its own scale, as a second rendering of the candidate.
 """
 
 from __future__ import annotations
