@@ -127,9 +127,9 @@ def test_a_mask_may_list_the_characters_a_position_takes() -> None:
     assert de_eh.matches("MAB123E")
     assert de_eh.matches("MAB123H")
     assert not de_eh.matches("BIMMI4N")
-    assert set(de_eh.masks_of_length(6)) == {"LLNNNe", "LLNNNh", "LLLNNe", "LLLNNh", "LLLLNe",
-                                             "LLLLNh"}
-    assert mask_classes("LLNNe") == "LLNNL"
+    assert {"".join(m) for m in de_eh.masks_of_length(6)} == {"LLNNN[EH]", "LLLNN[EH]",
+                                                               "LLLLN[EH]"}
+    assert mask_classes(("L", "L", "N", "N", "[EH]")) == "LLNNL"
     own = formats_for(["gate=LN{2}[0Q]{1,2}"])[0]
     assert own.matches("A120")
     assert own.matches("A12Q0")
@@ -142,6 +142,15 @@ def test_a_mask_may_list_the_characters_a_position_takes() -> None:
         assert corrected.text == "A120"
     assert best_format_reading([("A124", [0.9] * 4)], [own]) is None
     assert best_format_reading([("MAB123X", [0.9] * 7)], [de_eh]) is None
+
+
+def test_a_polish_district_begins_with_its_voivodeships_letter() -> None:
+    pl = formats_for(["pl"])
+    assert is_valid("WA12345", pl)
+    assert not is_valid("IA12345", pl)  # no voivodeship has I
+    # So a read no longer becomes Polish through three swaps on a letter Poland never leads
+    # with ("IKM80RA" from the Slovak vanity plate KMBORAK).
+    assert best_format_reading([("IKMBORA", [0.9] * 7)], pl) is None
 
 
 def test_a_format_needs_a_mask_or_a_regex() -> None:

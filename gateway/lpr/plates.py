@@ -20,7 +20,6 @@ alike more often than they rescue a read.
 
 from __future__ import annotations
 
-import itertools
 import math
 import re
 import unicodedata
@@ -37,6 +36,7 @@ __all__ = [
     "FORMAT_GROUPS",
     "MAX_CORRECTION_COST",
     "Correction",
+    "Mask",
     "Match",
     "MatchOutcome",
     "PlateFormat",
@@ -134,23 +134,33 @@ _MASK_TOKEN = re.compile(r"([LNA]|\[[A-Z0-9]+\])(?:\{(\d+)(?:,(\d+))?\})?")
 _MAX_MASKS = 256  # a mask that expands beyond this is a mistake, not a format
 
 
-def _fits(ch: str, cls: str) -> bool:
-    """Whether a plate character fits one position of an expanded mask."""
-    test = _CLASS_TEST.get(cls)
-    return test(ch) if test is not None else ch == cls.upper()
+Mask = tuple[str, ...]
+"""A fixed-length mask: a token per position, a class (L, N, A) or a list (``"[EH]"``)."""
 
 
-def mask_classes(mask: str) -> str:
-    """An expanded mask with its fixed characters as their classes: ``"LLNe"`` -> ``"LLNL"``."""
-    return "".join(c if c in _CLASS_TEST else ("N" if c.isdigit() else "L") for c in mask)
+def _fits(ch: str, token: str) -> bool:
+    """Whether a plate character fits one position of a fixed-length mask."""
+    test = _CLASS_TEST.get(token)
+    return test(ch) if test is not None else ch in token[1:-1]
 
 
-def _expand_mask(mask: str) -> tuple[str, ...]:
-    """Fixed-length masks from a mask with repeats: ``"L{1,2}N"`` -> ``("LN", "LLN")``.
+def mask_classes(mask: Mask) -> str:
+    """A fixed-length mask with its lists as their classes: ``("L", "N", "[EH]")`` -> ``"LNL"``."""
+    out = []
+    for token in mask:
+        listed = token[1:-1]
+        if token in _CLASS_TEST:
+            out.append(token)
+        else:
+            out.append("N" if listed.isdigit() else "L" if listed.isalpha() else "A")
+    return "".join(out)
+
+
+def _expand_mask(mask: str) -> tuple[Mask, ...]:
+    """Fixed-length masks from a mask with repeats: ``"L{1,2}N"`` -> ``(LN, LLN)``.
 
     L is a letter, N a digit, A either, ``[EH]`` one of the characters listed; ``{m}`` or
-    ``{m,n}`` repeats the class before it. In the expanded masks a listed letter stands as
-    itself in lower case (``"L[EH]"`` -> ``("Le", "Lh")``), a listed digit as itself.
+    ``{m,n}`` repeats what comes before it.
     """
     pos = 0
     pieces: list[tuple[str, int, int]] = []
@@ -168,11 +178,9 @@ def _expand_mask(mask: str) -> tuple[str, ...]:
         pos = token.end()
     if not pieces:
         raise ValueError("empty mask")
-    masks = [""]
+    masks: list[Mask] = [()]
     for cls, lo, hi in pieces:
-        choices = [cls] if cls in _CLASS_TEST else [c.lower() for c in cls[1:-1]]
-        masks = [m + "".join(pick) for m in masks for n in range(lo, hi + 1)
-                 for pick in itertools.product(choices, repeat=n)]
+        masks = [m + (cls,) * n for m in masks for n in range(lo, hi + 1)]
         if len(masks) > _MAX_MASKS:
             raise ValueError(f"mask {mask!r} expands to more than {_MAX_MASKS} lengths")
     return tuple(dict.fromkeys(masks))
@@ -193,7 +201,7 @@ class PlateFormat:
     mask: str | None = None
     regex: str | None = None
     generic: bool = False
-    masks: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    masks: tuple[Mask, ...] = field(init=False, repr=False, compare=False)
     _compiled: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -201,7 +209,7 @@ class PlateFormat:
             raise ValueError(f"format {self.name!r}: give exactly one of mask and regex")
         if self.mask is not None:
             masks = _expand_mask(self.mask)
-            source = "|".join("".join(_CLASS_REGEX.get(c, c.upper()) for c in m) for m in masks)
+            source = "|".join("".join(_CLASS_REGEX.get(t, t) for t in m) for m in masks)
         else:
             masks = ()
             source = str(self.regex)
@@ -216,7 +224,7 @@ class PlateFormat:
         """Whether a normalised plate has this format."""
         return self._compiled.fullmatch(plate) is not None
 
-    def masks_of_length(self, length: int) -> tuple[str, ...]:
+    def masks_of_length(self, length: int) -> tuple[Mask, ...]:
         """The fixed masks of one length that correction may aim at (none for a generic one)."""
         if self.generic:
             return ()
@@ -226,6 +234,9 @@ class PlateFormat:
 def _fmt(name: str, country: str, mask: str, *, generic: bool = False) -> PlateFormat:
     return PlateFormat(name, country, mask=mask, generic=generic)
 
+
+# The voivodeship letters that begin a Polish district code.
+_PL = "[BCDEFGKLNOPRSTWZ]"
 
 # Normalised plates only (no spaces, dashes or seals). Sources: each country's registration
 # rules; where a country has several current series, the common ones are listed.
@@ -258,15 +269,16 @@ FORMAT_GROUPS: Mapping[str, tuple[PlateFormat, ...]] = {
     ),
     "pl": (
         # Two-letter district and five characters, or three letters and four or five; the
-        # common series only (the rest validate through eu-generic).
-        _fmt("pl-2-5n", "PL", "LLNNNNN"),
-        _fmt("pl-2-4n1l", "PL", "LLNNNNL"),
-        _fmt("pl-2-3n2l", "PL", "LLNNNLL"),
-        _fmt("pl-2-1n1l3n", "PL", "LLNLNNN"),
-        _fmt("pl-3-1l3n", "PL", "LLLLNNN"),
-        _fmt("pl-3-2n2l", "PL", "LLLNNLL"),
-        _fmt("pl-3-1n1l2n", "PL", "LLLNLNN"),
-        _fmt("pl-3-5n", "PL", "LLLNNNNN"),
+        # common series only (the rest validate through eu-generic). The district's first
+        # letter is its voivodeship's.
+        _fmt("pl-2-5n", "PL", f"{_PL}LNNNNN"),
+        _fmt("pl-2-4n1l", "PL", f"{_PL}LNNNNL"),
+        _fmt("pl-2-3n2l", "PL", f"{_PL}LNNNLL"),
+        _fmt("pl-2-1n1l3n", "PL", f"{_PL}LNLNNN"),
+        _fmt("pl-3-1l3n", "PL", f"{_PL}LLLNNN"),
+        _fmt("pl-3-2n2l", "PL", f"{_PL}LLNNLL"),
+        _fmt("pl-3-1n1l2n", "PL", f"{_PL}LLNLNN"),
+        _fmt("pl-3-5n", "PL", f"{_PL}LLNNNNN"),
     ),
     "cz": (  # 1A2 3456 and 1AB 2345: region digit, letter, letter or digit, four digits
         _fmt("cz", "CZ", "NLANNNN"),
@@ -386,22 +398,22 @@ class Correction:
         return bool(self.substitutions)
 
 
-def _fit(plate: str, confs: Sequence[float], mask: str
+def _fit(plate: str, confs: Sequence[float], mask: Mask
          ) -> tuple[str, float, tuple[tuple[int, str, str], ...], tuple[float, ...]] | None:
     chars: list[str] = []
     kept: list[float] = []
     subs: list[tuple[int, str, str]] = []
     cost = 0.0
-    for i, (ch, cls, conf) in enumerate(zip(plate, mask, confs, strict=True)):
-        if _fits(ch, cls):
+    for i, (ch, token, conf) in enumerate(zip(plate, mask, confs, strict=True)):
+        if _fits(ch, token):
             chars.append(ch)
             kept.append(conf)
             continue
-        if cls in _CLASS_TEST:
-            stand_in = _STAND_IN.get((ch, cls))
-        else:  # a listed character: only its own confusables stand in for it
-            fixed = cls.upper()
-            stand_in = (fixed, CONFUSABLES[(ch, fixed)]) if (ch, fixed) in CONFUSABLES else None
+        if token in _CLASS_TEST:
+            stand_in = _STAND_IN.get((ch, token))
+        else:  # a list: only the listed characters' own confusables stand in for them
+            stand_in = min(((c, CONFUSABLES[(ch, c)]) for c in token[1:-1]
+                            if (ch, c) in CONFUSABLES), key=lambda pair: pair[1], default=None)
         if stand_in is None:
             return None
         new, pair_cost = stand_in
