@@ -693,7 +693,9 @@ def _edge_candidates(
         if row is not None:
             if any(iou(row.box, c.box) > 0.3 for c in found):
                 continue  # the glyph row of a plate already found
-            # Its glyphs separate at the region's own scale: clean them like any row's.
+            # The region stays the crop (a part of a row reads more confidently than a whole
+            # plate); the row found at the region's own scale, as is and cleaned, is the
+            # second look.
             out.append(PlateCandidate(box=box, quad=quad, score=score, crop=crop,
                                       method="edges", glyphs=row.glyphs,
                                       variants=[*row.variants, row.crop]))
