@@ -56,7 +56,7 @@ def test_every_shipped_mask_is_trained_on() -> None:
     for group in plates.FORMAT_GROUPS.values():
         for fmt in group:
             if not fmt.generic:
-                # Fixed characters (de-eh's E or H) are trained as their class.
+                # Listed characters (de-eh's E or H) are trained as their class.
                 assert {plates.mask_classes(m) for m in fmt.masks} <= masks
 
 

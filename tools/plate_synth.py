@@ -104,8 +104,9 @@ def available_fonts() -> list[tuple[str, float]]:
 def shipped_masks() -> list[str]:
     """Every fixed mask of the shipped formats, and the extra series.
 
-    A character a format fixes (de-eh's E or H) is filled like any of its class: the network
-    learns glyphs, not where a country puts which letter.
+    A position a format limits to listed characters (de-eh's E or H, a Polish voivodeship
+    letter) is filled like any of its class: the network learns glyphs, not where a country
+    puts which letter.
     """
     masks: list[str] = list(EXTRA_MASKS)
     for group in plates.FORMAT_GROUPS.values():

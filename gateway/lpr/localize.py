@@ -21,8 +21,8 @@ for its glyph row at its own scale, as a second rendering of the candidate.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import cv2
@@ -171,10 +171,16 @@ def find_candidates(
             candidates.append(cand)
         if len(candidates) >= max_candidates:
             break
+    rows = list(candidates)
     if len(candidates) < max_candidates:
         candidates.extend(_edge_candidates(grey_full, work, scale, candidates))
     candidates.sort(key=lambda c: c.score, reverse=True)
-    return _suppress_overlaps(candidates, max_candidates)
+
+    def settle(cand: PlateCandidate) -> PlateCandidate | None:
+        # An edge region is searched for its glyph row only once it is sure to be kept.
+        return cand if cand.method != "edges" else _with_region_row(grey_full, cand, rows)
+
+    return _suppress_overlaps(candidates, max_candidates, settle)
 
 
 def _ranked_rows(rows: list[tuple[list[Glyph], bool]]) -> list[tuple[float, list[Glyph], bool]]:
@@ -689,19 +695,23 @@ def _edge_candidates(
         if any(iou(box, c.box) > 0.3 for c in found):
             continue
         score = 0.15 * area_ratio * math.exp(-abs(aspect - 4.0) / 3.0)
-        row = _row_in_region(grey, quad)
-        if row is not None:
-            if any(iou(row.box, c.box) > 0.3 for c in found):
-                continue  # the glyph row of a plate already found
-            # The region stays the crop (a part of a row reads more confidently than a whole
-            # plate); the row found at the region's own scale, as is and cleaned, is the
-            # second look.
-            out.append(PlateCandidate(box=box, quad=quad, score=score, crop=crop,
-                                      method="edges", glyphs=row.glyphs,
-                                      variants=[*row.variants, row.crop]))
-            continue
         out.append(PlateCandidate(box=box, quad=quad, score=score, crop=crop, method="edges"))
     return out
+
+
+def _with_region_row(
+    grey: Image, cand: PlateCandidate, rows: list[PlateCandidate]
+) -> PlateCandidate | None:
+    """An edge candidate with the glyph row inside its region as its second rendering; None
+    when that row is one of the glyph rows already found."""
+    row = _row_in_region(grey, cand.quad)
+    if row is None:
+        return cand
+    if any(iou(row.box, c.box) > 0.3 for c in rows):
+        return None
+    # The region stays the crop (a part of a row reads more confidently than a whole plate);
+    # the row found at the region's own scale, as is and cleaned, is the second look.
+    return replace(cand, glyphs=row.glyphs, variants=[*row.variants, row.crop])
 
 
 # A plate-shaped region is searched for its glyph row at this height (pixels), with this
@@ -774,13 +784,23 @@ def iou(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _suppress_overlaps(candidates: list[PlateCandidate], limit: int) -> list[PlateCandidate]:
-    """Keep the best of candidates that cover the same plate (they are sorted best first)."""
+def _suppress_overlaps(
+    candidates: list[PlateCandidate],
+    limit: int,
+    settle: Callable[[PlateCandidate], PlateCandidate | None] = lambda cand: cand,
+) -> list[PlateCandidate]:
+    """Keep the best of candidates that cover the same plate (they are sorted best first).
+
+    `settle` finishes a candidate about to be kept, or turns it down (None).
+    """
     kept: list[PlateCandidate] = []
     for cand in candidates:
         if any(iou(cand.box, k.box) > 0.5 for k in kept):
             continue
-        kept.append(cand)
+        settled = settle(cand)
+        if settled is None:
+            continue
+        kept.append(settled)
         if len(kept) >= limit:
             break
     return kept

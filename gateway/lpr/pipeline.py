@@ -187,8 +187,8 @@ class PlateReader:
         results = self._read_crops([(c, c.crop) for c in first])
         if _best_score(results) < opts.confident:
             more = [(c, v) for c in first for v in c.variants[: opts.variants]]
-            for c in found[opts.first_pass :]:
-                more += [(c, c.crop)] + [(c, v) for v in c.variants[: opts.variants]]
+            more += [(c, crop) for c in found[opts.first_pass :]
+                     for crop in (c.crop, *c.variants[: opts.variants])]
             results += self._read_crops(more)
         return _best_per_box(results)
 

@@ -146,14 +146,11 @@ def _fits(ch: str, token: str) -> bool:
 
 def mask_classes(mask: Mask) -> str:
     """A fixed-length mask with its lists as their classes: ``("L", "N", "[EH]")`` -> ``"LNL"``."""
-    out = []
-    for token in mask:
-        listed = token[1:-1]
-        if token in _CLASS_TEST:
-            out.append(token)
-        else:
-            out.append("N" if listed.isdigit() else "L" if listed.isalpha() else "A")
-    return "".join(out)
+    return "".join(token if token in _CLASS_TEST else _list_class(token[1:-1]) for token in mask)
+
+
+def _list_class(listed: str) -> str:
+    return "N" if listed.isdigit() else "L" if listed.isalpha() else "A"
 
 
 def _expand_mask(mask: str) -> tuple[Mask, ...]:
@@ -377,6 +374,18 @@ def _stand_ins() -> dict[tuple[str, str], tuple[str, float]]:
 
 _STAND_IN: Mapping[tuple[str, str], tuple[str, float]] = _stand_ins()
 
+
+@lru_cache(maxsize=4096)
+def _stand_in(ch: str, token: str) -> tuple[str, float] | None:
+    """The cheapest confusable of `ch` that fits a mask token, and its cost; None if none.
+
+    For a list only the listed characters' own confusables stand in for them.
+    """
+    if token in _CLASS_TEST:
+        return _STAND_IN.get((ch, token))
+    swaps = [(c, CONFUSABLES[(ch, c)]) for c in token[1:-1] if (ch, c) in CONFUSABLES]
+    return min(swaps, key=lambda pair: pair[1], default=None)
+
 MAX_CORRECTION_COST = 1.0
 """Default bound on a correction's summed cost: e.g. three 0/O swaps, or two 8/B."""
 
@@ -409,11 +418,7 @@ def _fit(plate: str, confs: Sequence[float], mask: Mask
             chars.append(ch)
             kept.append(conf)
             continue
-        if token in _CLASS_TEST:
-            stand_in = _STAND_IN.get((ch, token))
-        else:  # a list: only the listed characters' own confusables stand in for them
-            stand_in = min(((c, CONFUSABLES[(ch, c)]) for c in token[1:-1]
-                            if (ch, c) in CONFUSABLES), key=lambda pair: pair[1], default=None)
+        stand_in = _stand_in(ch, token)
         if stand_in is None:
             return None
         new, pair_cost = stand_in
