@@ -648,19 +648,30 @@ class LprConfig(_Section):
     """Licence-plate reading (`[lpr]`): the reader's worker process, formats, matching."""
 
     enabled: bool = True
-    # Region codes (eu, uk, us, br, in, or one of de fr it es nl pl) or "name=MASK" entries.
+    # Region codes (eu, uk, us, br, ar, in, or one of de fr it es nl pl cz sk) or "name=MASK"
+    # entries.
     formats: Annotated[tuple[str, ...], AfterValidator(_plate_formats)] = (
         "eu", "uk", "us", "br", "in")
     max_match_distance: float = Field(1.0, ge=0, le=3)  # weighted edits; a confusable < 1
     consensus_threshold: float = Field(0.6, ge=0, le=1)
+    # ...and no character of it below this: one doubtful glyph makes a doubtful plate.
+    min_char_confidence: float = Field(0.8, ge=0, le=1)
     queue_size: int = Field(8, ge=1, le=256)  # frames waiting for the reader; oldest dropped
     timeout_s: float = Field(2.0, gt=0, le=60)  # per passage
     capture_dir: Path | None = None  # keep crops of reads below the threshold here
     capture_max_mb: int = Field(100, ge=1)
-    # The recognizer's weights: "plate" (fine-tuned on plates, shipped), "english_g2"
-    # (EasyOCR's own), the path of a state dict made by tools/train_recognizer.py, or several
-    # joined with "+": an ensemble, where a crop the first is unsure of is read by the next.
-    # The default reads more plates; "plate" alone is faster on a slow CPU.
+    # Where plate candidates come from: "detector" (a learned text detector, shipped),
+    # "glyphs" (hand-made glyph-row rules, tuned on openalpr-dev), or "detector+glyphs".
+    localizer: Literal["detector", "glyphs", "detector+glyphs"] = "detector"
+    # The recognition engine: "onnx" (ONNX Runtime; the `lpr` extra) or "easyocr" (torch;
+    # the `train` extra).
+    engine: Literal["onnx", "easyocr"] = "onnx"
+    # The onnx engine's networks: "ppocr" (PP-OCRv4's recognizer), "plate" (EasyOCR's
+    # english_g2 fine-tuned on plates), or an .onnx made by tools/export_onnx.py; several
+    # joined with "+" are an ensemble, where a crop the first is unsure of is read by the next.
+    recognizer_networks: NonEmpty = "ppocr"
+    # The easyocr engine's weights: "plate", "english_g2", the path of a state dict made by
+    # tools/train_recognizer.py, or several joined with "+" (an ensemble, as above).
     recognizer_weights: NonEmpty = "plate+english_g2"
 
 

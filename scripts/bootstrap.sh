@@ -4,7 +4,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${PARKING_GATEWAY_VENV:-$ROOT/.venv}"
-EXTRAS="${PARKING_GATEWAY_EXTRAS:-dev,sim,lpr}"
+EXTRAS="${PARKING_GATEWAY_EXTRAS:-dev,sim,lpr,train}"
 
 find_python() {
     for py in python3.13 python3.12 python3.11 python3; do

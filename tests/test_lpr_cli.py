@@ -86,9 +86,19 @@ def test_read_with_weights_that_are_not_there(tmp_path: Path) -> None:
     pytest.importorskip("easyocr_en_models")
     image = write_png(tmp_path / "car.png", fake_image("XYZ9876"))
     missing = tmp_path / "nope.pt"
-    code, _, err = invoke("lpr", "read", str(image), "--weights", str(missing))
+    code, _, err = invoke("lpr", "read", str(image), "--engine", "easyocr", "--weights",
+                          str(missing))
     assert code == 1
     assert f"no file at {missing}" in err
+
+
+def test_read_with_networks_that_are_not_there(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    image = write_png(tmp_path / "car.png", fake_image("XYZ9876"))
+    missing = tmp_path / "nope.onnx"
+    code, _, err = invoke("lpr", "read", str(image), "--networks", f"ppocr+{missing}")
+    assert code == 1
+    assert f"no {missing}" in err
 
 
 def _labelled(folder: Path, plates: dict[str, tuple[str, tuple[int, int, int, int]]]) -> None:
@@ -123,6 +133,56 @@ def test_eval_one_folder_and_folders_of_sets(tmp_path: Path) -> None:
     both = json.loads(out)
     assert sorted(both) == ["br", "eu"]
     assert both["eu"]["exact"] == 1
+
+
+def test_eval_reports_what_the_lane_would_take_and_leaves_the_misses(tmp_path: Path) -> None:
+    folder = tmp_path / "set"
+    folder.mkdir()
+    right = (5, 6, 60, 20)
+    for label, read_as, conf in [("ABC1234", "ABC1234", 0.9),  # right, taken
+                                 ("DEF5678", "DEF5G78", 0.9),  # wrong, taken
+                                 ("GHM9012", "GHH9012", 0.4)]:  # wrong, not taken
+        write_png(folder / f"{label}.png", fake_image(read_as, [conf] * 7))
+        (folder / f"{label}.txt").write_text(f"{label}.png\t5\t6\t60\t20\t{label}\n")
+    misses = tmp_path / "misses"
+
+    code, out, _ = invoke("lpr", "eval", str(folder), "--factory", FAKE, "--json",
+                          "--misses", str(misses))
+    assert code == 0
+    figures = json.loads(out)
+    assert figures["exact"] == 1
+    assert figures["accepted"] == pytest.approx(2 / 3, abs=1e-3)
+    assert figures["accepted_right"] == pytest.approx(1 / 3, abs=1e-3)
+    assert figures["confident_wrong"] == pytest.approx(1 / 3, abs=1e-3)
+    assert figures["confident_wrong_count"] == 1
+    assert figures["threshold"] == 0.6
+    assert sorted(map(tuple, (e.values() for e in figures["per_char_errors"]))) == [
+        ("6", "G", 1), ("M", "H", 1)]
+    assert sorted(p.name for p in misses.iterdir()) == [
+        "DEF5678.json", "DEF5678.png", "GHM9012.json", "GHM9012.png"]
+    miss = json.loads((misses / "DEF5678.json").read_text())
+    assert (miss["label"], miss["read"], miss["accepted"]) == ("DEF5678", "DEF5G78", "DEF5G78")
+    assert miss["box"] == list(right)
+    assert miss["char_confidences"] == [0.9] * 7
+    assert (misses / "DEF5678.png").read_bytes().startswith(b"\x89PNG")
+
+    code, out, _ = invoke("lpr", "eval", str(folder), "--factory", FAKE, "--threshold", "0.3")
+    assert code == 0
+    assert "confident_wrong_count" in out
+    assert "6>G 1, M>H 1" in out  # per_char_errors, as the table shows them
+
+
+def test_eval_of_several_sets_leaves_each_sets_misses_apart(tmp_path: Path) -> None:
+    right = (5, 6, 60, 20)
+    _labelled(tmp_path / "sets" / "br", {"DEF5678": ("DEF5G78", right)})
+    _labelled(tmp_path / "sets" / "eu", {"RK755AJ": ("RK755AJ", right)})
+    misses = tmp_path / "misses"
+    code, out, _ = invoke("lpr", "eval", str(tmp_path / "sets"), "--factory", FAKE, "--json",
+                          "--misses", str(misses))
+    assert code == 0
+    assert json.loads(out)["br"]["confident_wrong_count"] == 1
+    assert sorted(str(p.relative_to(misses)) for p in misses.rglob("*")) == [
+        "br", "br/DEF5678.json", "br/DEF5678.png"]
 
 
 def test_eval_of_a_folder_without_labels(tmp_path: Path) -> None:

@@ -133,3 +133,14 @@ def test_random_noise_converges() -> None:
         best_single += max(noisy, key=lambda r: r.confidence).text == plate
     assert best_single < 55
     assert voted >= 90, (voted, best_single)
+
+
+def test_one_doubtful_character_keeps_a_sure_looking_plate_out() -> None:
+    """A mean of 0.93 hides a glyph read at 0.55: the lane asks a person instead."""
+    doubtful = PlateRead("ABC1234", 0.93, (1.0, 1.0, 1.0, 0.55, 1.0, 1.0, 1.0), (0, 0, 10, 5),
+                         frame=0)
+    assert vote([doubtful], threshold=0.6).plate == "ABC1234"
+    floored = vote([doubtful], threshold=0.6, char_threshold=0.8)
+    assert floored.plate is None
+    assert (floored.guess, floored.reason) == ("ABC1234", "low_confidence")
+    assert vote([doubtful], threshold=0.6, char_threshold=0.5).plate == "ABC1234"

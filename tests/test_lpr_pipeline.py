@@ -265,7 +265,8 @@ def test_the_second_look_reads_the_other_renderings_of_every_candidate(
             return out
 
     image = np.full((240, 320, 3), 128, dtype=np.uint8)
-    reading = PlateReader(ReaderOptions(formats=("eu",)), recognizer=ByShade([])).read(image)
+    options = ReaderOptions(formats=("eu",), localizer="glyphs")
+    reading = PlateReader(options, recognizer=ByShade([])).read(image)
     assert reading.text == "RK101AO"
     assert reading.candidates[0].box == (200, 200, 90, 30)
 
@@ -319,6 +320,13 @@ def test_evaluate_gives_the_issues_figures(tmp_path: Path) -> None:
         "p50_ms",
         "p95_ms",
         "worker_peak_rss_mb",
+        "accepted",
+        "accepted_right",
+        "confident_wrong",
+        "confident_wrong_count",
+        "per_char_errors",
+        "threshold",
+        "char_threshold",
     ]
     assert (figures["images"], figures["exact"]) == (3, 1)
     assert figures["accuracy"] == pytest.approx(1 / 3, abs=1e-4)

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.config import LprConfig
 from gateway.lpr.plates import (
     CONFUSABLES,
     DEFAULT_FORMATS,
@@ -60,6 +61,10 @@ EXAMPLES = {
     "uk-suffix": ("ABC123D", "ABC123"),
     "br-old": ("AYO9034", "AYO9O34"),
     "br-mercosul": ("ABC1D23", "ABC1234"),
+    "ar-old": ("ABC123", "AB1234"),
+    "ar-mercosur": ("AD054JI", "ADO54JI"),
+    "ar-moto-old": ("382EMY", "38EMY2"),
+    "ar-moto-mercosur": ("A120EVP", "AB120EV"),
     "in": ("MH12DE1433", "M12DE1433"),
     "in-bh": ("22BH1234AB", "2BH1234AB"),
 }
@@ -178,6 +183,36 @@ def test_correction_towards_a_format(read: str, expected: str, fmt: str) -> None
     assert correction.format == fmt
     assert correction.changed == (normalize(read) != expected)
     assert correction.confidence <= 0.9
+
+
+AR = formats_for(["ar"])
+
+
+@pytest.mark.parametrize(("read", "expected", "fmt"), [
+    ("AD054J1", "AD054JI", "ar-mercosur"),  # 1 -> I where Mercosur wants its last letters
+    ("ADO54JI", "AD054JI", "ar-mercosur"),  # O -> 0 where it wants digits
+    ("A8C123", "ABC123", "ar-old"),  # 8 -> B in the old series' letters
+    ("ABC12S", "ABC125", "ar-old"),
+    ("382EMY", "382EMY", "ar-moto-old"),
+    ("A12OEVP", "A120EVP", "ar-moto-mercosur"),
+])
+def test_argentine_reads_are_corrected_towards_argentine_formats(
+        read: str, expected: str, fmt: str) -> None:
+    correction = best_format_reading([(read, [0.9] * len(read))], AR)
+    assert correction is not None
+    assert correction.text == expected
+    assert correction.format == fmt
+
+
+def test_argentina_is_a_region_of_its_own() -> None:
+    assert [f.name for f in AR] == ["ar-old", "ar-mercosur", "ar-moto-old", "ar-moto-mercosur"]
+    assert {f.country for f in AR} == {"AR"}
+    assert is_valid("ABC123", AR)
+    assert is_valid("AD054JI", AR)
+    assert not is_valid("ABC1234", AR)  # Brazil's old series, not Argentina's
+    # Italy, France and Slovakia share the Mercosur mask; each region lists its own.
+    assert matching_formats("AD054JI", formats_for(["ar", "it"])) == ["ar-mercosur", "it"]
+    assert LprConfig(formats=("ar", "br")).formats == ("ar", "br")
 
 
 def test_a_read_that_fits_costs_nothing() -> None:

@@ -26,7 +26,7 @@ from gateway.drivers import Frame
 from gateway.lpr.capture import CaptureStore
 from gateway.lpr.pipeline import ReaderOptions
 from gateway.lpr.plates import formats_for
-from gateway.lpr.recognize import DEFAULT_WEIGHTS
+from gateway.lpr.recognize import DEFAULT_NETWORKS, DEFAULT_WEIGHTS
 from gateway.lpr.worker import (
     LazyOptions,
     PlateResult,
@@ -261,19 +261,26 @@ async def test_frames_read_before_are_not_read_again(worker: PlateWorker) -> Non
 
 
 async def test_settings_choose_the_default_readers_formats_and_weights() -> None:
-    config = LprConfig(formats=("br", "eu"), recognizer_weights="english_g2")
+    config = LprConfig(formats=("br", "eu"), recognizer_weights="english_g2", engine="easyocr",
+                       localizer="detector+glyphs", recognizer_networks="plate")
     w = PlateWorker.from_settings(config, clock=FakeClock())
     options = w._options  # what the child builds the reader with
     assert isinstance(options, LazyOptions)
     assert options.spec == "gateway.lpr.pipeline:ReaderOptions"
-    assert dict(options.kwargs) == {"formats": ("br", "eu"), "weights": "english_g2"}
-    # The config's default is the reader's own (the config module stays free of the reader).
-    assert LprConfig().recognizer_weights == DEFAULT_WEIGHTS == ReaderOptions().weights
+    assert dict(options.kwargs) == {"formats": ("br", "eu"), "weights": "english_g2",
+                                    "engine": "easyocr", "localizer": "detector+glyphs",
+                                    "networks": "plate"}
+    # The config's defaults are the reader's own (the config module stays free of the reader).
+    default, reader = LprConfig(), ReaderOptions()
+    assert default.recognizer_weights == DEFAULT_WEIGHTS == reader.weights
+    assert default.recognizer_networks == DEFAULT_NETWORKS == reader.networks
+    assert (default.engine, default.localizer) == (reader.engine, reader.localizer)
 
 
 async def test_built_from_settings(tmp_path) -> None:
     config = LprConfig(formats=("br",), consensus_threshold=0.5, queue_size=2, timeout_s=3,
-                       capture_dir=tmp_path / "captures", capture_max_mb=1)
+                       capture_dir=tmp_path / "captures", capture_max_mb=1,
+                       min_char_confidence=0.0)
     w = PlateWorker.from_settings(config, clock=FakeClock(), factory=FAKE,
                                   options=LazyOptions("builtins:dict", {"warm_up_s": 0.01}))
     await w.start()
@@ -339,3 +346,46 @@ async def test_capture_refuses_what_cannot_fit_and_survives_a_bad_disk(tmp_path)
     blocked = CaptureStore(tmp_path / "file" / "c", max_mb=1, clock=FakeClock())
     assert blocked.save(_doubtful("AB1", b"png")) is None
     assert blocked.failed == 1
+
+
+# --- on a simulated lot's clock ---------------------------------------------------------------
+
+
+# A sync test, to run its own loop; the module's asyncio mark reaches it all the same.
+@pytest.mark.filterwarnings("ignore:The test <Function test_on_a_lot_clock:pytest.PytestWarning")
+def test_on_a_lot_clock_the_childs_limits_are_real_seconds() -> None:
+    # The demo runs the daemon on a loop whose clock is the lot's, 60 lot seconds a real one.
+    # The child spawns, warms up and reads in real time, so a 10 s start limit, a 2 s deadline
+    # and the 10 s hang limit must not shrink to 0.17, 0.03 and 0.17 real seconds, nor the
+    # restart backoff to 8 ms.
+    from parking_sim.vtime import TimeWarpLoop
+
+    def lot_loop() -> asyncio.AbstractEventLoop:
+        loop = TimeWarpLoop(None, io_grace_s=0.0)  # as the demo makes it
+        loop.set_pace(60)
+        return loop
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        lot_began = loop.time()
+        w = PlateWorker(FAKE, {"warm_up_s": 0.3}, timeout_s=2.0, start_timeout_s=10.0,
+                        backoff_s=(0.5, 1.0))
+        await w.start()
+        try:
+            slow = await w.read_frames(frames("SLEEP300"), deadline_s=2.0)
+            assert (slow.plate, slow.reason) == ("SLEPT", None)
+            assert 300 <= slow.timings_ms["roundtrip"] < 3000  # real milliseconds
+            assert (w.stats().hangs, w.stats().timeouts) == (0, 0)
+            assert (await w.read_frames(frames("CRASH"))).reason == "worker_crashed"
+            crashed = time.monotonic()
+            while not w.stats().restarts and time.monotonic() - crashed < 10:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            assert time.monotonic() - crashed >= 0.45  # the 0.5 s backoff, in real time
+            assert (await w.read_frames(frames("ABC1234"))).plate == "ABC1234"
+        finally:
+            await w.close()
+        return loop.time() - lot_began
+
+    with asyncio.Runner(loop_factory=lot_loop) as runner:
+        lot_s = runner.run(main())
+    assert lot_s > 60  # the lot's clock did run ahead of real time

@@ -28,9 +28,9 @@ from gateway.cli import (
     _print_sections,
     _terminal,
 )
-from gateway.lpr.consensus import DEFAULT_THRESHOLD, vote
+from gateway.lpr.consensus import DEFAULT_CHAR_THRESHOLD, DEFAULT_THRESHOLD, vote
 from gateway.lpr.plates import formats_for
-from gateway.lpr.recognize import DEFAULT_WEIGHTS
+from gateway.lpr.recognize import DEFAULT_NETWORKS, DEFAULT_WEIGHTS
 from gateway.lpr.worker import (
     DEFAULT_FACTORY,
     DEFAULT_OPTIONS,
@@ -56,11 +56,32 @@ factory_option: Callable[[FC], FC] = click.option(
     "--factory", default=DEFAULT_FACTORY, show_default=True, metavar="MODULE:CALLABLE",
     help="The reader the worker builds: another engine, or a test double.",
 )
-weights_option: Callable[[FC], FC] = click.option(
-    "--weights", default=DEFAULT_WEIGHTS, show_default=True,
-    metavar="plate|english_g2|PATH[+...]",
-    help="The recognizer's weights, as lpr.recognizer_weights takes them; several joined"
-    " with + make an ensemble.",
+
+
+def reader_options(command: FC) -> FC:
+    """--localizer, --engine, --networks and --weights: the reader as `[lpr]` configures it."""
+    for option in reversed([
+        click.option("--localizer", type=click.Choice(["detector", "glyphs", "detector+glyphs"]),
+                     default="detector", show_default=True,
+                     help="Where plate candidates come from, as lpr.localizer."),
+        click.option("--engine", type=click.Choice(["onnx", "easyocr"]), default="onnx",
+                     show_default=True, help="The recognition engine, as lpr.engine."),
+        click.option("--networks", default=DEFAULT_NETWORKS, show_default=True,
+                     metavar="ppocr|plate|PATH[+...]",
+                     help="The onnx engine's networks, as lpr.recognizer_networks; several"
+                     " joined with + make an ensemble."),
+        click.option("--weights", default=DEFAULT_WEIGHTS, show_default=True,
+                     metavar="plate|english_g2|PATH[+...]",
+                     help="The easyocr engine's weights, as lpr.recognizer_weights."),
+    ]):
+        command = option(command)
+    return command
+
+
+char_threshold_option: Callable[[FC], FC] = click.option(
+    "--char-threshold", type=click.FloatRange(0.0, 1.0), default=DEFAULT_CHAR_THRESHOLD,
+    show_default=True, help="Confidence each character of a plate needs for it to be taken,"
+    " as lpr.min_char_confidence.",
 )
 timeout_option: Callable[[FC], FC] = click.option(
     "--timeout", "timeout_s", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
@@ -84,13 +105,15 @@ lpr: click.Group = click.group("lpr")(_lpr)
 @click.argument("images", nargs=-1, required=True,
                 type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @factory_option
-@weights_option
+@reader_options
 @timeout_option
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=DEFAULT_THRESHOLD,
               show_default=True, help="Confidence a plate needs to be taken.")
+@char_threshold_option
 @json_option
-def lpr_read(images: tuple[Path, ...], factory: str, weights: str, timeout_s: float,
-             threshold: float, as_json: bool) -> None:
+def lpr_read(images: tuple[Path, ...], factory: str, localizer: str, engine: str,
+             networks: str, weights: str, timeout_s: float,
+             threshold: float, char_threshold: float, as_json: bool) -> None:
     """Read the plate in each IMAGE (JPEG or PNG, one vehicle each).
 
     --json prints a list with, per image, the plate (null below the threshold), the guess,
@@ -107,7 +130,7 @@ def lpr_read(images: tuple[Path, ...], factory: str, weights: str, timeout_s: fl
             decoded.append((path, f"cannot read the file: {e.strerror or e}"))
     good = [image for _, image in decoded if not isinstance(image, str)]
     readings = _run_worker(factory, timeout_s, lambda worker: _read_all(worker, good, timeout_s),
-                           weights=weights) if good else []
+                           reader=_reader(localizer, engine, networks, weights)) if good else []
     rows: list[dict[str, Any]] = []
     it = iter(readings)
     for path, image in decoded:
@@ -115,7 +138,7 @@ def lpr_read(images: tuple[Path, ...], factory: str, weights: str, timeout_s: fl
             click.echo(f"{path}: {image}", err=True)
             rows.append({"image": str(path), "error": image})
         else:
-            rows.append({"image": str(path), **_describe(next(it), threshold)})
+            rows.append({"image": str(path), **_describe(next(it), threshold, char_threshold)})
     if as_json:
         _print_json(rows)
     else:
@@ -136,10 +159,11 @@ async def _read_all(worker: PlateWorker, images: Sequence[npt.NDArray[np.uint8]]
     return out
 
 
-def _describe(reading: ImageReading | str, threshold: float) -> dict[str, Any]:
+def _describe(reading: ImageReading | str, threshold: float,
+              char_threshold: float) -> dict[str, Any]:
     if isinstance(reading, str):
         return {"error": reading}
-    result = vote(reading.candidates, threshold=threshold)
+    result = vote(reading.candidates, threshold=threshold, char_threshold=char_threshold)
     return {
         "plate": result.plate,
         "guess": result.guess,
@@ -173,23 +197,42 @@ def _read_section(rows: Sequence[dict[str, Any]]) -> Section:
 @lpr.command("eval", epilog=EXIT_CODES)
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False, exists=True))
 @factory_option
-@weights_option
+@reader_options
 @timeout_option
 @click.option("--limit", type=click.IntRange(min=1), help="Only the first N photos of a folder.")
 @click.option("--formats", "formats_text", default="",
               help="The lot's plate formats, in order, as lpr.formats takes them, comma "
                    "separated (e.g. 'br' or 'eu,uk'); default: every shipped format.")
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=DEFAULT_THRESHOLD,
+              show_default=True, help="Confidence a plate needs to be taken, as the lane's.")
+@char_threshold_option
+@click.option("--misses", "misses_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Write each miss here: NAME.json (label, read, plate taken, confidences,"
+                   " box) and NAME.png (the best candidate's crop).")
 @json_option
-def lpr_eval(directory: Path, factory: str, weights: str, timeout_s: float, limit: int | None,
-             formats_text: str, as_json: bool) -> None:
+def lpr_eval(directory: Path, factory: str, localizer: str, engine: str, networks: str,
+             weights: str, timeout_s: float, limit: int | None,
+             formats_text: str, threshold: float, char_threshold: float,
+             misses_dir: Path | None, as_json: bool) -> None:
     """Measure the reader on DIRECTORY in the openalpr layout (NAME.jpg + NAME.txt).
 
     A DIRECTORY with labels of its own is one set, and --json prints its figures:
     {"images", "exact", "accuracy", "within_one_confusable", "localized", "p50_ms", "p95_ms",
-    "worker_peak_rss_mb"}. A DIRECTORY without labels but with labelled sub-folders (eu/,
-    br/) is several sets: each is measured on its own, and --json prints {"eu": {...},
-    "br": {...}}. The reader runs warm in its worker process; latency is per photo, from the
-    file's bytes to the final read, the worker's round trip included.
+    "worker_peak_rss_mb", "accepted", "accepted_right", "confident_wrong",
+    "confident_wrong_count", "per_char_errors", "threshold", "char_threshold"}. accuracy and
+    the like score the reader's best read; accepted is the share of photos where the lane's
+    vote (at --threshold and --char-threshold, with --formats) takes a plate, accepted_right
+    where that plate is right, confident_wrong (a share; confident_wrong_count, a number)
+    where it is wrong: a wrong plate taken without asking anybody. per_char_errors lists the
+    most frequent character errors of the wrong reads: [{"truth": "M", "read": "H",
+    "count": 4}, ...], "read": "" for a dropped character, "truth": "" for an added one.
+
+    A DIRECTORY without labels but with labelled sub-folders (eu/, br/) is several sets: each
+    is measured on its own, and --json prints {"eu": {...}, "br": {...}}. The reader runs
+    warm in its worker process; latency is per photo, from the file's bytes to the final
+    read, the worker's round trip included. --misses DIR writes, for each photo whose best
+    read is wrong, NAME.json and NAME.png (the crop, when there is one) into DIR (DIR/eu/,
+    DIR/br/ for several sets).
     """
     from gateway.lpr import evaluate as evaluation
 
@@ -197,6 +240,9 @@ def lpr_eval(directory: Path, factory: str, weights: str, timeout_s: float, limi
     if not sets:
         raise InvalidInput(f"{directory} holds no labelled photos (NAME.jpg + NAME.txt), nor"
                            " sub-folders that do")
+    entries = _formats(formats_text)
+    # The lane votes with the formats it reads towards, so the eval's vote does too.
+    vote_formats = formats_for(entries) if entries else ()
 
     async def run(worker: PlateWorker) -> dict[str, dict[str, Any]]:
         loop = asyncio.get_running_loop()
@@ -206,8 +252,11 @@ def lpr_eval(directory: Path, factory: str, weights: str, timeout_s: float, limi
             reader = _WorkerReader(worker, loop, timeout_s)
             progress = _progress(name, total)
             # evaluate() is synchronous; it runs in a thread while the loop serves the worker.
+            misses = misses_dir / name if misses_dir is not None and name else misses_dir
             found = await asyncio.to_thread(evaluation.evaluate, folder, reader,
-                                            progress=progress, limit=limit)
+                                            progress=progress, limit=limit,
+                                            threshold=threshold, formats=vote_formats,
+                                            misses=misses, char_threshold=char_threshold)
             if total >= PROGRESS_EVERY or _terminal(sys.stderr):
                 click.echo(err=True)
             found["worker_peak_rss_mb"] = worker.stats().peak_rss_mb
@@ -215,7 +264,8 @@ def lpr_eval(directory: Path, factory: str, weights: str, timeout_s: float, limi
         return figures
 
     try:
-        figures = _run_worker(factory, timeout_s, run, _formats(formats_text), weights=weights)
+        figures = _run_worker(factory, timeout_s, run, entries,
+                              reader=_reader(localizer, engine, networks, weights))
     except evaluation.LabelError as e:
         raise InvalidInput(str(e)) from None
     result: dict[str, Any] = figures[""] if list(figures) == [""] else figures
@@ -224,9 +274,17 @@ def lpr_eval(directory: Path, factory: str, weights: str, timeout_s: float, limi
         return
     _print_sections([
         Section(f"lpr eval {directory / name if name else directory}",
-                [(key, str(value)) for key, value in found.items()], right_last=True)
+                [(key, _figure_text(value)) for key, value in found.items()], right_last=True)
         for name, found in figures.items()
     ])
+
+
+def _figure_text(value: Any) -> str:
+    """A figure for the table; per_char_errors as "M>H 4, 1>- 2" ("-" for no character)."""
+    if isinstance(value, list):
+        return ", ".join(f"{e['truth'] or '-'}>{e['read'] or '-'} {e['count']}"
+                         for e in value) or "-"
+    return str(value)
 
 
 def _formats(text: str) -> tuple[str, ...]:
@@ -287,20 +345,25 @@ class _WorkerReader:
 # --- the worker ----------------------------------------------------------------------------
 
 
+def _reader(localizer: str, engine: str, networks: str, weights: str) -> dict[str, str]:
+    """ReaderOptions fields from the reader options of a command."""
+    return {"localizer": localizer, "engine": engine, "networks": networks, "weights": weights}
+
+
 def _run_worker(factory: str, timeout_s: float, use: Callable[[PlateWorker], Any],
-                formats: tuple[str, ...] = (), *, weights: str = DEFAULT_WEIGHTS) -> Any:
+                formats: tuple[str, ...] = (), *, reader: dict[str, str] | None = None) -> Any:
     """Start a worker, warm it up, hand it to `use`, and always stop it.
 
     `formats` (region codes or NAME=MASK entries, as `lpr.formats` takes) are the plate
-    formats reads are corrected towards, in order; empty: every shipped format. `weights`
-    are the recognizer's, as `lpr.recognizer_weights` takes them.
+    formats reads are corrected towards, in order; empty: every shipped format. `reader`
+    holds the default reader's localizer, engine, networks and weights (see `_reader`).
     """
 
     root = click.get_current_context().find_root()
     log_level = str(root.params.get("log_level", "warning"))
     options = None
     if factory == DEFAULT_FACTORY:
-        chosen_options: dict[str, Any] = {"weights": weights}
+        chosen_options: dict[str, Any] = dict(reader or {})
         if formats:
             chosen_options["formats"] = formats
         options = LazyOptions(DEFAULT_OPTIONS, chosen_options)

@@ -607,10 +607,10 @@ def _plate_box(
     x1 = right + 0.45 * h
     y0 = min(ys) - 0.8 * h
     y1 = max(ys) + 0.8 * h
-    return _clip_box(x0, y0, x1, y1, shape)
+    return clip_box(x0, y0, x1, y1, shape)
 
 
-def _clip_box(x0: float, y0: float, x1: float, y1: float, shape: Sequence[int]) -> Box:
+def clip_box(x0: float, y0: float, x1: float, y1: float, shape: Sequence[int]) -> Box:
     height, width = int(shape[0]), int(shape[1])
     xa, ya = max(0, round(x0)), max(0, round(y0))
     xb, yb = min(width, round(x1)), min(height, round(y1))
@@ -691,7 +691,7 @@ def _edge_candidates(
         if crop is None:
             continue
         x, y, w, h = cv2.boundingRect(quad.astype(np.int32))
-        box = _clip_box(x, y, x + w, y + h, grey.shape)
+        box = clip_box(x, y, x + w, y + h, grey.shape)
         if any(iou(box, c.box) > 0.3 for c in found):
             continue
         score = 0.15 * area_ratio * math.exp(-abs(aspect - 4.0) / 3.0)
@@ -753,7 +753,7 @@ def _row_in_region(grey: Image, quad: npt.NDArray[np.float32]) -> PlateCandidate
     bx0, by0 = box_f.min(axis=0)
     bx1, by1 = box_f.max(axis=0)
     return PlateCandidate(
-        box=_clip_box(bx0, by0, bx1, by1, grey.shape), quad=quad_f.astype(np.float32),
+        box=clip_box(bx0, by0, bx1, by1, grey.shape), quad=quad_f.astype(np.float32),
         score=score, crop=found.crop, method="edges", glyphs=found.glyphs,
         variants=found.variants,
     )

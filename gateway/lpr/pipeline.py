@@ -21,14 +21,18 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from gateway.lpr import localize, plates
+from gateway.lpr import detect, localize, plates
 from gateway.lpr.localize import Box, ImageError, PlateCandidate
+from gateway.lpr.plates import Alternatives
 from gateway.lpr.recognize import (
     DEFAULT_ENSEMBLE_ABOVE,
     DEFAULT_ENSEMBLE_BELOW,
+    DEFAULT_NETWORKS,
     DEFAULT_WEIGHTS,
     EasyOcrOptions,
     EasyOcrRecognizer,
+    OnnxOptions,
+    OnnxRecognizer,
     Recognizer,
     TextRead,
 )
@@ -47,6 +51,14 @@ DROPPED_MERIT = 0.5
 class ReaderOptions:
     """Tuning of one plate reader; the defaults are what the dev-set figures were taken with."""
 
+    # Where candidates come from: "detector" (the learned text detector), "glyphs" (the
+    # glyph-row and edge rules of localize.py), or both joined with "+".
+    localizer: str = "detector"
+    # The detector looks at the frame scaled to this longer side first, and, when no read
+    # is confident, once more at `detector_side_fine` (0: never), for text too small for
+    # the first look (a distant plate, a small frame).
+    detector_side: int = detect.DEFAULT_MAX_SIDE
+    detector_side_fine: int = detect.FINE_MAX_SIDE
     max_side: int = 1024
     max_candidates: int = 6
     first_pass: int = 1
@@ -67,8 +79,13 @@ class ReaderOptions:
     threads: int = 1
     quantize: bool = False
     model_dir: str | None = None
-    # As lpr.recognizer_weights: "plate", "english_g2", a state dict path, or several joined
-    # with "+" (an ensemble; see recognize.DEFAULT_WEIGHTS).
+    # "onnx" (ONNX Runtime, no torch) or "easyocr" (torch; the `train` extra).
+    engine: str = "onnx"
+    # The ONNX engine's networks: "ppocr", "plate" or an exported .onnx path,
+    # several joined with "+" (an ensemble; see recognize.OnnxRecognizer).
+    networks: str = DEFAULT_NETWORKS
+    # The EasyOCR engine's weights, as lpr.recognizer_weights: "plate", "english_g2", a state
+    # dict path, or several joined with "+" (an ensemble; see recognize.DEFAULT_WEIGHTS).
     weights: str = DEFAULT_WEIGHTS
     ensemble_above: float = DEFAULT_ENSEMBLE_ABOVE
     ensemble_below: float = DEFAULT_ENSEMBLE_BELOW
@@ -118,17 +135,23 @@ class PlateReader:
             self._format_groups = [plates.formats_for([entry]) for entry in opts.formats]
         else:
             self._format_groups = [self._formats]
-        engine = EasyOcrOptions(
-            model_dir=opts.model_dir, threads=opts.threads, quantize=opts.quantize,
-            weights=opts.weights, ensemble_above=opts.ensemble_above,
-            ensemble_below=opts.ensemble_below,
-        )
-        self._recognizer: Recognizer = recognizer or EasyOcrRecognizer(engine)
+        self._recognizer: Recognizer = recognizer or _recognizer(opts)
+        sources = [name.strip() for name in opts.localizer.split("+")]
+        unknown = set(sources) - {"detector", "glyphs"}
+        if unknown or not sources:
+            raise ValueError(f"localizer {opts.localizer!r}: expected detector, glyphs or both")
+        self._glyphs = "glyphs" in sources
+        self._detector = (detect.TextDetector(opts.detector_side, opts.threads)
+                          if "detector" in sources else None)
+        self._fine = (self._detector if opts.detector_side_fine > opts.detector_side
+                      else None)
 
     def warm_up(self) -> None:
         """Load the model and run one frame through everything."""
         cv2.setNumThreads(self.options.threads)
         self._recognizer.warm_up()
+        if self._detector is not None:
+            self._detector.warm_up()
         frame = np.full((240, 320, 3), 128, dtype=np.uint8)
         self.read(frame)
 
@@ -156,24 +179,45 @@ class PlateReader:
         start = time.perf_counter()
         reading = FrameReading()
         try:
-            found = localize.find_candidates(
-                image, max_candidates=self.options.max_candidates, max_side=self.options.max_side
-            )
+            found = self._localize(image)
         except ImageError as exc:
             log.warning("lpr.read.bad_image", error=str(exc))
             reading.error = str(exc)
             reading.timings_ms = {"localize": _ms(start), "recognize": 0.0, "total": _ms(start)}
             return reading
         localized = time.perf_counter()
-        reading.searched_boxes = [c.box for c in found]
         reading.candidates = self._recognize(found)
         done = time.perf_counter()
         reading.timings_ms = {
             "localize": (localized - start) * 1000.0,
             "recognize": (done - localized) * 1000.0,
-            "total": (done - start) * 1000.0,
         }
+        if self._fine is not None and _best_score(reading.candidates) < self.options.confident:
+            # Unsure: small text may have slipped through the first, coarser look.
+            fine = detected_candidates(self._fine, image, self.options.max_candidates,
+                                       self.options.detector_side_fine)
+            more = [c for c in fine if not any(localize.iou(c.box, k.box) > 0.7 for k in found)]
+            looked = time.perf_counter()
+            reading.candidates = _best_per_box([*reading.candidates, *self._recognize(more)])
+            found += more
+            reading.timings_ms["localize_fine"] = (looked - done) * 1000.0
+            reading.timings_ms["recognize"] += _ms(looked)
+        reading.searched_boxes = [c.box for c in found]
+        reading.timings_ms["total"] = _ms(start)
         return reading
+
+    def _localize(self, image: npt.NDArray[np.generic]) -> list[PlateCandidate]:
+        """Plate candidates of one frame, best first, from the configured sources."""
+        opts = self.options
+        found: list[PlateCandidate] = []
+        if self._detector is not None:
+            found += detected_candidates(self._detector, image, opts.max_candidates)
+        if self._glyphs:
+            found += localize.find_candidates(image, max_candidates=opts.max_candidates,
+                                              max_side=opts.max_side)
+        if self._detector is not None and self._glyphs:
+            found.sort(key=lambda c: c.score, reverse=True)
+        return found
 
     def _recognize(self, found: Sequence[PlateCandidate]) -> list[Candidate]:
         """Recognize the best candidates' cleaned crops; look further only while unsure.
@@ -202,7 +246,8 @@ class PlateReader:
 
     def _candidate(self, found: PlateCandidate, read: TextRead, crop: Image) -> Candidate:
         confs = list(read.char_confidences) or [read.confidence] * len(read.text)
-        text, confs, fmt = self._correct(read.text, confs)
+        alts = list(read.alternatives) if len(read.alternatives) == len(read.text) else None
+        text, confs, fmt = self._correct(read.text, confs, alts)
         confidence = float(np.mean(confs)) if confs else 0.0
         score = confidence * self._plausibility(text, fmt) * (0.7 + 0.3 * min(1.0, found.score))
         return Candidate(
@@ -216,7 +261,8 @@ class PlateReader:
             score=score,
         )
 
-    def _correct(self, text: str, confs: list[float]) -> tuple[str, list[float], str | None]:
+    def _correct(self, text: str, confs: list[float], alts: Alternatives | None = None
+                 ) -> tuple[str, list[float], str | None]:
         """Fit a read to the lot's formats, trying them in the configured order.
 
         A lot lists its home country's formats first; the first group a read can
@@ -233,7 +279,7 @@ class PlateReader:
         """
         first: plates.Correction | None = None
         for group in self._format_groups:
-            correction = self._fit_group(text, confs, group)
+            correction = self._fit_group(text, confs, group, alts)
             if correction is None:
                 continue
             if first is None:
@@ -247,13 +293,17 @@ class PlateReader:
             return text, confs, None
         return first.text, list(first.char_confidences), first.format
 
-    def _fit_group(self, text: str, confs: list[float],
-                   group: Sequence[plates.PlateFormat]) -> plates.Correction | None:
+    def _fit_group(self, text: str, confs: list[float], group: Sequence[plates.PlateFormat],
+                   alts: Alternatives | None = None) -> plates.Correction | None:
         """The best fit of the read, or of one of its shortenings, to one group's formats."""
         best: tuple[float, plates.Correction] | None = None
-        for variant, variant_confs, dropped in self._shortened(text, confs):
+        for places, dropped in self._shortened(text, confs):
+            variant = "".join(text[i] for i in places)
+            variant_confs = [confs[i] for i in places]
+            variant_alts = None if alts is None else [alts[i] for i in places]
             correction = plates.best_format_reading(
-                [(variant, variant_confs)], group, max_cost=self.options.max_correction_cost
+                [(variant, variant_confs)], group, max_cost=self.options.max_correction_cost,
+                alternatives=[variant_alts],
             )
             if correction is None:
                 continue
@@ -264,26 +314,25 @@ class PlateReader:
                 best = (merit, correction)
         return None if best is None else best[1]
 
-    def _shortened(
-        self, text: str, confs: list[float]
-    ) -> list[tuple[str, list[float], list[float]]]:
+    def _shortened(self, text: str, confs: list[float]) -> list[tuple[list[int], list[float]]]:
         """The read, then the read less one doubtful character at either end or in the middle.
 
         Ends: screws and frame edges. Middle: a seal or sticker between the glyph
         groups, read as a glyph; it is the least confident character when it is.
-        Each comes with the confidences of the characters it dropped.
+        Each comes as the positions it keeps, with the confidences of those it dropped.
         """
-        reads: list[tuple[str, list[float], list[float]]] = [(text, confs, [])]
-        if len(text) <= self.options.min_chars:
+        n = len(text)
+        whole = list(range(n))
+        reads: list[tuple[list[int], list[float]]] = [(whole, [])]
+        if n <= self.options.min_chars:
             return reads
         if confs[0] <= self.options.trim_below:
-            reads.append((text[1:], confs[1:], confs[:1]))
+            reads.append((whole[1:], confs[:1]))
         if confs[-1] <= self.options.trim_below:
-            reads.append((text[:-1], confs[:-1], confs[-1:]))
-        inner = min(range(1, len(text) - 1), key=lambda i: confs[i])
+            reads.append((whole[:-1], confs[-1:]))
+        inner = min(range(1, n - 1), key=lambda i: confs[i])
         if confs[inner] <= self.options.drop_inner_below:
-            reads.append((text[:inner] + text[inner + 1 :], confs[:inner] + confs[inner + 1 :],
-                          [confs[inner]]))
+            reads.append(([i for i in whole if i != inner], [confs[inner]]))
         return reads
 
     def _plausibility(self, text: str, fmt: str | None) -> float:
@@ -294,6 +343,82 @@ class PlateReader:
         if fmt is not None:
             return 1.0
         return 0.8 if plates.is_valid(text, self._formats) else 0.6
+
+
+def _recognizer(opts: ReaderOptions) -> Recognizer:
+    if opts.engine == "onnx":
+        return OnnxRecognizer(OnnxOptions(
+            networks=opts.networks, threads=opts.threads, ensemble_above=opts.ensemble_above,
+            ensemble_below=opts.ensemble_below))
+    if opts.engine == "easyocr":
+        return EasyOcrRecognizer(EasyOcrOptions(
+            model_dir=opts.model_dir, threads=opts.threads, quantize=opts.quantize,
+            weights=opts.weights, ensemble_above=opts.ensemble_above,
+            ensemble_below=opts.ensemble_below))
+    raise ValueError(f"engine {opts.engine!r}: expected onnx or easyocr")
+
+
+def detected_candidates(detector: detect.TextDetector, image: npt.NDArray[np.generic],
+                        limit: int, side: int | None = None) -> list[PlateCandidate]:
+    """The detector's lines, joined into plate candidates, rectified; best first.
+
+    Candidates are ranked on the detector's confidence and on looking like a plate's text
+    (a run of a few characters, not a word in a sentence); the recognizer and the formats
+    decide among the survivors.
+    """
+    grey = localize.to_grey(image)
+    bgr = _bgr(image)
+    lines = detector.detect(bgr, side)
+    found: list[PlateCandidate] = []
+    for cand in detect.plate_lines(lines):
+        crop = detect.render(grey, cand, localize.CROP_HEIGHT)
+        if crop is None:
+            continue
+        quad = cand.quad
+        found.append(PlateCandidate(
+            box=_plate_box(quad, grey.shape), quad=quad, score=_line_score(cand, crop),
+            crop=crop, method="detector", glyphs=0,
+            variants=[localize.normalise_contrast(crop)]))
+    found.sort(key=lambda c: c.score, reverse=True)
+    return _distinct(found, limit)
+
+
+def _line_score(cand: detect.LineCandidate, crop: Image) -> float:
+    """The detector's confidence, times how plate-like the crop's shape is."""
+    aspect = crop.shape[1] / max(crop.shape[0], 1)
+    # Plate text runs 2 to 9 heights wide; one row of a two-row plate less.
+    shape = 1.0 if 1.5 <= aspect <= 9.0 else 0.6
+    return cand.score * shape
+
+
+def _distinct(found: list[PlateCandidate], limit: int) -> list[PlateCandidate]:
+    kept: list[PlateCandidate] = []
+    for cand in found:
+        if any(localize.iou(cand.box, k.box) > 0.9 for k in kept):
+            continue
+        kept.append(cand)
+        if len(kept) >= limit:
+            break
+    return kept
+
+
+def _plate_box(quad: npt.NDArray[np.float32], shape: Sequence[int]) -> Box:
+    """The plate's box around its text: a margin of a fifth of the text's height."""
+    x0, y0 = quad.min(axis=0)
+    x1, y1 = quad.max(axis=0)
+    h = float(np.linalg.norm(quad[3] - quad[0]))
+    return localize.clip_box(x0 - 0.3 * h, y0 - 0.3 * h, x1 + 0.3 * h, y1 + 0.3 * h, shape)
+
+
+def _bgr(image: npt.NDArray[np.generic]) -> Image:
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8 or arr.ndim == 2:
+        return np.asarray(cv2.cvtColor(localize.to_grey(arr), cv2.COLOR_GRAY2BGR), np.uint8)
+    if arr.shape[2] == 4:
+        return np.asarray(cv2.cvtColor(arr, cv2.COLOR_BGRA2BGR), np.uint8)
+    if arr.shape[2] == 1:
+        return np.asarray(cv2.cvtColor(arr[:, :, 0], cv2.COLOR_GRAY2BGR), np.uint8)
+    return np.asarray(arr, np.uint8)
 
 
 def _best_score(results: Sequence[Candidate]) -> float:

@@ -293,6 +293,13 @@ FORMAT_GROUPS: Mapping[str, tuple[PlateFormat, ...]] = {
         _fmt("br-old", "BR", "LLLNNNN"),  # ABC-1234, before Mercosul
         _fmt("br-mercosul", "BR", "LLLNLNN"),  # ABC1D23, since 2018
     ),
+    "ar": (
+        _fmt("ar-old", "AR", "LLLNNN"),  # ABC 123, 1995-2016
+        _fmt("ar-mercosur", "AR", "LLNNNLL"),  # AB 123 CD, since 2016
+        # Motorcycles, in two rows read top first: 123 over ABC, then A12 over 3BCD.
+        _fmt("ar-moto-old", "AR", "NNNLLL"),
+        _fmt("ar-moto-mercosur", "AR", "LNNNLLL"),
+    ),
     "in": (
         # State (2 letters), district (1-2 digits), series (0-3 letters), number (1-4 digits).
         _fmt("in", "IN", "LLN{1,2}L{0,3}N{1,4}"),
@@ -407,8 +414,20 @@ class Correction:
         return bool(self.substitutions)
 
 
-def _fit(plate: str, confs: Sequence[float], mask: Mask
+Alternatives = Sequence[Sequence[tuple[str, float]]]
+"""Per character of a read, the symbols the recognizer also saw there, with their probabilities."""
+
+# A network's own runner-up costs this much (times its doubt and the read's confidence) to
+# put in a read's place where the format wants the other class: an L that a font's open 4
+# looks like to a network costs about 0.5 in a US plate's first position.
+ALTERNATIVE_COST = 0.5
+
+
+def _fit(plate: str, confs: Sequence[float], mask: Mask, alts: Alternatives | None = None
          ) -> tuple[str, float, tuple[tuple[int, str, str], ...], tuple[float, ...]] | None:
+    """Fit a read to one mask: a character of the wrong class is replaced by its confusable
+    stand-in, or by the recognizer's own most likely character of the wanted class
+    (`alts`), whichever keeps the more confidence."""
     chars: list[str] = []
     kept: list[float] = []
     subs: list[tuple[int, str, str]] = []
@@ -418,14 +437,24 @@ def _fit(plate: str, confs: Sequence[float], mask: Mask
             chars.append(ch)
             kept.append(conf)
             continue
+        # (kept confidence, cost, character) of each way to fit; the surest wins.
+        options: list[tuple[float, float, str]] = []
         stand_in = _stand_in(ch, token)
-        if stand_in is None:
+        if stand_in is not None:
+            new, pair_cost = stand_in
+            # A confident read costs more to overrule than a doubtful one.
+            options.append((conf * (1.0 - pair_cost), pair_cost * (0.5 + 0.5 * conf), new))
+        if alts is not None:
+            seen = [(p, a) for a, p in alts[i] if a != ch and _fits(a, token)]
+            if seen:
+                p, a = max(seen)
+                options.append((p, ALTERNATIVE_COST * (1.0 - p) * (0.5 + 0.5 * conf), a))
+        if not options:
             return None
-        new, pair_cost = stand_in
+        keep, step, new = max(options)
         chars.append(new)
-        # A confident read costs more to overrule than a doubtful one.
-        cost += pair_cost * (0.5 + 0.5 * conf)
-        kept.append(conf * (1.0 - pair_cost))
+        cost += step
+        kept.append(keep)
         subs.append((i, ch, new))
     return "".join(chars), cost, tuple(subs), tuple(kept)
 
@@ -435,23 +464,29 @@ def best_format_reading(
     formats: Sequence[PlateFormat] = DEFAULT_FORMATS,
     *,
     max_cost: float = MAX_CORRECTION_COST,
+    alternatives: Sequence[Alternatives | None] = (),
 ) -> Correction | None:
     """The most credible reading that fits a format, or None when none fits within `max_cost`.
 
     `candidates` are OCR reads with their per-character confidences (several engines, several
     boxes, or a consensus). Each is fitted to every non-generic mask of its length: a letter
-    where a digit belongs (or the reverse) is swapped for its confusable stand-in, at a cost.
+    where a digit belongs (or the reverse) is swapped for its confusable stand-in, or for the
+    recognizer's own best guess of the wanted class where `alternatives` gives the
+    candidate's (one entry per candidate, None for none), at a cost.
     The winner has the highest confidence after the discount; ties go to the lower cost, then
     to the earlier format. A read that already fits costs 0. Generic formats never correct.
     """
     best: tuple[float, float, int, Correction] | None = None
-    for text, char_confs in candidates:
+    for k, (text, char_confs) in enumerate(candidates):
         plate, confs = normalize_read(text, char_confs)
         if not plate:
             continue
+        alts = alternatives[k] if k < len(alternatives) else None
+        if alts is not None and (len(alts) != len(plate) or plate != text):
+            alts = None  # normalising changed the read: its evidence no longer lines up
         for rank, fmt in enumerate(formats):
             for mask in fmt.masks_of_length(len(plate)):
-                fitted = _fit(plate, confs, mask)
+                fitted = _fit(plate, confs, mask, alts)
                 if fitted is None or fitted[1] > max_cost + 1e-9:
                     continue
                 corrected, cost, subs, kept = fitted

@@ -13,12 +13,15 @@ correction and multi-frame voting both use.
 from __future__ import annotations
 
 import copy
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 import structlog
@@ -50,6 +53,10 @@ DEFAULT_ENSEMBLE_BELOW = 0.95
 # shadow), where a second network would only spend time (measured: the same reads on the
 # dev set, with the slowest photos a third faster).
 DEFAULT_ENSEMBLE_ABOVE = 0.25
+
+
+DEFAULT_NETWORKS = "ppocr"
+"""The ONNX engine's networks (see OnnxRecognizer)."""
 
 
 class RecognizerError(RuntimeError):
@@ -152,7 +159,7 @@ class EasyOcrRecognizer:
         models = []
         for model, path in zip(networks, paths, strict=True):
             if path is not None:
-                model = _load_weights(model, path)
+                model = load_weights(model, path)
             # EasyOCR builds the network in training mode and only its own predict()
             # switches; in training mode batch norm would use each batch's own statistics.
             model.eval()
@@ -177,20 +184,26 @@ class EasyOcrRecognizer:
         if not crops:
             return []
         opts = self._options
-        models = self._load()
-        best = self._run(models[0], crops)
-        for model in models[1:]:
-            unsure = [i for i, read in enumerate(best)
-                      if opts.ensemble_above <= read.confidence < opts.ensemble_below]
-            if not unsure:
-                break
-            for i, read in zip(unsure, self._run(model, [crops[i] for i in unsure]), strict=True):
-                if read.confidence > best[i].confidence:
-                    best[i] = read
-        return best
+        runs = [partial(self._decoder.read, model) for model in self._load()]
+        return ensemble_read(runs, crops, opts.ensemble_above, opts.ensemble_below)
 
-    def _run(self, model: Any, crops: Sequence[Image]) -> list[TextRead]:
-        return self._decoder.read(model, crops)
+
+def ensemble_read(networks: Sequence[Callable[[Sequence[Image]], list[TextRead]]],
+                  crops: Sequence[Image], above: float, below: float) -> list[TextRead]:
+    """Read crops with the first network, and with the next ones while still unsure.
+
+    Only a crop whose best read so far is at least `above` and under `below` confident is
+    shown to the next network; of the reads it got, the most confident is kept.
+    """
+    best = networks[0](crops)
+    for network in networks[1:]:
+        unsure = [i for i, read in enumerate(best) if above <= read.confidence < below]
+        if not unsure:
+            break
+        for i, read in zip(unsure, network([crops[i] for i in unsure]), strict=True):
+            if read.confidence > best[i].confidence:
+                best[i] = read
+    return best
 
 
 def load_base_network(model_dir: str | None = None, threads: int = 1) -> tuple[Any, str]:
@@ -245,33 +258,45 @@ class CtcDecoder:
         return reads
 
     def _decode(self, probs: npt.NDArray[np.float32]) -> TextRead:
-        """Greedy CTC decoding over [blank] + allowed symbols, keeping per-char evidence."""
-        best = probs.argmax(axis=1)
-        chars: list[str] = []
-        confs: list[float] = []
-        alts: list[list[tuple[str, float]]] = []
-        t = 0
-        steps = len(best)
-        while t < steps:
-            k = int(best[t])
-            end = t + 1
-            while end < steps and best[end] == k:
-                end += 1
-            if k != 0:
-                run = probs[t:end]
-                peak = run.max(axis=0)
-                order = np.argsort(-peak[1:])[:ALTERNATIVES] + 1
-                chars.append(self._symbol(k))
-                confs.append(float(peak[k]))
-                alts.append([(self._symbol(int(j)), float(peak[j])) for j in order])
-            t = end
-        text = "".join(chars)
-        return TextRead(
-            text=text, confidence=line_confidence(confs), char_confidences=confs, alternatives=alts
-        )
+        alphabet = "".join(self._symbols[int(i) - 1] for i in self._allowed)
+        return decode_ctc(probs, alphabet)
 
-    def _symbol(self, column: int) -> str:
-        return self._symbols[int(self._allowed[column - 1]) - 1]
+
+def decode_ctc(probs: npt.NDArray[np.float32], alphabet: str) -> TextRead:
+    """Greedy CTC decoding over columns [blank] + `alphabet`, keeping per-char evidence.
+
+    Each character's `alternatives` are the likeliest symbols at its place, best first, and
+    always hold the likeliest letter and the likeliest digit.
+    """
+    best = probs.argmax(axis=1)
+    letters = np.array([i + 1 for i, ch in enumerate(alphabet) if ch.isalpha()], dtype=np.int64)
+    digits = np.array([i + 1 for i, ch in enumerate(alphabet) if ch.isdigit()], dtype=np.int64)
+    chars: list[str] = []
+    confs: list[float] = []
+    alts: list[list[tuple[str, float]]] = []
+    t = 0
+    steps = len(best)
+    while t < steps:
+        k = int(best[t])
+        end = t + 1
+        while end < steps and best[end] == k:
+            end += 1
+        if k != 0:
+            run = probs[t:end]
+            peak = run.max(axis=0)
+            order = list(np.argsort(-peak[1:])[:ALTERNATIVES] + 1)
+            # The likeliest letter and digit too: a plate format may want the other class.
+            for cls in (letters, digits):
+                if len(cls) and not any(j in cls for j in order):
+                    order.append(int(cls[np.argmax(peak[cls])]))
+            chars.append(alphabet[k - 1])
+            confs.append(float(peak[k]))
+            alts.append([(alphabet[int(j) - 1], float(peak[j])) for j in order])
+        t = end
+    text = "".join(chars)
+    return TextRead(
+        text=text, confidence=line_confidence(confs), char_confidences=confs, alternatives=alts
+    )
 
 
 def line_confidence(char_confidences: Sequence[float]) -> float:
@@ -282,7 +307,7 @@ def line_confidence(char_confidences: Sequence[float]) -> float:
     return float(product ** (2.0 / math.sqrt(len(char_confidences))))
 
 
-def _load_weights(model: Any, path: Path) -> Any:
+def load_weights(model: Any, path: Path) -> Any:
     """Put a state dict (float16 or float32) into the english_g2 network."""
     import torch
 
@@ -307,8 +332,6 @@ def _packaged_model_dir() -> str:
 
 def batch_crops(crops: Sequence[Image]) -> npt.NDArray[np.float32]:
     """Resize crops to the input height, normalise to [-1, 1] and right-pad with edge pixels."""
-    import cv2
-
     resized: list[npt.NDArray[np.float32]] = []
     for crop in crops:
         h, w = crop.shape[:2]
@@ -337,3 +360,172 @@ def _allowed_softmax(
     exp = np.exp(sub)
     probs: npt.NDArray[np.float32] = (exp / exp.sum(axis=2, keepdims=True)).astype(np.float32)
     return probs
+
+
+# --- ONNX Runtime ------------------------------------------------------------------------
+
+MODELS = Path(__file__).resolve().parent / "models"
+# PP-OCRv4's recognizer pads every line to at least this width, as it was trained.
+PPOCR_MIN_WIDTH = 320
+
+
+@dataclass(frozen=True)
+class OnnxNetwork:
+    """One CTC recognition network in ONNX and how to feed it.
+
+    `symbols[i]` is output column i + 1 (column 0 is the CTC blank); empty: the list is in
+    the model's metadata, as PP-OCR keeps it (its "character" entry, a space after it).
+    `channels` 1 takes grey crops `height` tall, normalised to [-1, 1] (EasyOCR's networks);
+    3 takes BGR crops padded to at least `min_width` (PP-OCR's). `probabilities`: the
+    network's output is already a softmax, not logits.
+    """
+
+    name: str
+    path: Path
+    symbols: str
+    height: int
+    channels: int = 1
+    min_width: int = 0
+    probabilities: bool = False
+
+
+def onnx_network(name: str) -> OnnxNetwork:
+    """A shipped network by name ("ppocr", "plate"), or the path of an exported .onnx.
+
+    An exported file (tools/export_onnx.py) has its symbol list and input height in
+    NAME.onnx.json beside it.
+    """
+    if name == "ppocr":
+        path = MODELS / "ppocrv4_rec.onnx"
+        return OnnxNetwork(name, path, "", height=48, channels=3, min_width=PPOCR_MIN_WIDTH,
+                           probabilities=True)
+    path = MODELS / "plate_g2.onnx" if name == "plate" else Path(name)
+    card = path.with_name(path.name + ".json")
+    if not path.is_file() or not card.is_file():
+        raise RecognizerError(f"recognizer network {name!r}: no {path} with {card.name} beside it")
+    try:
+        meta = json.loads(card.read_text(encoding="utf-8"))
+        return OnnxNetwork(name, path, str(meta["symbols"]), height=int(meta["input"]["height"]),
+                           channels=int(meta["input"]["channels"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RecognizerError(f"recognizer network {name!r}: bad {card}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class OnnxOptions:
+    """How to build the ONNX Runtime engine: networks joined with "+" are an ensemble."""
+
+    networks: str = DEFAULT_NETWORKS
+    threads: int = 1
+    allowlist: str = ALLOWLIST
+    ensemble_above: float = DEFAULT_ENSEMBLE_ABOVE
+    ensemble_below: float = DEFAULT_ENSEMBLE_BELOW
+
+
+class OnnxRecognizer:
+    """CTC recognizers run with ONNX Runtime on the CPU: no torch at run time.
+
+    By default PP-OCRv4's recognizer alone (trained on real text photos of every kind). With
+    several networks ("ppocr+plate"), a crop the first is unsure of is read by the next too
+    and the surer read kept (`ensemble_read`).
+    """
+
+    def __init__(self, options: OnnxOptions | None = None) -> None:
+        self._options = options or OnnxOptions()
+        names = [n.strip() for n in self._options.networks.split("+")]
+        if not all(names):
+            raise RecognizerError(f"recognizer networks {self._options.networks!r}: an empty name")
+        self._networks = [onnx_network(name) for name in names]
+        self._runners: list[_OnnxRunner] = []
+
+    def warm_up(self) -> None:
+        self._load()
+        self.recognize([np.full((INPUT_HEIGHT, 4 * INPUT_HEIGHT), 255, dtype=np.uint8)])
+
+    def _load(self) -> list[_OnnxRunner]:
+        if not self._runners:
+            self._runners = [_OnnxRunner(net, self._options.threads, self._options.allowlist)
+                             for net in self._networks]
+            log.info("lpr.recognizer.loaded", engine="onnxruntime",
+                     networks=[str(net.path.name) for net in self._networks])
+        return self._runners
+
+    def recognize(self, crops: Sequence[Image]) -> list[TextRead]:
+        if not crops:
+            return []
+        opts = self._options
+        return ensemble_read([r.read for r in self._load()], crops,
+                             opts.ensemble_above, opts.ensemble_below)
+
+
+class _OnnxRunner:
+    """One network's session, its input preparation and its decoding."""
+
+    def __init__(self, network: OnnxNetwork, threads: int, allowlist: str) -> None:
+        self.network = network
+        self._session = _session(network.path, threads)
+        self._input = self._session.get_inputs()[0].name
+        symbols = network.symbols or _metadata_symbols(self._session, network)
+        # Each allowed symbol gathers its own column and its lower-case twin's: a general
+        # text network may read a plate's O as o.
+        columns: list[list[int]] = []
+        for ch in allowlist:
+            cols = [i + 1 for i, sym in enumerate(symbols) if sym in (ch, ch.lower())]
+            columns.append(cols)
+        keep = [i for i, cols in enumerate(columns) if cols]
+        self._alphabet = "".join(allowlist[i] for i in keep)
+        width = len(symbols) + 1
+        gather = np.zeros((width, len(keep) + 1), dtype=np.float32)
+        gather[0, 0] = 1.0
+        for j, i in enumerate(keep, start=1):
+            gather[columns[i], j] = 1.0
+        self._gather = gather
+
+    def outputs(self, crop: Image) -> npt.NDArray[np.float32]:
+        """The network's raw output for one crop: (steps, symbols + 1)."""
+        out = self._session.run(None, {self._input: self.prepare(crop)})[0]
+        return np.asarray(out[0], dtype=np.float32)
+
+    def prepare(self, crop: Image) -> npt.NDArray[np.float32]:
+        net = self.network
+        if net.channels == 1:
+            grey = crop if crop.ndim == 2 else np.asarray(cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY),
+                                                          dtype=np.uint8)
+            return batch_crops([grey])
+        bgr = cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR) if crop.ndim == 2 else crop
+        h, w = bgr.shape[:2]
+        width = min(MAX_INPUT_WIDTH, max(net.height // 2, math.ceil(net.height * w / max(h, 1))))
+        resized = cv2.resize(bgr, (width, net.height), interpolation=cv2.INTER_LINEAR)
+        blob = np.zeros((1, 3, net.height, max(width, net.min_width)), dtype=np.float32)
+        blob[0, :, :, :width] = resized.astype(np.float32).transpose(2, 0, 1) / 127.5 - 1.0
+        return blob
+
+    def read(self, crops: Sequence[Image]) -> list[TextRead]:
+        """One read per crop, each crop through the network alone (see CtcDecoder.read)."""
+        reads = []
+        for crop in crops:
+            out = self.outputs(crop)
+            if not self.network.probabilities:
+                out = np.exp(out - out.max(axis=1, keepdims=True))
+                out /= out.sum(axis=1, keepdims=True)
+            probs = out @ self._gather
+            probs /= np.maximum(probs.sum(axis=1, keepdims=True), 1e-12)
+            reads.append(decode_ctc(probs.astype(np.float32), self._alphabet))
+        return reads
+
+
+def _metadata_symbols(session: Any, network: OnnxNetwork) -> str:
+    meta = session.get_modelmeta().custom_metadata_map
+    if "character" not in meta:
+        raise RecognizerError(f"recognizer network {network.name!r}: no symbol list in"
+                              f" {network.path}")
+    return "".join(str(meta["character"]).split("\n")) + " "
+
+
+def _session(path: Path, threads: int) -> Any:
+    from gateway.lpr.detect import DetectorError, onnx_session
+
+    try:
+        return onnx_session(path, threads)
+    except DetectorError as exc:
+        raise RecognizerError(str(exc)) from exc

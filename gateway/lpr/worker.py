@@ -14,6 +14,9 @@ Client side (the daemon's event loop):
   docs/lpr.md). The pipe is an asyncio stream, so a large frame never blocks the loop.
 * Every request has a deadline; what is not read by then is abandoned (counted as a timeout).
   A child that stays busy far beyond any deadline (`hang_s`) is killed and restarted.
+* Deadlines, the warm-up and hang limits, the restart backoff and the latencies reported are
+  real seconds (`time.monotonic`), not the event loop's: the child reads in real time, while a
+  simulation runs the loop's clock as the lot's (the demo at 60 times real time).
 * A child that dies is restarted with exponential backoff; each restart is counted, logged and
   reported to the alarm hook. The frame it died on is never retried (it may be what killed it).
 * The reads of all frames of one passage go through `consensus.vote`.
@@ -37,10 +40,10 @@ import sys
 import time
 import zlib
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import structlog
@@ -49,7 +52,13 @@ from gateway.aio import cancel_and_wait
 from gateway.clock import Clock, SystemClock
 from gateway.log import configure_logging
 from gateway.lpr.capture import CaptureStore
-from gateway.lpr.consensus import DEFAULT_THRESHOLD, Box, Consensus, PlateRead, vote
+from gateway.lpr.consensus import (
+    DEFAULT_THRESHOLD,
+    Box,
+    Consensus,
+    PlateRead,
+    vote,
+)
 from gateway.lpr.plates import PlateFormat, formats_for
 
 if TYPE_CHECKING:
@@ -83,6 +92,7 @@ MAX_PIXELS = 40_000_000  # a 12 MP camera is far below; a 10000x10000 frame is a
 RECENT_READINGS = 64  # frames whose readings are kept for a lane that asks again
 _HEADER = struct.Struct("!Q")
 _PICKLE = 5
+T = TypeVar("T")
 
 AlarmHook = Callable[[str, str], Awaitable[None] | None]
 """Called as ``hook(code, detail)`` when the worker crashed or hung and is being restarted."""
@@ -422,6 +432,41 @@ def _child_main(factory: str, options: Any, log_level: str, requests: Connection
         _child_send(wfd, ("result", request_id, reading, _peak_rss_kb()))
 
 
+# --- real time ------------------------------------------------------------------------------
+# The loop arms timers on its own clock only. Where that clock runs faster than real time (a
+# simulated lot), a timer fires early and is armed again for the real time left; on a plain
+# loop it fires once.
+
+
+async def _wait_real(futures: Iterable[asyncio.Future[Any]], seconds: float) -> bool:
+    """Wait until every future is done or `seconds` of real time have passed; whether all are."""
+    end = time.monotonic() + seconds
+    pending = {f for f in futures if not f.done()}
+    while pending and (left := end - time.monotonic()) > 0:
+        _, pending = await asyncio.wait(pending, timeout=left)
+    return not pending
+
+
+async def _within_real(aw: Awaitable[T], seconds: float) -> T:
+    """`asyncio.wait_for` in real seconds: the result, or TimeoutError with `aw` cancelled."""
+    task = asyncio.ensure_future(aw)
+    try:
+        done = await _wait_real([task], seconds)
+    except BaseException:
+        task.cancel()
+        raise
+    if not done:
+        await cancel_and_wait(task)
+        raise TimeoutError
+    return task.result()
+
+
+async def _sleep_real(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:  # noqa: ASYNC110 (real time, not the loop's)
+        await asyncio.sleep(left)
+
+
 # --- the client -----------------------------------------------------------------------------
 
 
@@ -469,6 +514,7 @@ class PlateWorker:
         queue_size: int = 8,
         timeout_s: float = 2.0,
         threshold: float = DEFAULT_THRESHOLD,
+        char_threshold: float = 0.0,
         formats: Sequence[PlateFormat] = (),
         hang_s: float | None = None,
         start_timeout_s: float = 300.0,
@@ -486,6 +532,7 @@ class PlateWorker:
         self._queue_size = queue_size
         self._timeout_s = timeout_s
         self._threshold = threshold
+        self._char_threshold = char_threshold
         self._formats = tuple(formats)
         self._hang_s = hang_s if hang_s is not None else max(10.0, 5 * timeout_s)
         self._start_timeout_s = start_timeout_s
@@ -522,18 +569,22 @@ class PlateWorker:
     ) -> PlateWorker:
         """A worker as the `[lpr]` section says: formats, threshold, queue, timeout, capture.
 
-        With the default factory and no `options`, the reader is built with the same formats
-        and recognizer weights (``ReaderOptions(formats=..., weights=...)``, in the child).
+        With the default factory and no `options`, the reader is built with the formats,
+        localizer, engine, networks and weights as the section says (``ReaderOptions(...)``,
+        built in the child).
         """
         if options is None and factory == DEFAULT_FACTORY:
-            options = LazyOptions(DEFAULT_OPTIONS, {"formats": tuple(config.formats),
-                                                    "weights": config.recognizer_weights})
+            options = LazyOptions(DEFAULT_OPTIONS, {
+                "formats": tuple(config.formats), "localizer": config.localizer,
+                "engine": config.engine, "networks": config.recognizer_networks,
+                "weights": config.recognizer_weights})
         capture = None
         if config.capture_dir is not None:
             capture = CaptureStore(config.capture_dir, max_mb=config.capture_max_mb,
                                    clock=clock if clock is not None else SystemClock())
         return cls(factory, options, queue_size=config.queue_size, timeout_s=config.timeout_s,
-                   threshold=config.consensus_threshold, formats=formats_for(config.formats),
+                   threshold=config.consensus_threshold,
+                   char_threshold=config.min_char_confidence, formats=formats_for(config.formats),
                    on_alarm=on_alarm, capture=capture)
 
     # --- lifecycle
@@ -586,7 +637,7 @@ class PlateWorker:
     ) -> PlateResult:
         """One plate from the frames of one vehicle's passage (a `PlateSource`).
 
-        `deadline_s` is a budget in seconds from now (default: the worker's `timeout_s`).
+        `deadline_s` is a budget in real seconds from now (default: the worker's `timeout_s`).
         A frame read before (the same camera, sequence and stamp: a lane asking again with one
         more frame) is not read again: its reading is remembered for a while.
         """
@@ -604,8 +655,7 @@ class PlateWorker:
         keys: Sequence[Hashable] | None = None,
     ) -> PlateResult:
         """`read_frames` for bare images (the CLI, benchmarks); `keys` name them for reuse."""
-        loop = asyncio.get_running_loop()
-        began = loop.time()
+        began = time.monotonic()
         self._counts["requests"] += 1
         if not images:
             return PlateResult(None, 0.0, reason="no_frames")
@@ -618,13 +668,14 @@ class PlateWorker:
             for read in reading.candidates
         ]
         statuses = [status for status, _ in outcomes]
-        timings = self._timings(outcomes, (loop.time() - began) * 1000)
+        timings = self._timings(outcomes, (time.monotonic() - began) * 1000)
         used = statuses.count("read")
         if not reads:
             reason = "no_read" if used else _failure_reason(statuses)
             return PlateResult(None, 0.0, reason=reason, frames_used=used,
                                frames_total=len(images), timings_ms=timings)
-        consensus = vote(reads, threshold=self._threshold, formats=self._formats)
+        consensus = vote(reads, threshold=self._threshold, formats=self._formats,
+                         char_threshold=self._char_threshold)
         result = PlateResult.from_consensus(consensus, frames_used=used,
                                             frames_total=len(images), timings_ms=timings)
         if result.plate is None and self._capture is not None:
@@ -669,20 +720,20 @@ class PlateWorker:
                 log.warning("lpr_bad_frame", index=i, error=str(exc))
                 outcomes.append(("bad_image", None))
                 continue
-            job = _Job(checked, i, loop.time(), loop.create_future())
+            job = _Job(checked, i, time.monotonic(), loop.create_future())
             jobs.append(job)
             outcomes.append(None)
             self._enqueue(job)
         if jobs:
             try:
-                _done, late = await asyncio.wait([j.future for j in jobs], timeout=deadline_s)
+                on_time = await _wait_real([j.future for j in jobs], deadline_s)
             finally:  # on time, late, or cancelled with the lane's task: nothing stays queued
                 abandoned = [job for job in jobs if not job.future.done()]
                 for job in abandoned:
                     job.settle("timeout")
                     with contextlib.suppress(ValueError):
                         self._pending.remove(job)
-            if late:
+            if not on_time:
                 self._counts["timeouts"] += 1
         for job in jobs:
             outcomes[job.index] = outcome = job.future.result()
@@ -742,7 +793,7 @@ class PlateWorker:
     async def _supervise(self) -> None:
         backoff = self._backoff_min
         while not self._closing:
-            began = asyncio.get_running_loop().time()
+            began = time.monotonic()
             try:
                 self._child = await self._spawn()
                 warmup = await self._await_ready(self._child)
@@ -766,10 +817,10 @@ class PlateWorker:
             if self._closing:
                 return
             # A child that ran well for a while earns a fresh, short backoff.
-            if asyncio.get_running_loop().time() - began > 10 * self._backoff_max:
+            if time.monotonic() - began > 10 * self._backoff_max:
                 backoff = self._backoff_min
             self._state = "restarting"
-            await asyncio.sleep(backoff)
+            await _sleep_real(backoff)
             backoff = min(self._backoff_max, backoff * 2)
             self._counts["restarts"] += 1
 
@@ -817,7 +868,7 @@ class PlateWorker:
 
     async def _await_ready(self, child: _Child) -> float:
         try:
-            message = await asyncio.wait_for(self._receive(child), self._start_timeout_s)
+            message = await _within_real(self._receive(child), self._start_timeout_s)
         except TimeoutError:
             raise WorkerStartError(
                 f"the reader did not warm up within {self._start_timeout_s:.0f} s") from None
@@ -853,19 +904,18 @@ class PlateWorker:
 
     async def _serve(self, child: _Child) -> str:
         """Feed the child one frame at a time until it dies or hangs; return which."""
-        loop = asyncio.get_running_loop()
         while True:
             job = await self._next_job(child)
             if job is None:
                 self._counts["crashes"] += 1
                 return "crashed"
-            job.started = loop.time()
+            job.started = time.monotonic()
             self._inflight = job
             payload = pickle.dumps(("read", id(job), job.image), protocol=_PICKLE)
             try:
                 child.writer.write(_HEADER.pack(len(payload)))
                 child.writer.write(payload)
-                message = await asyncio.wait_for(self._answer(child), self._hang_s)
+                message = await _within_real(self._answer(child), self._hang_s)
             except (_ChildDied, ConnectionError):
                 self._counts["crashes"] += 1
                 job.settle("crashed")
@@ -875,7 +925,7 @@ class PlateWorker:
                 job.settle("crashed")
                 return "hung"
             self._inflight = None
-            self._settle(job, message, (loop.time() - job.started) * 1000)
+            self._settle(job, message, (time.monotonic() - job.started) * 1000)
 
     async def _answer(self, child: _Child) -> Any:
         await child.writer.drain()
@@ -915,8 +965,7 @@ class PlateWorker:
                 break
             with contextlib.suppress(OSError):
                 stop()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(child.died), grace)
+            await _wait_real([child.died], grace)
         with contextlib.suppress(Exception):
             asyncio.get_running_loop().remove_reader(process.sentinel)
         process.join(0)  # reaps; the sentinel said it has exited
