@@ -178,3 +178,15 @@ def test_each_shipped_network_reads_a_plate_crop(networks: str) -> None:
     # Neither network is tuned on this drawing of a plate: a glyph may be taken for another.
     assert plates.distance(read.text, "RK735AS") <= 1
     assert len(read.char_confidences) == len(read.text) == len(read.alternatives)
+
+
+def test_the_shipped_ppocr_models_are_what_their_card_says() -> None:
+    import hashlib
+    import json
+
+    card = json.loads((detect.MODELS / "ppocrv4.json").read_text(encoding="utf-8"))
+    assert card["licence"].startswith("Apache-2.0")
+    for name, entry in card["models"].items():
+        data = (detect.MODELS / name).read_bytes()
+        assert len(data) == entry["bytes"]
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"]

@@ -364,3 +364,28 @@ def test_labels_are_parsed_and_checked(tmp_path: Path) -> None:
     assert [s.plate for s in load_samples(tmp_path)] == ["ABC1234"]
     with pytest.raises(LabelError):
         load_samples(tmp_path / "missing")
+
+
+def test_a_format_digit_from_the_network_beats_dropping_a_glyph_it_saw(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The read LTAZ530 (a California 4TAZ530, its open 4 taken for L at 0.47): dropping the
+    L fits the US series LLLNNN as read, but the glyph is there; the network's own digit in
+    its place fits NLLLNNN and wins."""
+    alts = [[("L", 0.47), ("A", 0.46), ("4", 0.009)]] + [[(ch, 1.0), ("1", 0.0)]
+                                                          for ch in "TAZ530"]
+
+    class WithEvidence(ScriptedRecognizer):
+        def recognize(self, crops: Sequence[npt.NDArray[np.uint8]]) -> list[TextRead]:
+            confs = [0.47] + [1.0] * 6
+            return [TextRead("LTAZ530", min(confs), confs, alts) for _ in crops]
+
+    quad = np.zeros((4, 2), dtype=np.float32)
+    found = [PlateCandidate((0, 0, 90, 30), quad, 0.9, np.full((64, 200), 9, np.uint8),
+                            "glyphs", 7, [])]
+    reader = PlateReader(ReaderOptions(formats=("us",), localizer="glyphs"),
+                         recognizer=WithEvidence([]))
+    monkeypatch.setattr(localize, "find_candidates", lambda *_a, **_k: found)
+    reading = reader.read(np.full((240, 320, 3), 128, dtype=np.uint8))
+    assert reading.text == "4TAZ530"
+    assert reading.candidates[0].char_confidences[0] <= 0.5

@@ -338,3 +338,32 @@ def test_within_one_confusable() -> None:
     assert not within_one_confusable("AXC1234", "ABC1234")
     assert not within_one_confusable("A8C12E4", "ABC1234")  # two swaps
     assert not within_one_confusable("ABC123", "ABC1234")
+
+
+def test_the_networks_own_digit_stands_in_where_the_format_wants_one() -> None:
+    """California's open 4 reads as L to every network tried; the mask NLLLNNN wants a digit
+    there, and the network's likeliest digit there is the 4. Overruling the network leaves
+    the character at half confidence at most, so no lane takes it unasked."""
+    from gateway.lpr.plates import best_format_reading, formats_for
+
+    confs = [0.47, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    alts = [[("L", 0.47), ("A", 0.46), ("4", 0.009), ("1", 0.001)]] + [
+        [(ch, 1.0)] for ch in "TAZ530"]
+    without = best_format_reading([("LTAZ530", confs)], formats_for(["us"]))
+    assert without is None or without.text != "4TAZ530"  # L has no confusable digit
+    fitted = best_format_reading([("LTAZ530", confs)], formats_for(["us"]),
+                                 alternatives=[alts])
+    assert fitted is not None
+    assert fitted.text == "4TAZ530"
+    assert fitted.char_confidences[0] <= 0.5
+    assert fitted.substitutions == ((0, "L", "4"),)
+
+
+def test_alternatives_that_do_not_line_up_with_the_read_are_ignored() -> None:
+    from gateway.lpr.plates import best_format_reading, formats_for
+
+    # "L-TAZ530" normalises to 7 characters from 8: its evidence no longer lines up.
+    alts = [[("L", 0.5), ("4", 0.4)]] + [[(ch, 1.0)] for ch in "-TAZ530"]
+    fitted = best_format_reading([("L-TAZ530", [0.5] + [1.0] * 7)], formats_for(["us"]),
+                                 alternatives=[alts])
+    assert fitted is None or fitted.text != "4TAZ530"

@@ -30,7 +30,6 @@ MODELS = Path(__file__).resolve().parent / "models"
 DETECTOR_MODEL = MODELS / "ppocrv4_det.onnx"
 
 DEFAULT_MAX_SIDE = 960
-FINE_MAX_SIDE = 0
 # Small frames (a plate crop, a camera zoomed in close) are enlarged at most this much: text
 # far taller than the network's training text is not found.
 MAX_UPSCALE = 2.5

@@ -1,13 +1,12 @@
-"""One frame in, ranked plate readings out: localize, recognize, correct towards a format.
+"""One frame in, ranked plate readings out: detect, recognize, correct towards a format.
 
-The reader spends its CPU where it pays: localization is cheap and proposes
-several rows of glyphs; only the best is recognized at first. The other
-candidates, and every candidate's other rendering (the uncleaned row, or the
-glyph row inside an edge region), are read only when the first pass is not
-confident enough. Each read is then made to fit the lot's plate formats where a
-confusable swap allows it (`plates.best_format_reading`), and candidates are
-ranked on recognizer confidence, plausibility as a plate and localization
-score.
+The learned detector (detect.py) proposes text lines, joined and stacked into plate
+candidates; the hand-made glyph-row localizer (localize.py) can add its own. The recognizer
+reads the best candidate first, and the others (with their other renderings) only when
+that first read is not confident enough. Each read is then made to fit the lot's plate
+formats where a confusable swap, or the recognizer's own runner-up, allows it
+(`plates.best_format_reading`), and candidates are ranked on recognizer confidence,
+plausibility as a plate and localization score.
 """
 
 from __future__ import annotations
@@ -54,11 +53,9 @@ class ReaderOptions:
     # Where candidates come from: "detector" (the learned text detector), "glyphs" (the
     # glyph-row and edge rules of localize.py), or both joined with "+".
     localizer: str = "detector"
-    # The detector looks at the frame scaled to this longer side first, and, when no read
-    # is confident, once more at `detector_side_fine` (0: never), for text too small for
-    # the first look (a distant plate, a small frame).
+    # The detector sees the frame scaled to this longer side (see detect.py). 640 halves the
+    # time per frame; distant plates and small frames then lose reads (docs/lpr.md).
     detector_side: int = detect.DEFAULT_MAX_SIDE
-    detector_side_fine: int = detect.FINE_MAX_SIDE
     max_side: int = 1024
     max_candidates: int = 6
     first_pass: int = 1
@@ -143,8 +140,6 @@ class PlateReader:
         self._glyphs = "glyphs" in sources
         self._detector = (detect.TextDetector(opts.detector_side, opts.threads)
                           if "detector" in sources else None)
-        self._fine = (self._detector if opts.detector_side_fine > opts.detector_side
-                      else None)
 
     def warm_up(self) -> None:
         """Load the model and run one frame through everything."""
@@ -188,22 +183,12 @@ class PlateReader:
         localized = time.perf_counter()
         reading.candidates = self._recognize(found)
         done = time.perf_counter()
+        reading.searched_boxes = [c.box for c in found]
         reading.timings_ms = {
             "localize": (localized - start) * 1000.0,
             "recognize": (done - localized) * 1000.0,
+            "total": (done - start) * 1000.0,
         }
-        if self._fine is not None and _best_score(reading.candidates) < self.options.confident:
-            # Unsure: small text may have slipped through the first, coarser look.
-            fine = detected_candidates(self._fine, image, self.options.max_candidates,
-                                       self.options.detector_side_fine)
-            more = [c for c in fine if not any(localize.iou(c.box, k.box) > 0.7 for k in found)]
-            looked = time.perf_counter()
-            reading.candidates = _best_per_box([*reading.candidates, *self._recognize(more)])
-            found += more
-            reading.timings_ms["localize_fine"] = (looked - done) * 1000.0
-            reading.timings_ms["recognize"] += _ms(looked)
-        reading.searched_boxes = [c.box for c in found]
-        reading.timings_ms["total"] = _ms(start)
         return reading
 
     def _localize(self, image: npt.NDArray[np.generic]) -> list[PlateCandidate]:

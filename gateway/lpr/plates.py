@@ -448,7 +448,13 @@ def _fit(plate: str, confs: Sequence[float], mask: Mask, alts: Alternatives | No
             seen = [(p, a) for a, p in alts[i] if a != ch and _fits(a, token)]
             if seen:
                 p, a = max(seen)
-                options.append((p, ALTERNATIVE_COST * (1.0 - p) * (0.5 + 0.5 * conf), a))
+                # How sure the network is of `a` among what the format allows there: the
+                # one digit it saw under an L is the plate's digit. The format overruled
+                # the network, though, so the character is never trusted beyond one half
+                # (a lane's floor turns it over to a person).
+                given = p / max(sum(q for q, _ in seen), 1e-9)
+                options.append((given * (1.0 - ALTERNATIVE_COST),
+                                ALTERNATIVE_COST * (1.0 - p) * (0.5 + 0.5 * conf), a))
         if not options:
             return None
         keep, step, new = max(options)
