@@ -228,6 +228,21 @@ def test_a_confident_first_read_stops_the_search() -> None:
     assert recognizer.crops_seen == 1
 
 
+def test_a_sure_read_that_fits_no_format_does_not_stop_the_search() -> None:
+    """A car's badge (ROBIN) reads as surely as a plate, and US vanity plates make it valid;
+    only a read that fits a lot's format settles the frame."""
+    image, _ = render_scene("4HGT934", sign="ROBIN")
+    cv2.putText(image, "ROBIN", (300, 80), cv2.FONT_HERSHEY_SIMPLEX, 1.5, (230, 230, 230), 4)
+    recognizer = ScriptedRecognizer([("ROBIN", [0.99] * 5), ("4HGT934", [0.97] * 7)])
+    reading = PlateReader(ReaderOptions(formats=("us",)), recognizer=recognizer).read(image)
+    assert recognizer.crops_seen > 1
+    assert reading.text == "4HGT934"
+    stubborn = ScriptedRecognizer([("ROBIN", [0.99] * 5), ("4HGT934", [0.97] * 7)])
+    options = ReaderOptions(formats=("us",), format_to_settle=False)
+    PlateReader(options, recognizer=stubborn).read(image)
+    assert stubborn.crops_seen == 1
+
+
 def test_a_doubtful_first_read_looks_at_more_crops_and_keeps_the_best() -> None:
     image, _ = render_scene("ABC1234")
     recognizer = ScriptedRecognizer([("AB", [0.4, 0.4]), ("ABC1234", [0.97] * 7)])

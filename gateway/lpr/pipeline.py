@@ -60,6 +60,7 @@ class ReaderOptions:
     max_candidates: int = 6
     first_pass: int = 1
     confident: float = 0.75
+    format_to_settle: bool = True
     variants: int = 1
     trim_below: float = 0.9
     drop_inner_below: float = 0.6
@@ -209,12 +210,16 @@ class PlateReader:
 
         The second look covers the remaining candidates, each with its other
         rendering: the uncleaned crop of a glyph row (cleaning can erase a glyph
-        merged with a seal), the glyph row found inside an edge region.
+        merged with a seal), the glyph row found inside an edge region. With
+        `format_to_settle`, only a read that fits one of the lot's formats is confident
+        enough to stop the search: a car's badge or a dealer's frame reads as surely as a
+        plate.
         """
         opts = self.options
         first = list(found[: opts.first_pass])
         results = self._read_crops([(c, c.crop) for c in first])
-        if _best_score(results) < opts.confident:
+        settled = [c for c in results if c.format is not None or not opts.format_to_settle]
+        if _best_score(settled) < opts.confident:
             more = [(c, v) for c in first for v in c.variants[: opts.variants]]
             more += [(c, crop) for c in found[opts.first_pass :]
                      for crop in (c.crop, *c.variants[: opts.variants])]
