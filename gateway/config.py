@@ -663,6 +663,9 @@ class LprConfig(_Section):
     # Where plate candidates come from: "detector" (a learned text detector, shipped),
     # "glyphs" (hand-made glyph-row rules, tuned on openalpr-dev), or "detector+glyphs".
     localizer: Literal["detector", "glyphs", "detector+glyphs"] = "detector"
+    # The longer side, in pixels, the detector sees a frame scaled to: 640 halves its time on
+    # a slow CPU, at the cost of plates that are small in the frame.
+    detector_side: int = Field(960, ge=320, le=2048, multiple_of=32)
     # The recognition engine: "onnx" (ONNX Runtime; the `lpr` extra) or "easyocr" (torch;
     # the `train` extra).
     engine: Literal["onnx", "easyocr"] = "onnx"

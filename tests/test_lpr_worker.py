@@ -262,19 +262,21 @@ async def test_frames_read_before_are_not_read_again(worker: PlateWorker) -> Non
 
 async def test_settings_choose_the_default_readers_formats_and_weights() -> None:
     config = LprConfig(formats=("br", "eu"), recognizer_weights="english_g2", engine="easyocr",
-                       localizer="detector+glyphs", recognizer_networks="plate")
+                       localizer="detector+glyphs", recognizer_networks="plate",
+                       detector_side=640)
     w = PlateWorker.from_settings(config, clock=FakeClock())
     options = w._options  # what the child builds the reader with
     assert isinstance(options, LazyOptions)
     assert options.spec == "gateway.lpr.pipeline:ReaderOptions"
     assert dict(options.kwargs) == {"formats": ("br", "eu"), "weights": "english_g2",
                                     "engine": "easyocr", "localizer": "detector+glyphs",
-                                    "networks": "plate"}
+                                    "networks": "plate", "detector_side": 640}
     # The config's defaults are the reader's own (the config module stays free of the reader).
     default, reader = LprConfig(), ReaderOptions()
     assert default.recognizer_weights == DEFAULT_WEIGHTS == reader.weights
     assert default.recognizer_networks == DEFAULT_NETWORKS == reader.networks
     assert (default.engine, default.localizer) == (reader.engine, reader.localizer)
+    assert default.detector_side == reader.detector_side
 
 
 async def test_built_from_settings(tmp_path) -> None:

@@ -576,6 +576,7 @@ class PlateWorker:
         if options is None and factory == DEFAULT_FACTORY:
             options = LazyOptions(DEFAULT_OPTIONS, {
                 "formats": tuple(config.formats), "localizer": config.localizer,
+                "detector_side": config.detector_side,
                 "engine": config.engine, "networks": config.recognizer_networks,
                 "weights": config.recognizer_weights})
         capture = None
