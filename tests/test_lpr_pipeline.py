@@ -219,6 +219,10 @@ def test_a_doubtful_character_between_glyph_groups_is_dropped_to_fit_a_format() 
     confident = ScriptedRecognizer([("RKE735AS", [0.95] * 8)])
     reading = PlateReader(ReaderOptions(formats=("it",)), recognizer=confident).read(image)
     assert reading.text == "RKE735AS"
+    # PP-OCR reads a Czech or Slovak plate's emblem as an 8 at 0.7 to 0.9: still a seal.
+    fairly_sure = ScriptedRecognizer([("4B480262", [1.0, 0.99, 1.0, 0.86, 1.0, 1.0, 1.0, 1.0])])
+    reading = PlateReader(ReaderOptions(formats=("cz",)), recognizer=fairly_sure).read(image)
+    assert reading.text == "4B40262"
 
 
 def test_a_confident_first_read_stops_the_search() -> None:
