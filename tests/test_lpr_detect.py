@@ -190,3 +190,11 @@ def test_the_shipped_ppocr_models_are_what_their_card_says() -> None:
         data = (detect.MODELS / name).read_bytes()
         assert len(data) == entry["bytes"]
         assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+
+
+def test_lines_that_share_a_glyph_at_the_seam_are_joined() -> None:
+    """The detector may give a plate as two lines that both hold the glyph between them
+    (PKX9 and 928): they overlap by about half a height and are one row."""
+    left, right = _line(14, 4, 81, 40), _line(76, 6, 62, 38)
+    joined = [c for c in detect.plate_lines([left, right]) if c.lines == 2]
+    assert len(joined) == 1
