@@ -35,7 +35,9 @@ from gateway.lpr.plates import (
     normalize_read,
 )
 
-__all__ = ["DEFAULT_CHAR_THRESHOLD", "DEFAULT_THRESHOLD", "Consensus", "PlateRead", "vote"]
+__all__ = [
+    "DEFAULT_CHAR_THRESHOLD", "DEFAULT_THRESHOLD", "Consensus", "PlateRead", "edit_table", "vote",
+]
 
 Box = tuple[int, int, int, int]  # x, y, w, h in the frame's pixels
 
@@ -122,7 +124,7 @@ def _normalized(reads: Sequence[PlateRead]) -> list[tuple[str, tuple[float, ...]
     return out
 
 
-def _edit_table(source: str, target: str) -> list[list[int]]:
+def edit_table(source: str, target: str) -> list[list[int]]:
     """Unit-cost edit distances between every prefix of source and every prefix of target."""
     rows, cols = len(source) + 1, len(target) + 1
     cost = [[0] * cols for _ in range(rows)]
@@ -138,12 +140,12 @@ def _edit_table(source: str, target: str) -> list[list[int]]:
 
 
 def _unit_distance(a: str, b: str) -> int:
-    return _edit_table(a, b)[-1][-1]
+    return edit_table(a, b)[-1][-1]
 
 
 def _alignment(source: str, target: str) -> list[tuple[int, int]]:
     """(source index, target index) pairs that line up in a unit-cost edit alignment."""
-    cost = _edit_table(source, target)
+    cost = edit_table(source, target)
     pairs: list[tuple[int, int]] = []
     i, j = len(source), len(target)
     while i and j:

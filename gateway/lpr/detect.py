@@ -14,7 +14,6 @@ network expects around a line; frames are scaled so that their longer side is `m
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,8 @@ from typing import Any
 import cv2
 import numpy as np
 import numpy.typing as npt
+
+from gateway.lpr.localize import warp_quad
 
 Image = npt.NDArray[np.uint8]
 Quad = npt.NDArray[np.float32]
@@ -59,10 +60,6 @@ class TextLine:
     score: float
 
     @property
-    def width(self) -> float:
-        return float(np.linalg.norm(self.quad[1] - self.quad[0]))
-
-    @property
     def height(self) -> float:
         return float(np.linalg.norm(self.quad[3] - self.quad[0]))
 
@@ -70,12 +67,6 @@ class TextLine:
     def centre(self) -> tuple[float, float]:
         c = self.quad.mean(axis=0)
         return float(c[0]), float(c[1])
-
-    @property
-    def angle(self) -> float:
-        """The line's slope in degrees (positive: falling to the right)."""
-        d = self.quad[1] - self.quad[0]
-        return math.degrees(math.atan2(float(d[1]), float(d[0])))
 
 
 def onnx_session(path: Path, threads: int) -> Any:
@@ -204,17 +195,8 @@ def warp_line(image: Image, quad: Quad, height: int, *, pad_x: float = 0.0,
     dy = n_across * side * pad_y
     q = np.array([q[0] - dx - dy, q[1] + dx - dy, q[2] + dx + dy, q[3] - dx + dy],
                  dtype=np.float32)
-    top = float(np.linalg.norm(q[1] - q[0]))
-    tall = float(np.linalg.norm(q[3] - q[0]))
-    if top < 4 or tall < 4:
-        return None
-    width = max(height // 2, min(round(height * top / tall), 24 * height))
-    dst = np.array([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]],
-                   dtype=np.float32)
-    matrix = cv2.getPerspectiveTransform(q, dst)
-    out = cv2.warpPerspective(image, matrix, (width, height), flags=cv2.INTER_CUBIC,
-                              borderMode=cv2.BORDER_REPLICATE)
-    return np.asarray(out, dtype=np.uint8)
+    return warp_quad(image, q, height, normalise=False, min_width=height // 2,
+                     max_width=24 * height)
 
 
 # --- from text lines to plate candidates ---------------------------------------------------

@@ -22,14 +22,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 import structlog
 
-from gateway.lpr.consensus import DEFAULT_CHAR_THRESHOLD, DEFAULT_THRESHOLD, PlateRead, vote
+from gateway.lpr.consensus import (
+    DEFAULT_CHAR_THRESHOLD,
+    DEFAULT_THRESHOLD,
+    PlateRead,
+    edit_table,
+    vote,
+)
 from gateway.lpr.localize import Box, ImageError, decode_image, iou
 from gateway.lpr.plates import PlateFormat
+from gateway.lpr.worker import encode_png
 
 log = structlog.get_logger(__name__)
 
@@ -114,20 +120,9 @@ def decode(data: bytes) -> npt.NDArray[np.uint8] | None:
         return None
 
 
-def _edit_table(a: str, b: str) -> list[list[int]]:
-    """Levenshtein distances between every prefix of `a` and every prefix of `b`."""
-    table = [list(range(len(b) + 1))]
-    for i, ca in enumerate(a, 1):
-        prev, cur = table[-1], [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        table.append(cur)
-    return table
-
-
 def edit_distance(a: str, b: str) -> int:
     """Plain Levenshtein distance."""
-    return _edit_table(a, b)[-1][-1]
+    return edit_table(a, b)[-1][-1]
 
 
 def char_errors(truth: str, read: str) -> list[tuple[str, str]]:
@@ -137,7 +132,7 @@ def char_errors(truth: str, read: str) -> list[tuple[str, str]]:
     (char, ""), an extra one in the read ("", char). Where alignments tie, substitutions are
     preferred, so "ABC" read as "ABD" is C->D, not a deletion and an insertion.
     """
-    table = _edit_table(truth, read)
+    table = edit_table(truth, read)
     errors: list[tuple[str, str]] = []
     i, j = len(truth), len(read)
     while i or j:
@@ -208,16 +203,7 @@ def _crop_png(reading: Any) -> bytes | None:
     if not candidates:
         return None
     png = getattr(candidates[0], "crop_png", None)
-    if isinstance(png, bytes):
-        return png
-    crop = getattr(candidates[0], "crop", None)
-    if not isinstance(crop, np.ndarray) or crop.size == 0:
-        return None
-    try:
-        ok, data = cv2.imencode(".png", crop)
-    except cv2.error:  # not an image (a float array, say): the miss is written without it
-        return None
-    return bytes(data) if ok else None
+    return png if isinstance(png, bytes) else encode_png(getattr(candidates[0], "crop", None))
 
 
 def run_samples(

@@ -618,14 +618,26 @@ def clip_box(x0: float, y0: float, x1: float, y1: float, shape: Sequence[int]) -
 
 
 def warp_quad(
-    grey: Image, quad: npt.NDArray[np.float32], height: int = CROP_HEIGHT, *, normalise: bool = True
+    grey: Image,
+    quad: npt.NDArray[np.float32],
+    height: int = CROP_HEIGHT,
+    *,
+    normalise: bool = True,
+    min_width: int | None = None,
+    max_width: int | None = None,
 ) -> Image | None:
-    """Warp a quadrilateral upright to `height` pixels, optionally normalising its contrast."""
+    """Warp a quadrilateral upright to `height` pixels, optionally normalising its contrast.
+
+    The crop keeps the quad's aspect within [`min_width`, `max_width`] (default: one to 16
+    heights wide).
+    """
     top = float(np.linalg.norm(quad[1] - quad[0]))
     side = float(np.linalg.norm(quad[3] - quad[0]))
     if top < 4 or side < 4:
         return None
-    width = max(height, min(round(height * top / side), 16 * height))
+    low = height if min_width is None else min_width
+    high = 16 * height if max_width is None else max_width
+    width = max(low, min(round(height * top / side), high))
     corners = [[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]]
     dst = np.array(corners, dtype=np.float32)
     matrix = cv2.getPerspectiveTransform(quad.astype(np.float32), dst)

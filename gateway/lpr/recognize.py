@@ -17,7 +17,7 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,6 +25,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 import structlog
+
+from gateway.lpr.detect import MODELS, DetectorError, onnx_session
 
 log = structlog.get_logger(__name__)
 
@@ -235,10 +237,10 @@ class CtcDecoder:
     """Runs a network on crops and decodes its output over the blank and the allowed symbols."""
 
     def __init__(self, symbols: str, allowlist: str = ALLOWLIST) -> None:
-        self._symbols = symbols
         # Index 0 of the network's output is the CTC blank; symbol i is at i + 1.
         allowed = [i + 1 for i, ch in enumerate(symbols) if ch in allowlist]
         self._allowed = np.array(allowed, dtype=np.int64)
+        self._alphabet = "".join(symbols[i - 1] for i in allowed)
 
     def read(self, model: Any, crops: Sequence[Image]) -> list[TextRead]:
         """One TextRead per crop, the network in whatever mode it is in.
@@ -258,8 +260,7 @@ class CtcDecoder:
         return reads
 
     def _decode(self, probs: npt.NDArray[np.float32]) -> TextRead:
-        alphabet = "".join(self._symbols[int(i) - 1] for i in self._allowed)
-        return decode_ctc(probs, alphabet)
+        return decode_ctc(probs, self._alphabet)
 
 
 def decode_ctc(probs: npt.NDArray[np.float32], alphabet: str) -> TextRead:
@@ -269,8 +270,7 @@ def decode_ctc(probs: npt.NDArray[np.float32], alphabet: str) -> TextRead:
     always hold the likeliest letter and the likeliest digit.
     """
     best = probs.argmax(axis=1)
-    letters = np.array([i + 1 for i, ch in enumerate(alphabet) if ch.isalpha()], dtype=np.int64)
-    digits = np.array([i + 1 for i, ch in enumerate(alphabet) if ch.isdigit()], dtype=np.int64)
+    letters, digits = _class_columns(alphabet)
     chars: list[str] = []
     confs: list[float] = []
     alts: list[list[tuple[str, float]]] = []
@@ -297,6 +297,14 @@ def decode_ctc(probs: npt.NDArray[np.float32], alphabet: str) -> TextRead:
     return TextRead(
         text=text, confidence=line_confidence(confs), char_confidences=confs, alternatives=alts
     )
+
+
+@lru_cache(maxsize=8)
+def _class_columns(alphabet: str) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The output columns of the letters and of the digits of [blank] + `alphabet`."""
+    letters = [i + 1 for i, ch in enumerate(alphabet) if ch.isalpha()]
+    digits = [i + 1 for i, ch in enumerate(alphabet) if ch.isdigit()]
+    return np.array(letters, dtype=np.int64), np.array(digits, dtype=np.int64)
 
 
 def line_confidence(char_confidences: Sequence[float]) -> float:
@@ -364,7 +372,6 @@ def _allowed_softmax(
 
 # --- ONNX Runtime ------------------------------------------------------------------------
 
-MODELS = Path(__file__).resolve().parent / "models"
 # PP-OCRv4's recognizer pads every line to at least this width, as it was trained.
 PPOCR_MIN_WIDTH = 320
 
@@ -523,8 +530,6 @@ def _metadata_symbols(session: Any, network: OnnxNetwork) -> str:
 
 
 def _session(path: Path, threads: int) -> Any:
-    from gateway.lpr.detect import DetectorError, onnx_session
-
     try:
         return onnx_session(path, threads)
     except DetectorError as exc:

@@ -362,7 +362,8 @@ def _as_bgr(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     return np.asarray(cv2.cvtColor(image, code), dtype=np.uint8)
 
 
-def _png(crop: Any) -> bytes | None:
+def encode_png(crop: Any) -> bytes | None:
+    """A crop (an image array) as PNG bytes; None for anything that is not one."""
     if not isinstance(crop, np.ndarray) or crop.size == 0:
         return None
     try:
@@ -384,7 +385,7 @@ def _plain_reading(reading: Any) -> dict[str, Any]:
             "confidence": float(cand.confidence),
             "char_confidences": tuple(float(c) for c in getattr(cand, "char_confidences", ())),
             "box": box,
-            "crop_png": _png(getattr(cand, "crop", None)),
+            "crop_png": encode_png(getattr(cand, "crop", None)),
         })
     timings = {str(k): float(v) for k, v in dict(getattr(reading, "timings_ms", {})).items()}
     searched = [tuple(int(v) for v in box) for box in getattr(reading, "searched_boxes", ())]
