@@ -82,6 +82,9 @@ def onnx_session(path: Path, threads: int) -> Any:
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = 3
+    # Shapes vary per frame and per crop: a memory pattern is planned and kept for each shape,
+    # which held about 100 MB more at the peak (lpr eval on plates-ucsd-us) for no speed.
+    so.enable_mem_pattern = False
     try:
         return ort.InferenceSession(str(path), sess_options=so,
                                     providers=["CPUExecutionProvider"])
