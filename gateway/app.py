@@ -27,18 +27,18 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
-from gateway import events
-from gateway.access import Access
-from gateway.clock import Clock, SystemClock
 from gateway.config import Settings
+from gateway.controllers.lane import Lane, RecentPlate
+from gateway.controllers.occupancy import Occupancy
+from gateway.controllers.sessions import SessionBook
+from gateway.core import events
+from gateway.core.access import Access
+from gateway.core.clock import Clock, SystemClock
+from gateway.core.operations import LaneMode, LotState, OperationRefused
 from gateway.drivers import FrameSource
 from gateway.journal import Alarm, Audit, Journal
-from gateway.lane import Lane, RecentPlate
 from gateway.lpr.worker import PlateResult, PlateSource
-from gateway.notify import Notifier
-from gateway.occupancy import Occupancy
-from gateway.operations import LaneMode, LotState, OperationRefused
-from gateway.sessions import SessionBook
+from gateway.runtime.notify import Notifier
 
 if TYPE_CHECKING:
     from gateway.drivers.modbus import ModbusBus
@@ -77,7 +77,7 @@ class _Part:
 
 
 class Gateway:
-    """The running lot; implements :class:`gateway.operations.LotControl`."""
+    """The running lot; implements :class:`gateway.core.operations.LotControl`."""
 
     def __init__(
         self,
@@ -208,7 +208,7 @@ class Gateway:
             self.sync = Sync(s, journal, self.clock, self)
             self.sync.inbox.subscribe(self._config_applied)
         if self._want_control:
-            from gateway.control import ControlServer
+            from gateway.runtime.control import ControlServer
 
             server = ControlServer(self, s.control)
             try:

@@ -44,7 +44,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from gateway.tariff import RateTable
+from gateway.core.tariff import RateTable
 
 ENV_PREFIX = "PARKING_GATEWAY__"
 ENV_NESTED_DELIMITER = "__"
@@ -638,7 +638,7 @@ class LoggingConfig(_Section):
 
 
 def _plate_formats(entries: tuple[str, ...]) -> tuple[str, ...]:
-    from gateway.lpr.plates import formats_for  # plain Python; imported late to keep this light
+    from gateway.core.plates import formats_for  # plain Python; imported late to keep this light
 
     formats_for(entries)  # raises ValueError naming the bad entry
     return entries

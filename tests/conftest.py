@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import structlog
 
-from gateway.clock import FakeClock
 from gateway.config import JournalConfig
-from gateway.events import envelope_json, source_uri
+from gateway.core.clock import FakeClock
+from gateway.core.events import envelope_json, source_uri
 from gateway.journal import Journal
-from tests.schemas import validate_cloudevent
+from tests.core.schemas import validate_cloudevent
 
 SOURCE = source_uri("test-lot", "gw-1")
 EXAMPLE = Path(__file__).parent.parent / "config" / "gateway.example.toml"

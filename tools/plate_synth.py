@@ -8,7 +8,7 @@ as plates group them, then spoilt the ways real crops are: stroke weight, conden
 spacing, tilt and shear, a strip or seal left at the edges, blur, low resolution, JPEG,
 noise, uneven light, and finally `localize.normalise_contrast`, as the reader does.
 
-The texts follow the shipped plate formats (`gateway.lpr.plates.FORMAT_GROUPS`) plus the
+The texts follow the shipped plate formats (`gateway.core.plates.FORMAT_GROUPS`) plus the
 Slovak and Czech series, with a share of free strings so that no format is learnt as a
 rule. Fonts come from Debian packages (see `FONT_PACKAGES`); only fonts whose licence
 allows use are listed, and none is shipped: only the weights trained on the renderings.
@@ -29,7 +29,7 @@ import numpy.typing as npt
 from PIL import Image as PILImage
 from PIL import ImageDraw, ImageFont
 
-from gateway.lpr import plates
+from gateway.core import plates
 from gateway.lpr.localize import normalise_contrast
 
 Image = npt.NDArray[np.uint8]

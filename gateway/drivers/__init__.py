@@ -3,8 +3,8 @@
 The types here are what the drivers hand to the controllers (occupancy, lanes, plate reading).
 They are plain values, so a simulator or a test can produce them without any hardware.
 Drivers do all their timing through the running asyncio loop (``loop.time()``, ``asyncio.sleep``,
-``call_later``) and the injected :class:`~gateway.clock.Clock`, never through ``time.time()``, so
-the whole lot also runs under the simulator's virtual-time loop.
+``call_later``) and the injected :class:`~gateway.core.clock.Clock`, never through
+``time.time()``, so the whole lot also runs under the simulator's virtual-time loop.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from gateway.clock import Stamp
+    from gateway.core.clock import Stamp
 
 BayReadingState = Literal["free", "occupied", "unknown"]
 

@@ -32,10 +32,10 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from gateway.aio import cancel_and_wait
-from gateway.clock import Clock
 from gateway.config import CameraConfig
+from gateway.core.clock import Clock
 from gateway.drivers import Frame, FrameSource
+from gateway.runtime.aio import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 

@@ -31,11 +31,11 @@ from gpiozero import (  # type: ignore[import-untyped]
 from gpiozero.exc import DistanceSensorNoEcho  # type: ignore[import-untyped]
 from gpiozero.pins import Factory  # type: ignore[import-untyped]
 
-from gateway.aio import cancel_and_wait
-from gateway.clock import Clock
 from gateway.config import BarrierConfig, LaneGpio, UltrasonicSensor
+from gateway.core.clock import Clock
+from gateway.core.records import Alarm
 from gateway.drivers import BayListener, BayReading, BayReadingState
-from gateway.journal import Alarm
+from gateway.runtime.aio import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 

@@ -34,10 +34,10 @@ from typing import Any
 import serial  # type: ignore[import-untyped]
 import structlog
 
-from gateway.aio import cancel_and_wait
-from gateway.clock import Clock, Stamp
 from gateway.config import BusConfig, ModbusSensor, Settings
+from gateway.core.clock import Clock, Stamp
 from gateway.drivers import BayListener, BayReading, BayReadingState
+from gateway.runtime.aio import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 

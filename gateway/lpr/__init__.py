@@ -12,9 +12,7 @@ The model itself (``localize``, ``recognize``, ``pipeline``) is imported only by
 child process, so importing this package stays cheap (no OpenCV, no torch).
 """
 
-from gateway.lpr.capture import CaptureStore
-from gateway.lpr.consensus import Consensus, PlateRead, vote
-from gateway.lpr.plates import (
+from gateway.core.plates import (
     Correction,
     Match,
     PlateFormat,
@@ -24,6 +22,8 @@ from gateway.lpr.plates import (
     normalize,
     within_one_confusable,
 )
+from gateway.lpr.capture import CaptureStore
+from gateway.lpr.consensus import Consensus, PlateRead, vote
 from gateway.lpr.worker import (
     BadImage,
     ImageReading,

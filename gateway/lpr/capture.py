@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from gateway.clock import Clock
+from gateway.core.clock import Clock
 
 if TYPE_CHECKING:
     from gateway.lpr.worker import PlateResult

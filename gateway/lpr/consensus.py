@@ -27,7 +27,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from gateway.lpr.plates import (
+from gateway.core.plates import (
     MAX_CORRECTION_COST,
     PlateFormat,
     best_format_reading,

@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
+from gateway.core.plates import PlateFormat
 from gateway.lpr.consensus import (
     DEFAULT_CHAR_THRESHOLD,
     DEFAULT_THRESHOLD,
@@ -34,7 +35,6 @@ from gateway.lpr.consensus import (
     vote,
 )
 from gateway.lpr.localize import Box, ImageError, decode_image, iou
-from gateway.lpr.plates import PlateFormat
 from gateway.lpr.worker import encode_png
 
 log = structlog.get_logger(__name__)
@@ -152,7 +152,7 @@ def char_errors(truth: str, read: str) -> list[tuple[str, str]]:
 def _near_miss() -> tuple[Callable[[str, str], bool], bool]:
     """plates.py's one-confusable test, or plain edit distance <= 1 when it is not there."""
     try:
-        from gateway.lpr import plates
+        from gateway.core import plates
     except ImportError:
         plates = None  # type: ignore[assignment]
     test = getattr(plates, "within_one_confusable", None)

@@ -20,9 +20,10 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from gateway.lpr import detect, localize, plates
+from gateway.core import plates
+from gateway.core.plates import Alternatives
+from gateway.lpr import detect, localize
 from gateway.lpr.localize import Box, ImageError, PlateCandidate
-from gateway.lpr.plates import Alternatives
 from gateway.lpr.recognize import (
     DEFAULT_ENSEMBLE_ABOVE,
     DEFAULT_ENSEMBLE_BELOW,

@@ -48,9 +48,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_check
 import numpy as np
 import structlog
 
-from gateway.aio import cancel_and_wait
-from gateway.clock import Clock, SystemClock
-from gateway.log import configure_logging
+from gateway.core.clock import Clock, SystemClock
+from gateway.core.plates import PlateFormat, formats_for
 from gateway.lpr.capture import CaptureStore
 from gateway.lpr.consensus import (
     DEFAULT_THRESHOLD,
@@ -59,7 +58,8 @@ from gateway.lpr.consensus import (
     PlateRead,
     vote,
 )
-from gateway.lpr.plates import PlateFormat, formats_for
+from gateway.runtime.aio import cancel_and_wait
+from gateway.runtime.log import configure_logging
 
 if TYPE_CHECKING:
     import numpy.typing as npt

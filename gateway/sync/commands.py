@@ -26,11 +26,11 @@ from typing import Annotated, Any
 import structlog
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from gateway import events
-from gateway.clock import Clock
-from gateway.events import CommandOutcome
+from gateway.core import events
+from gateway.core.clock import Clock
+from gateway.core.events import CommandOutcome
+from gateway.core.operations import LaneMode, LotControl, LotState, OperationRefused
 from gateway.journal import Audit, Journal, PutConfig
-from gateway.operations import LaneMode, LotControl, LotState, OperationRefused
 
 log = structlog.get_logger(__name__)
 

@@ -27,12 +27,12 @@ from pydantic import (
     model_validator,
 )
 
-from gateway import events
-from gateway.clock import Clock
-from gateway.events import ConfigKind, ConfigSource
+from gateway.core import events
+from gateway.core.clock import Clock
+from gateway.core.events import ConfigKind, ConfigSource
+from gateway.core.rights import RIGHTS
+from gateway.core.tariff import RateTable
 from gateway.journal import Journal, PutConfig
-from gateway.rights import RIGHTS
-from gateway.tariff import RateTable
 
 log = structlog.get_logger(__name__)
 

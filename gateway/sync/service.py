@@ -20,12 +20,12 @@ from typing import Any
 import aiomqtt
 import structlog
 
-from gateway.aio import cancel_and_wait
-from gateway.clock import Clock
 from gateway.config import Settings
-from gateway.events import ConfigSource, source_uri
+from gateway.core.clock import Clock
+from gateway.core.events import ConfigSource, source_uri
+from gateway.core.operations import LotControl
 from gateway.journal import Journal, JournalReader
-from gateway.operations import LotControl
+from gateway.runtime.aio import cancel_and_wait
 from gateway.sync.commands import CommandHandler, Reply
 from gateway.sync.drain import LinkLost, OutboxDrain, SyncStats
 from gateway.sync.http import HttpBackend, HttpSender, HttpSyncError

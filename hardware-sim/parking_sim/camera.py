@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from gateway.clock import Clock
+from gateway.core.clock import Clock
 from gateway.drivers import Frame
 
 if TYPE_CHECKING:

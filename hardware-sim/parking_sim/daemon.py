@@ -23,11 +23,11 @@ from typing import Any
 import structlog
 
 from gateway.app import Gateway, HardwareOverrides
-from gateway.clock import Clock
 from gateway.config import ModbusSensor, Settings
+from gateway.core.clock import Clock
+from gateway.core.rights import DenyEntry, Permit, Reservation
 from gateway.lpr.worker import PlateSource
-from gateway.notify import Notifier
-from gateway.rights import DenyEntry, Permit, Reservation
+from gateway.runtime.notify import Notifier
 from parking_sim.bus import SensorBus
 from parking_sim.camera import GroundTruthReader
 from parking_sim.scenario import Scenario

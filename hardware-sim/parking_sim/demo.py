@@ -27,7 +27,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from gateway.aio import cancel_and_wait
+from gateway.runtime.aio import cancel_and_wait
 
 ROOT = Path(__file__).resolve().parent.parent.parent  # the repository (an editable install)
 DEMO_SCENARIO = ROOT / "hardware-sim" / "scenarios" / "demo.toml"
@@ -118,7 +118,7 @@ def _view(run: Any, feed: Feed, mqtt: str, started: float) -> Group:
 
 async def run_demo(duration_s: float | None, pace: float, seed: int | None, lpr: bool,
                    state_dir: Path, console: Console) -> dict[str, Any]:
-    from gateway.log import configure_logging
+    from gateway.runtime.log import configure_logging
     from parking_sim.daemon import lot_run, outbox, sim_settings
     from parking_sim.scenario import load_scenario
     from parking_sim.vtime import TimeWarpLoop, VirtualClock, hold_for_aiosqlite

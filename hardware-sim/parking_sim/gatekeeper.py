@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import structlog
 
-from gateway.aio import cancel_and_wait
 from gateway.config import LaneConfig
 from gateway.drivers import Frame, FrameSource
 from gateway.drivers.gpio import BarrierRefusedError, LaneIo
+from gateway.runtime.aio import cancel_and_wait
 from parking_sim.camera import GroundTruthReader
 
 log = structlog.get_logger(__name__)

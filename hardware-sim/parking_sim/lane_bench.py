@@ -38,11 +38,11 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from gateway.clock import Clock, SystemClock
+from gateway.core.clock import Clock, SystemClock
 from gateway.drivers import BayReading, BayReadingState, Frame
 
 if TYPE_CHECKING:
-    from gateway.access import EntryDecision
+    from gateway.core.access import EntryDecision
     from gateway.lpr.evaluate import Sample
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -186,8 +186,8 @@ async def lane_bench(*, trials: int = 40, bay_changes: int = 400, reader: str = 
 
     from gateway.app import Gateway, HardwareOverrides
     from gateway.config import load_settings
-    from gateway.notify import Notifier
-    from gateway.rights import Permit
+    from gateway.core.rights import Permit
+    from gateway.runtime.notify import Notifier
     from parking_sim.camera import GroundTruthReader
 
     clock = SystemClock()

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from gateway.aio import cancel_and_wait
+from gateway.runtime.aio import cancel_and_wait
 from parking_sim.gpio import SimInputPin, SimRelayPin
 from parking_sim.traffic import Arrival
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import structlog
 
-from gateway.clock import Clock
 from gateway.config import Settings, UltrasonicSensor
+from gateway.core.clock import Clock
 from gateway.drivers import BayReading
 from gateway.drivers.gpio import LaneIo, UltrasonicBay
 from parking_sim.gatekeeper import GateKeeper, KeeperStats

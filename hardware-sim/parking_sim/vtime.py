@@ -1,7 +1,7 @@
 """Virtual and scaled time for asyncio: a lot's day in minutes, with the daemon's own code.
 
 The gateway does all its timing through ``loop.time()``, ``asyncio.sleep`` and ``call_later`` and
-an injected :class:`~gateway.clock.Clock`. Running it on a :class:`TimeWarpLoop` changes what a
+an injected :class:`~gateway.core.clock.Clock`. Running it on a :class:`TimeWarpLoop` changes what a
 second is without changing a line of it:
 
 * virtual (``scale=None``): ``loop.time()`` is a counter. When nothing is ready the loop first
@@ -11,7 +11,7 @@ second is without changing a line of it:
 * scaled (``scale=X``): ``loop.time()`` runs X times faster than the monotonic clock, and every
   select waits 1/X of the time asked for.
 
-:class:`VirtualClock` is the matching :class:`~gateway.clock.Clock`: its monotonic time is the
+:class:`VirtualClock` is the matching :class:`~gateway.core.clock.Clock`: its monotonic time is the
 loop's time and its wall time moves with it from a chosen start.
 """
 
@@ -25,7 +25,7 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from gateway.clock import Stamp
+from gateway.core.clock import Stamp
 
 T = TypeVar("T")
 
@@ -163,7 +163,7 @@ def hold_for_aiosqlite(loop: TimeWarpLoop) -> Callable[[], None]:
 
 
 class VirtualClock:
-    """A :class:`~gateway.clock.Clock` that reads the loop's (virtual or scaled) time.
+    """A :class:`~gateway.core.clock.Clock` that reads the loop's (virtual or scaled) time.
 
     Monotonic time is the loop's time, so durations the daemon measures with the clock agree
     with its sleeps and timers; wall time starts at ``start`` and moves with it.

@@ -24,9 +24,9 @@ from typing import Any, Literal, Protocol
 
 import structlog
 
-from gateway.aio import cancel_and_wait
-from gateway.clock import Clock
 from gateway.config import ModbusSensor, Settings, UltrasonicSensor
+from gateway.core.clock import Clock
+from gateway.runtime.aio import cancel_and_wait
 from parking_sim.camera import PhotoLibrary, PlateScene, SceneOptions, Shown, SimCamera
 from parking_sim.gpio import SimPins
 from parking_sim.physics import (

@@ -1,0 +1,1 @@
+"""Benchmark commands (`parking-gateway bench ...`): journal, sync, bus; one percentile helper."""

@@ -1,0 +1,474 @@
+"""The technician's commands that talk to the running daemon over its control socket.
+
+`status`, `gate open`, `lane mode`, `lot state`, `bay service`, `sensors watch`,
+`sessions open`, `plates recent`, and `report` (which reads the journal, not the socket).
+Handlers stay thin, as in gateway.cli: ask the daemon, print. Registered by gateway.cli
+(`register_service_commands`), which this module builds on; import gateway.cli first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from gateway.cli import (
+    EXIT_CODES,
+    InvalidInput,
+    OperationalError,
+    Section,
+    _journal_target,
+    _number,
+    _print_json,
+    _print_sections,
+    _run,
+    _terminal,
+    config_option,
+    journal_option,
+    json_option,
+)
+from gateway.config import DEFAULT_CONTROL_SOCKET
+from gateway.core.clock import SystemClock
+from gateway.runtime.control import ControlClient, ControlError, RemoteError
+
+SOCKET_ENV = "PARKING_GATEWAY_SOCKET"
+DAEMON_EXIT_CODES = """\b
+Exit codes:
+  0  success
+  1  operational failure: the daemon is not running, cannot be reached, or refused
+     the operation (an unknown lane or bay, a barrier fault)
+  2  invalid input: bad usage, or a value the daemon does not accept
+"""
+LANE_MODES = {"auto": "auto", "open": "locked_open", "closed": "locked_closed"}
+WATCH_ROWS = 40  # bays shown in the live view: the most recently changed
+
+socket_option = click.option(
+    "--socket", "socket_path", type=click.Path(path_type=Path, dir_okay=False),
+    default=DEFAULT_CONTROL_SOCKET, envvar=SOCKET_ENV, show_default=True, show_envvar=True,
+    help="The daemon's control socket (control.socket_path in its config).",
+)
+
+
+def _call(socket_path: Path, method: str, params: Mapping[str, Any] | None = None) -> Any:
+    """One request to the daemon; its errors become the CLI's exit codes."""
+    try:
+        return asyncio.run(ControlClient(socket_path).call(method, params))
+    except RemoteError as e:
+        if e.code == "invalid_params":
+            raise InvalidInput(str(e)) from None
+        raise OperationalError(str(e)) from None
+    except ControlError as e:
+        raise OperationalError(str(e)) from None
+
+
+def _done(as_json: bool, message: str, **fields: Any) -> None:
+    if as_json:
+        _print_json({"ok": True, **fields})
+    else:
+        click.echo(message)
+
+
+# --- status ------------------------------------------------------------------------------
+
+
+@click.command("status", epilog=DAEMON_EXIT_CODES)
+@socket_option
+@json_option
+def status(socket_path: Path, as_json: bool) -> None:
+    """The running lot: lanes, bays by floor, zone and type, lot state, sync, alarms."""
+    report = _call(socket_path, "status")
+    if as_json:
+        _print_json(report)
+        return
+    _print_sections(status_sections(report))
+
+
+def status_sections(report: Mapping[str, Any]) -> list[Section]:
+    """The daemon's `status` (gateway.app.Gateway.status) as tables for a person."""
+    occupancy = report.get("occupancy") or {}
+    total = occupancy.get("total") or {}
+    sync = report.get("sync") or {}
+    alarms = report.get("alarms") or []
+    lot_state = _lot_state_line(report)
+    counted = occupancy.get("counted") or {}
+    rows = [("state", lot_state), ("bays", _bay_line(total))]
+    if counted.get("capacity"):
+        # Bays with no sensor: counted from the vehicles inside, not in the tables below.
+        rows.append(("bays with no sensor",
+                     f"{counted['capacity']}, {counted.get('occupied', 0)} taken by the count"))
+    sections = [Section("lot", [
+        *rows,
+        ("open sessions", _number(report.get("openSessions", 0))),
+        ("sync", _sync_line(sync)),
+        ("alarms", str(len(alarms)) if alarms else "none"),
+    ])]
+    lanes = report.get("lanes") or []
+    if lanes:
+        sections.append(Section("lanes", [
+            (str(lane.get("laneId", "?")), str(lane.get("direction", "")),
+             str(lane.get("mode", "")), str(lane.get("state", "")),
+             str(lane.get("barrier", "")),
+             "OUT OF ORDER" if lane.get("outOfOrder") else "ok")
+            for lane in lanes
+        ], header=("lane", "direction", "mode", "state", "barrier", "health")))
+    for key, title in (("byFloor", "floor"), ("byZone", "zone"), ("byType", "type")):
+        groups: Mapping[str, Mapping[str, int]] = occupancy.get(key) or {}
+        if groups:
+            sections.append(Section(f"bays with sensors, by {title}", [
+                (name, *(str(counts.get(c, 0)) for c in COUNT_KEYS))
+                for name, counts in groups.items()
+            ], header=(title, "free", "occupied", "unknown", "out of service")))
+    if alarms:
+        sections.append(Section("alarms", [
+            (str(a.get("severity", "")), str(a.get("alarmId", "")), str(a.get("message", "")))
+            for a in alarms
+        ], header=("severity", "alarm", "message"), wrap=2))
+    return sections
+
+
+COUNT_KEYS = ("free", "occupied", "unknown", "outOfService")
+
+
+def _lot_state_line(report: Mapping[str, Any]) -> str:
+    """The state, and why: a technician's (or the backend's) setting, or the free-bay count."""
+    state = str(report.get("lotState", "?"))
+    operator = report.get("operatorState")
+    if operator and operator != "open":
+        return f"{state} (set to {operator} by a technician or the backend)"
+    if state == "full":
+        return f"{state} (automatic: free bays at or below lot.full_when_free_at_most)"
+    return state
+
+
+def _bay_line(total: Mapping[str, int]) -> str:
+    if not total:
+        return "unknown"
+    return (f"{total.get('free', 0)} free, {total.get('occupied', 0)} occupied,"
+            f" {total.get('unknown', 0)} unknown, {total.get('outOfService', 0)} out of service")
+
+
+def _sync_line(sync: Mapping[str, Any]) -> str:
+    """`connected (mqtt), 12 events to send, oldest 4 min`: the sync stats, in one line."""
+    link = "connected" if sync.get("connected") else "offline"
+    if sync.get("transport"):
+        link += f" ({sync['transport']})"
+    parts = [link]
+    if sync.get("backlog") is not None:
+        parts.append(f"{_number(sync['backlog'])} events to send")
+    lag = sync.get("lag_s")
+    if isinstance(lag, int | float) and lag >= 1:
+        parts.append(f"oldest {_age(lag)}")
+    if sync.get("last_error") and not sync.get("connected"):
+        parts.append(f"last error: {sync['last_error']}")
+    return ", ".join(parts)
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+# --- changes -----------------------------------------------------------------------------
+
+
+@click.group()
+def gate() -> None:
+    """Barriers: open one by hand (a manual vend)."""
+
+
+@gate.command("open", epilog=DAEMON_EXIT_CODES)
+@click.argument("lane")
+@click.option("--reason", required=True, metavar="TEXT",
+              help="Why (audited with your user name), e.g. 'ticket machine jammed'.")
+@socket_option
+@json_option
+def gate_open(lane: str, reason: str, socket_path: Path, as_json: bool) -> None:
+    """A manual vend: raise LANE's barrier for one vehicle."""
+    if len(reason.strip()) < 3:
+        raise InvalidInput("--reason must say why, in a few words (it is audited)")
+    _call(socket_path, "gate.open", {"lane": lane, "reason": reason})
+    _done(as_json, f"{lane}: barrier opening for one vehicle", lane=lane, reason=reason)
+
+
+@click.group()
+def lane() -> None:
+    """Lanes: automatic, or held open or closed."""
+
+
+@lane.command("mode", epilog=DAEMON_EXIT_CODES)
+@click.argument("lane_id", metavar="LANE")
+@click.argument("mode", type=click.Choice(list(LANE_MODES)))
+@socket_option
+@json_option
+def lane_mode(lane_id: str, mode: str, socket_path: Path, as_json: bool) -> None:
+    """Run LANE automatically, or hold its barrier open or closed until set back to auto."""
+    wire = LANE_MODES[mode]
+    _call(socket_path, "lane.mode", {"lane": lane_id, "mode": wire})
+    _done(as_json, f"{lane_id}: mode {wire}", lane=lane_id, mode=wire)
+
+
+@click.group()
+def lot() -> None:
+    """The lot as a whole: open, full or closed."""
+
+
+@lot.command("state", epilog=DAEMON_EXIT_CODES)
+@click.argument("state", type=click.Choice(["open", "full", "closed"]))
+@socket_option
+@json_option
+def lot_state(state: str, socket_path: Path, as_json: bool) -> None:
+    """Open the lot, mark it full (visitors refused), or close it."""
+    _call(socket_path, "lot.state", {"state": state})
+    _done(as_json, f"lot: {state}", state=state)
+
+
+@click.group()
+def bay() -> None:
+    """Bays: take one out of service or back."""
+
+
+@bay.command("service", epilog=DAEMON_EXIT_CODES)
+@click.argument("bay_id", metavar="BAY")
+@click.argument("setting", type=click.Choice(["on", "off"]))
+@socket_option
+@json_option
+def bay_service(bay_id: str, setting: str, socket_path: Path, as_json: bool) -> None:
+    """Take BAY out of service (off: not counted, a car in it is a violation) or back (on)."""
+    in_service = setting == "on"
+    _call(socket_path, "bay.service", {"bay": bay_id, "in_service": in_service})
+    _done(as_json, f"{bay_id}: {'in service' if in_service else 'out of service'}",
+          bay=bay_id, in_service=in_service)
+
+
+# --- reads -------------------------------------------------------------------------------
+
+
+@click.group()
+def sessions() -> None:
+    """Parking sessions: the vehicles inside."""
+
+
+@sessions.command("open", epilog=DAEMON_EXIT_CODES)
+@socket_option
+@json_option
+def sessions_open(socket_path: Path, as_json: bool) -> None:
+    """Vehicles inside now, oldest entry first."""
+    rows = _call(socket_path, "sessions.open")
+    if as_json:
+        _print_json(rows)
+        return
+    _print_sections([_records(f"{len(rows)} open sessions", rows, (
+        ("entryAt", "entry (UTC)"), ("plate", "plate"), ("right", "right"),
+        ("reference", "reference"), ("entryLane", "lane"), ("sessionId", "session")))])
+
+
+@click.group()
+def plates() -> None:
+    """Plate reads at the lanes, and what the lanes decided."""
+
+
+@plates.command("recent", epilog=DAEMON_EXIT_CODES)
+@click.option("-n", "--limit", type=click.IntRange(1, 1000), default=50, show_default=True,
+              help="How many of the newest reads.")
+@socket_option
+@json_option
+def plates_recent(limit: int, socket_path: Path, as_json: bool) -> None:
+    """The newest plate reads and what the lane decided, newest first."""
+    rows = _call(socket_path, "plates.recent", {"limit": limit})
+    if as_json:
+        _print_json(rows)
+        return
+    _print_sections([_records(f"last {len(rows)} plate reads", rows, (
+        ("at", "time (UTC)"), ("laneId", "lane"), ("plate", "plate"),
+        ("confidence", "confidence"), ("decision", "decision"), ("allowed", "allowed")))])
+
+
+def _records(title: str, rows: Sequence[Mapping[str, Any]],
+             columns: Sequence[tuple[str, str]]) -> Section:
+    return Section(title, [tuple(_cell(row.get(key)) for key, _ in columns) for row in rows],
+                   header=tuple(label for _, label in columns))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str) and len(value) > 19 and value[10:11] == "T":
+        return value[:19].replace("T", " ")  # an RFC 3339 time, to the second
+    return _number(value)
+
+
+# --- sensors watch -----------------------------------------------------------------------
+
+
+@click.group()
+def sensors() -> None:
+    """Bay sensors: watch their readings live."""
+
+
+@sensors.command("watch", epilog=DAEMON_EXIT_CODES)
+@socket_option
+@json_option
+def sensors_watch(socket_path: Path, as_json: bool) -> None:
+    """Bay readings as they change, until Ctrl-C.
+
+    A live table on a terminal; one line per change otherwise (one JSON object per line
+    with --json).
+    """
+    live = not as_json and _terminal(sys.stdout)
+    try:
+        asyncio.run(_watch(socket_path, as_json=as_json, live=live))
+    except KeyboardInterrupt:
+        return  # Ctrl-C is how a watch ends
+    except RemoteError as e:
+        raise OperationalError(str(e)) from None
+    except ControlError as e:
+        raise OperationalError(str(e)) from None
+
+
+async def _watch(socket_path: Path, *, as_json: bool, live: bool) -> None:
+    stream = ControlClient(socket_path).stream("sensors.watch")
+    if not live:
+        async for change in stream:
+            if as_json:
+                click.echo(_json_line(change))
+            else:
+                click.echo(watch_line(change))
+        raise ControlError("the daemon ended the watch (it is stopping)")
+    latest: dict[str, Mapping[str, Any]] = {}
+    with Live(_watch_table(latest), console=Console(), auto_refresh=False) as view:
+        async for change in stream:
+            bay_id = str(change.get("bayId", "?"))
+            latest.pop(bay_id, None)
+            latest[bay_id] = change  # the newest last
+            view.update(_watch_table(latest), refresh=True)
+    raise ControlError("the daemon ended the watch (it is stopping)")
+
+
+def watch_line(change: Mapping[str, Any]) -> str:
+    """One change as a line: time, bay, previous -> new state, health, raw reading."""
+    health = "healthy" if change.get("healthy") else f"FAULT {change.get('fault') or ''}".strip()
+    raw = change.get("raw")
+    parts = [_cell(change.get("at")), str(change.get("bayId", "?")),
+             f"{change.get('previous', '?')} -> {change.get('state', '?')}", health]
+    if raw is not None:
+        parts.append(f"raw={raw}")
+    return "  ".join(parts)
+
+
+def _watch_table(latest: Mapping[str, Mapping[str, Any]]) -> Table:
+    table = Table(title=Text("bay sensors (Ctrl-C to stop)", style="bold"),
+                  title_justify="left")
+    for name in ("bay", "state", "was", "sensor", "raw", "since (UTC)"):
+        table.add_column(name)
+    shown = list(latest.items())[-WATCH_ROWS:]
+    for bay_id, change in reversed(shown):
+        state = str(change.get("state", "?"))
+        style = {"free": "green", "occupied": "red", "unknown": "yellow"}.get(state, "")
+        table.add_row(Text(bay_id), Text(state, style=style), Text(str(change.get("previous"))),
+                      Text("ok" if change.get("healthy") else str(change.get("fault") or "fault"),
+                           style="" if change.get("healthy") else "bold yellow"),
+                      Text(_cell(change.get("raw"))), Text(_cell(change.get("at"))))
+    if not shown:
+        table.caption = "waiting for a change ..."
+    return table
+
+
+def _json_line(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+# --- report ------------------------------------------------------------------------------
+
+
+def _parse_day(_ctx: click.Context, _param: click.Parameter, value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date such as 2026-03-02") from None
+
+
+@click.command("report", epilog=EXIT_CODES)
+@click.option("--day", required=True, metavar="DATE", callback=_parse_day,
+              help="The lot-local day, e.g. 2026-03-02.")
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
+              help="The PNG to write; default: report-<lot>-<DATE>.png here.")
+@click.option("--no-png", is_flag=True, help="Only the table (no matplotlib needed).")
+@config_option
+@journal_option
+@json_option
+def report(day: date, output: Path | None, no_png: bool, config_path: Path,
+           journal_path: Path | None, as_json: bool) -> None:
+    """Occupancy and revenue hour by hour over one day: a PNG chart and a table.
+
+    Read from the journal (read-only, safe while the daemon runs): the hourly occupancy
+    roll-ups, fees of the sessions that ended, and payments. Hours are lot-local
+    (gateway.timezone); without a config, UTC. Needs matplotlib (the `sim` extra) for the PNG.
+    """
+    from gateway.journal import report as reports
+
+    target = _journal_target(config_path, journal_path)
+    settings = target.settings
+    tz = reports.zone(settings.gateway.timezone if settings else "UTC")
+    lot_id = settings.gateway.lot_id if settings else "lot"
+    result = _run(reports.read_day(target.path, day, tz, now=SystemClock().now(),
+                                   lot_id=lot_id))
+    png: Path | None = None
+    if not no_png:
+        png = output or Path(f"report-{lot_id}-{day.isoformat()}.png")
+        try:
+            reports.render_png(result, png)
+        except reports.MissingExtra as e:
+            raise OperationalError(str(e)) from None
+        except OSError as e:
+            raise OperationalError(f"cannot write {png}: {e.strerror or e}") from None
+    if as_json:
+        _print_json({**result.as_dict(), "png": None if png is None else str(png)})
+        return
+    _print_sections(report_sections(result))
+    if png is not None:
+        click.echo(f"\nchart written to {png}", err=True)
+
+
+def report_sections(result: Any) -> list[Section]:
+    """The day's table: one row per hour, then the day's totals."""
+    money = result.money
+    rows = [
+        (h.label, _pct(h.occupancy), _number(round(h.occupied_avg, 1)) if h.has_occupancy
+         else "-", str(h.occupied_max) if h.has_occupancy else "-", str(h.entries),
+         str(h.exits), str(h.sessions_ended), money(h.fees_minor), money(h.payments_minor))
+        for h in result.hours
+    ]
+    totals = result.totals()
+    rows.append(("day", _pct(totals["occupancy"]), "", str(totals["occupied_max"]),
+                 str(totals["entries"]), str(totals["exits"]), str(totals["sessions_ended"]),
+                 money(totals["fees_minor"]), money(totals["payments_minor"])))
+    title = f"{result.lot_id} on {result.day.isoformat()} ({result.timezone})"
+    return [Section(title, rows, header=(
+        "hour", "occupancy", "mean occupied", "peak", "entries", "exits", "exited",
+        "fees", "payments"), right_last=True)]
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.0f}%"
+
+
+# --- registration ------------------------------------------------------------------------
+
+
+def register_service_commands(group: click.Group) -> None:
+    """Add these commands to the `parking-gateway` group (gateway.cli calls this once)."""
+    for command in (status, gate, lane, lot, bay, sensors, sessions, plates, report):
+        group.add_command(command)

@@ -1,0 +1,619 @@
+"""The technician CLI, run in-process: what it prints, where, and with which exit code."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from click.testing import CliRunner, Result
+
+from gateway import __version__, cli
+from gateway.bench import journal as benchmarks
+from gateway.config import JournalConfig, describe, load_settings
+from gateway.core import events
+from gateway.core.clock import FakeClock
+from gateway.core.tariff import quote
+from gateway.journal import Journal, JournalError
+from tests.conftest import EXAMPLE
+from tests.core.schemas import validate_cloudevent
+
+SECRET = "hunter2-never-printed"
+
+MINIMAL = """
+[gateway]
+lot_id = "test-lot"
+gateway_id = "gw-1"
+timezone = "Europe/Berlin"
+default_tariff = "standard"
+
+[journal]
+path = "{journal}"
+max_size_mb = 64
+
+[sync.mqtt]
+username = "gw"
+password = "{secret}"
+
+[tariffs.standard]
+currency = "EUR"
+lines = [{{ flat_minor = 100 }}]
+"""
+
+# Five problems in three sections; each must be reported at its own dotted path.
+INVALID = """
+[gateway]
+lot_id = "Bad Lot"
+gateway_id = "gw-1"
+timezone = "Mars/Olympus"
+default_tariff = "standard"
+colour = "red"
+
+[[lanes]]
+id = "lane-1"
+direction = "entry"
+name = "Lane 1"
+camera = { url = "ftp://camera" }
+gpio = { arming_loop = 5, safety_loop = 6, open_relay = 40 }
+
+[tariffs.standard]
+currency = "EUR"
+lines = [{ flat_minor = 100 }]
+"""
+INVALID_PATHS = (
+    "gateway.lot_id", "gateway.timezone", "gateway.colour", "lanes.0.camera.url",
+    "lanes.0.gpio.open_relay",
+)
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> Any:
+    # This machine's own gateway settings must not leak into a test.
+    monkeypatch.delenv(cli.CONFIG_ENV, raising=False)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    for name in list(os.environ):
+        if name.upper().startswith("PARKING_GATEWAY__"):
+            monkeypatch.delenv(name)
+    yield
+    # The CLI pointed structlog at the runner's stderr, which is gone after the run.
+    structlog.reset_defaults()
+
+
+def run(*args: str | Path) -> Result:
+    return CliRunner().invoke(cli.cli, [str(a) for a in args])
+
+
+# --- version and help ---------------------------------------------------------------------
+
+
+def test_version_prints_package_python_and_sqlite_versions() -> None:
+    human = run("version")
+    machine = run("version", "--json")
+
+    assert human.exit_code == 0
+    assert f"parking-gateway {__version__}" in human.stdout
+    assert sqlite3.sqlite_version in human.stdout
+    assert machine.exit_code == 0
+    info = json.loads(machine.stdout)
+    assert info["version"] == __version__
+    assert info["sqlite"] == sqlite3.sqlite_version
+    assert set(info) == {"version", "python", "sqlite", "platform"}
+
+
+@pytest.mark.parametrize("command", [(), ("tariff", "quote"), ("journal", "export")])
+def test_help_documents_exit_codes(command: tuple[str, ...]) -> None:
+    result = run(*command, "--help")
+
+    assert result.exit_code == 0
+    assert "Exit codes:" in result.stdout
+    for line in ("0  success", "1  operational failure", "2  invalid input"):
+        assert line in result.stdout
+
+
+# --- config check ---------------------------------------------------------------------------
+
+
+def test_config_check_summarises_the_example() -> None:
+    result = run("config", "check", EXAMPLE)
+
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == ""
+    out = result.stdout
+    assert f"{EXAMPLE}: valid" in out
+    assert "urn:parking:riverside-garage:gw-1" in out
+    assert "entry: 2, exit: 1" in out  # lanes by direction
+    assert "modbus: 9, none: 1, ultrasonic: 2" in out  # bays by sensor
+    assert "staff, standard" in out
+
+
+def test_config_check_json_is_the_describe_summary() -> None:
+    result = run("config", "check", EXAMPLE, "--json")
+
+    assert result.exit_code == 0
+    assert json.loads(result.stdout) == {
+        "valid": True, "config": str(EXAMPLE), "summary": describe(load_settings(EXAMPLE)),
+    }
+
+
+def test_config_check_shows_secrets_only_as_set(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(MINIMAL.format(journal=tmp_path / "j.db", secret=SECRET))
+
+    human = run("config", "check", config)
+    machine = run("config", "check", config, "--json")
+
+    assert human.exit_code == machine.exit_code == 0
+    assert "mqtt password     set" in human.stdout
+    assert json.loads(machine.stdout)["summary"]["sync"]["mqtt"]["password_set"] is True
+    for result in (human, machine):
+        assert SECRET not in result.output
+
+
+def test_config_check_reports_every_problem_with_its_path(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(INVALID)
+
+    result = run("config", "check", config)
+
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    for path in INVALID_PATHS:
+        assert any(line.startswith(f"{path}: ") for line in lines), path
+    assert lines[-1] == f"Error: {config}: 5 problems"
+
+
+def test_config_check_json_lists_the_problems(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(INVALID)
+
+    result = run("config", "check", config, "--json")
+
+    assert result.exit_code == 2
+    report = json.loads(result.stdout)
+    assert report["valid"] is False
+    assert [p["path"] for p in report["problems"]] == list(INVALID_PATHS)
+
+
+def test_config_check_of_a_missing_file_is_invalid_input(tmp_path: Path) -> None:
+    result = run("config", "check", tmp_path / "nope.toml")
+
+    assert result.exit_code == 2
+    assert "cannot read" in result.stderr
+
+
+# --- tariff quote ---------------------------------------------------------------------------
+
+
+def quote_json(*args: str) -> dict[str, Any]:
+    result = run("tariff", "quote", "--config", EXAMPLE, "--json", *args)
+    assert result.exit_code == 0, result.stderr
+    parsed: dict[str, Any] = json.loads(result.stdout)
+    return parsed
+
+
+def test_quote_json_is_the_library_quote() -> None:
+    # Tuesday 09:00-11:10 in Berlin, standard tariff: the first hour is a flat 2.50, then
+    # 70 minutes of the 60-240 min tier are 3 started half hours at 1.00: 5.50.
+    got = quote_json("--entry", "2026-03-03T09:00", "--exit", "2026-03-03T11:10")
+
+    assert got["amount_minor"] == 550
+    assert got["currency"] == "EUR"
+    settings = load_settings(EXAMPLE)
+    tz = settings.gateway.tzinfo
+    expected = quote(settings.tariffs["standard"], datetime(2026, 3, 3, 9, 0, tzinfo=tz),
+                     datetime(2026, 3, 3, 11, 10, tzinfo=tz), tz=tz)
+    assert got == expected.to_json()
+
+
+def test_naive_times_are_lot_local_and_z_times_utc() -> None:
+    # 21:00-21:50 lot-local is before the 22:00 night band: the first hour's 2.50.
+    local = quote_json("--entry", "2026-03-03T21:00", "--exit", "2026-03-03T21:50")
+    # 21:00Z is 22:00 in Berlin (CET, +01:00): inside the night band, a flat 4.00.
+    utc = quote_json("--entry", "2026-03-03T21:00Z", "--exit", "2026-03-03T21:50Z")
+    offset = quote_json("--entry", "2026-03-03T22:00+01:00", "--exit", "2026-03-03T22:50+01:00")
+
+    assert local["amount_minor"] == 250
+    assert utc["amount_minor"] == 400
+    assert utc == offset
+
+
+def test_a_naive_time_in_the_dst_gap_is_the_instant_of_the_jump() -> None:
+    # Berlin skips 02:00-03:00 on 2026-03-29; the tariff reads 02:30 as the jump, 01:00Z.
+    got = quote_json("--entry", "2026-03-29T02:30", "--exit", "2026-03-29T04:00")
+
+    assert got["lines"][0]["start"] == "2026-03-29T01:00:00.000000Z"
+
+
+@pytest.mark.parametrize(
+    ("extra", "amount"),
+    [
+        # 5.50 less the cinema's 3.00 off.
+        (("--validation", "cinema"), 250),
+        # The supermarket's 60 free minutes leave 10:00-11:10: 2.50 + one half hour 1.00.
+        (("--validation", "supermarket"), 350),
+        # Staff park the first 12 hours free.
+        (("--tariff", "staff"), 0),
+    ],
+)
+def test_quote_with_tariff_and_validations(extra: tuple[str, ...], amount: int) -> None:
+    got = quote_json("--entry", "2026-03-03T09:00", "--exit", "2026-03-03T11:10", *extra)
+
+    assert got["amount_minor"] == amount
+
+
+def test_lost_ticket_is_the_tariffs_flat_fee() -> None:
+    assert quote_json("--lost-ticket")["amount_minor"] == 3000
+
+
+def test_quote_prints_a_receipt() -> None:
+    result = run("tariff", "quote", "--config", EXAMPLE,
+                 "--entry", "2026-03-03T09:00", "--exit", "2026-03-03T11:10")
+
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert "  duration  2 h 10 min" in lines
+    assert any("first 60 min: flat 2.50 EUR" in line and line.endswith("2.50 EUR")
+               for line in lines)
+    assert lines[-1].split() == ["total", "5.50", "EUR"]
+
+
+def test_rich_tables_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "_terminal", lambda stream: True)
+
+    result = run("tariff", "quote", "--config", EXAMPLE,
+                 "--entry", "2026-03-03T09:00", "--exit", "2026-03-03T11:10")
+
+    assert result.exit_code == 0
+    assert "─" in result.stdout  # rich's rule under the header
+    assert "5.50 EUR" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--entry", "2026-03-03T09:00", "--exit", "2026-03-03T11:10", "--tariff", "nope"),
+         "unknown tariff 'nope' (defined: staff, standard)"),
+        (("--entry", "2026-03-03T09:00", "--exit", "2026-03-03T11:10", "--validation", "nope"),
+         "unknown validation 'nope'"),
+        (("--entry", "2026-03-03T09:00", "--exit", "2026-03-03T08:00"),
+         "--exit 2026-03-03 08:00 CET is before --entry 2026-03-03 09:00 CET"),
+        (("--entry", "2026-03-32T09:00", "--exit", "2026-03-03T11:10"),
+         "is not an ISO 8601 date and time"),
+        (("--entry", "2026-03-03T09:00"), "give --entry and --exit"),
+        (("--lost-ticket", "--entry", "2026-03-03T09:00"), "leave out --entry"),
+        (("--lost-ticket", "--tariff", "staff"), "this tariff has no lost_ticket_minor"),
+    ],
+)
+def test_quote_refuses_bad_input_with_exit_2(args: tuple[str, ...], message: str) -> None:
+    result = run("tariff", "quote", "--config", EXAMPLE, "--json", *args)
+
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_quote_with_an_invalid_config_lists_its_problems(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(INVALID)
+
+    result = run("tariff", "quote", "--config", config, "--lost-ticket")
+
+    assert result.exit_code == 2
+    assert "lanes.0.camera.url: " in result.stderr
+
+
+def test_config_comes_from_the_environment_variable(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(MINIMAL.format(journal=tmp_path / "j.db", secret=SECRET))
+
+    result = CliRunner(env={cli.CONFIG_ENV: str(config)}).invoke(
+        cli.cli, ["tariff", "quote", "--json", "--entry", "2026-03-03T09:00",
+                  "--exit", "2026-03-03T10:00"])
+
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["amount_minor"] == 100  # MINIMAL's flat 1.00
+
+
+# --- journal --------------------------------------------------------------------------------
+
+
+async def _fill(path: Path, count: int, acked: int) -> None:
+    clock = FakeClock()
+    journal = await Journal.open(JournalConfig(path=path), clock=clock)
+    try:
+        for i in range(count):
+            await journal.append(events.bay_changed(
+                at=clock.now(), bay_id=f"A-{i:02d}", floor="0", zone="A", bay_type="regular",
+                state="occupied", previous_state="free", source="ultrasonic",
+                sensor_healthy=True))
+            clock.advance(60)
+        await journal.mark_acked(range(1, acked + 1))
+    finally:
+        await journal.close()
+
+
+@pytest.fixture
+def journal_file(tmp_path: Path) -> Path:
+    """A journal of five bay.changed events, the first two acknowledged by the backend."""
+    path = tmp_path / "journal.db"
+    # Made before any CLI run, in its own loop: the CLI runs asyncio.run itself.
+    asyncio.run(_fill(path, count=5, acked=2))
+    return path
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, journal_file: Path) -> Path:
+    path = tmp_path / "gateway.toml"
+    path.write_text(MINIMAL.format(journal=journal_file, secret=SECRET))
+    return path
+
+
+def test_stats_json_reads_the_journal_named_by_the_config(
+    config_file: Path, journal_file: Path
+) -> None:
+    result = run("journal", "stats", "--config", config_file, "--json")
+
+    assert result.exit_code == 0, result.stderr
+    stats = json.loads(result.stdout)
+    assert stats["path"] == str(journal_file)
+    assert stats["events_total"] == 5
+    assert stats["events_unsynced"] == 3
+    assert stats["acked_through"] == 2
+    assert stats["last_seq"] == 5
+    assert stats["oldest_unsynced_time"] == "2026-03-02T08:02:00.000000Z"
+    assert stats["max_size_bytes"] == 64 * 1024 * 1024  # the config's max_size_mb
+
+
+def test_stats_human_groups_the_figures(config_file: Path) -> None:
+    result = run("journal", "stats", "--config", config_file)
+
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    for section in ("events", "storage", "sessions", "state"):
+        assert section in lines
+    assert "  unsynced         3" in lines
+    assert any(line.startswith("  used ") and "of 64.0 MiB" in line for line in lines)
+
+
+def test_tail_shows_the_newest_events_oldest_first(config_file: Path) -> None:
+    machine = run("journal", "tail", "--config", config_file, "-n", "2", "--json")
+    human = run("journal", "tail", "--config", config_file, "-n", "2")
+
+    assert machine.exit_code == human.exit_code == 0
+    records = json.loads(machine.stdout)
+    assert [r["seq"] for r in records] == [4, 5]
+    assert records[0]["data"]["bayId"] == "A-03"
+    assert [r["acked"] for r in records] == [False, False]
+    rows = human.stdout.splitlines()[2:]
+    assert [row.split()[:4] for row in rows] == [
+        ["4", "2026-03-02T08:03:00Z", "bay.changed", "false"],
+        ["5", "2026-03-02T08:04:00Z", "bay.changed", "false"],
+    ]
+
+
+def test_export_jsonl_is_one_cloudevent_per_line(config_file: Path) -> None:
+    result = run("journal", "export", "--config", config_file)
+
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 5
+    for seq, line in enumerate(lines, start=1):
+        event = json.loads(line)
+        validate_cloudevent(event)
+        assert event["source"] == "urn:parking:test-lot:gw-1"
+        assert event["sequence"] == seq
+        assert event["type"] == "org.parking.v1.bay.changed"
+    assert result.stderr == "exported 5 events (seq 1 to 5) to stdout\n"
+
+
+def test_export_after_a_sequence(config_file: Path) -> None:
+    result = run("journal", "export", "--config", config_file, "--after", "3")
+
+    assert result.exit_code == 0
+    assert [json.loads(line)["sequence"] for line in result.stdout.splitlines()] == [4, 5]
+
+
+def test_export_csv_to_a_file(config_file: Path, tmp_path: Path) -> None:
+    target = tmp_path / "events.csv"
+
+    result = run("journal", "export", "--config", config_file, "--format", "csv",
+                 "--output", target)
+
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == ""
+    assert result.stderr == f"exported 5 events (seq 1 to 5) to {target}\n"
+    with target.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == list(cli.CSV_COLUMNS)
+    assert [row["seq"] for row in rows] == ["1", "2", "3", "4", "5"]
+    assert [row["acked"] for row in rows] == ["true", "true", "false", "false", "false"]
+    assert json.loads(rows[2]["data"])["bayId"] == "A-02"
+    assert rows[2]["type"] == "bay.changed"
+
+
+def test_export_counts_progress_on_a_terminal(
+    config_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli, "_terminal", lambda stream: True)
+    monkeypatch.setattr(cli, "PROGRESS_EVERY", 2)
+    target = tmp_path / "events.jsonl"
+
+    result = run("journal", "export", "--config", config_file, "--output", target)
+
+    assert result.exit_code == 0
+    assert result.stderr == (
+        f"\r2 events\r4 events\nexported 5 events (seq 1 to 5) to {target}\n")
+
+
+def test_journal_option_needs_no_config_but_jsonl_needs_a_source(
+    journal_file: Path, tmp_path: Path
+) -> None:
+    missing = tmp_path / "missing.toml"
+
+    stats = run("journal", "stats", "--config", missing, "--journal", journal_file, "--json")
+    no_source = run("journal", "export", "--config", missing, "--journal", journal_file)
+    with_source = run("journal", "export", "--config", missing, "--journal", journal_file,
+                      "--source", "urn:parking:other-lot:gw-9")
+    as_csv = run("journal", "export", "--config", missing, "--journal", journal_file,
+                 "--format", "csv")
+
+    assert stats.exit_code == 0
+    assert json.loads(stats.stdout)["events_total"] == 5
+    assert f"note: not using the config {missing}" in stats.stderr
+    assert no_source.exit_code == 2
+    assert "give --source" in no_source.stderr
+    assert no_source.stdout == ""
+    assert with_source.exit_code == 0
+    assert json.loads(with_source.stdout.splitlines()[0])["source"] == "urn:parking:other-lot:gw-9"
+    assert as_csv.exit_code == 0
+    assert len(as_csv.stdout.splitlines()) == 6  # the header and five events
+
+
+def test_journal_without_a_usable_config_is_invalid_input(tmp_path: Path) -> None:
+    result = run("journal", "stats", "--config", tmp_path / "missing.toml")
+
+    assert result.exit_code == 2
+    assert "cannot read" in result.stderr
+
+
+@pytest.mark.parametrize("command", [("stats",), ("tail",), ("export", "--source", "urn:x")])
+def test_a_missing_journal_is_an_operational_failure(
+    command: tuple[str, ...], tmp_path: Path
+) -> None:
+    result = run("journal", *command, "--journal", tmp_path / "nope.db")
+
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == f"Error: no journal at {tmp_path / 'nope.db'}"
+    assert result.stdout == ""
+
+
+def test_a_file_that_is_not_a_journal_is_an_operational_failure(tmp_path: Path) -> None:
+    garbage = tmp_path / "journal.db"
+    garbage.write_bytes(b"not a database, just bytes" * 100)
+
+    # In a process of its own: a database connection left open on the way out keeps a
+    # thread alive, and the command would never exit.
+    done = subprocess.run(
+        [sys.executable, "-c", "from gateway.cli import main; main()",
+         "journal", "stats", "--journal", str(garbage)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr == f"Error: cannot read the journal {garbage}: file is not a database\n"
+
+
+def test_a_database_that_is_not_a_journal_is_an_operational_failure(tmp_path: Path) -> None:
+    other = tmp_path / "other.db"
+    with contextlib.closing(sqlite3.connect(other)) as db:
+        db.execute("PRAGMA user_version = 1")  # looks migrated, but has none of our tables
+        db.execute("CREATE TABLE notes (text TEXT)")
+        db.commit()
+
+    result = run("journal", "tail", "--journal", other)
+
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: cannot read the journal {other}: no such table: outbox\n"
+
+
+def test_export_to_an_unwritable_place_is_an_operational_failure(
+    config_file: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "no-such-dir" / "events.jsonl"
+
+    result = run("journal", "export", "--config", config_file, "--output", target)
+
+    assert result.exit_code == 1
+    assert f"cannot write {target}: No such file or directory" in result.stderr
+
+
+# --- bench ----------------------------------------------------------------------------------
+
+FIGURES = {
+    "events_per_s": 40_000, "ungrouped_events_per_s": 500, "raw_sqlite_rows_per_s": 80_000,
+    "p50_commit_ms": 1.25, "p99_commit_ms": 4.5, "grouped_vs_ungrouped": 80.0,
+    "grouped_vs_raw": 0.5,
+}
+
+
+@pytest.fixture
+def bench_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Replaces the (slow) journal benchmark; records each call and where it wrote."""
+    calls: list[dict[str, Any]] = []
+
+    async def journal_bench(directory: Path, *, producers: int, events: int) -> dict[str, Any]:
+        await asyncio.to_thread((directory / "grouped.db").write_text, "")  # as the real one does
+        calls.append({"directory": directory, "producers": producers, "events": events})
+        structlog.get_logger("gateway.bench.journal").warning("bench.slow_disk", fsync_ms=12.5)
+        return dict(FIGURES)
+
+    monkeypatch.setattr(benchmarks, "journal_bench", journal_bench)
+    return calls
+
+
+def test_bench_journal_json_in_a_temporary_directory(bench_calls: list[dict[str, Any]]) -> None:
+    result = run("bench", "journal", "--json", "--producers", "3", "--events", "100")
+
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout) == FIGURES  # the log line went to stderr, not here
+    assert "bench.slow_disk" in result.stderr
+    (call,) = bench_calls
+    assert (call["producers"], call["events"]) == (3, 100)
+    assert not call["directory"].exists()  # removed afterwards
+
+
+def test_bench_journal_human_output_and_kept_directory(
+    bench_calls: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    result = run("bench", "journal", "--dir", tmp_path)
+
+    assert result.exit_code == 0
+    assert bench_calls[0]["directory"] == tmp_path
+    assert (bench_calls[0]["producers"], bench_calls[0]["events"]) == (64, 20_000)
+    assert (tmp_path / "grouped.db").exists()
+    lines = result.stdout.splitlines()
+    assert "  events per s            40,000" in lines
+    assert "  p99 commit ms             4.50" in lines
+    assert any(line.split()[-1] == "80x" for line in lines if "one commit per event" in line)
+    assert any(line.split()[-1] == "0.5x" for line in lines if "raw sqlite3" in line)
+
+
+def test_bench_journal_refuses_fewer_events_than_producers() -> None:
+    result = run("bench", "journal", "--producers", "8", "--events", "4")
+
+    assert result.exit_code == 2
+    assert "one event per producer" in result.stderr
+
+
+def test_bench_failure_is_an_operational_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def failing(directory: Path, **_: int) -> dict[str, Any]:
+        raise JournalError("the disk is full")
+
+    monkeypatch.setattr(benchmarks, "journal_bench", failing)
+
+    result = run("bench", "journal")
+
+    assert result.exit_code == 1
+    assert result.stderr == "Error: the disk is full\n"
+
+
+def test_log_level_controls_what_reaches_stderr(bench_calls: list[dict[str, Any]]) -> None:
+    quiet = run("--log-level", "error", "bench", "journal", "--json")
+
+    assert quiet.exit_code == 0
+    assert quiet.stderr == ""
+    assert json.loads(quiet.stdout) == FIGURES
+

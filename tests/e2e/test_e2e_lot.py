@@ -1,0 +1,212 @@
+"""A simulated lot day through the real daemon: about 2,000 vehicles, in virtual time.
+
+The world drives the gateway through its real drivers (gpiozero mock pins, the sensor bus on a
+pty running the firmware's code, cameras as frame sources); plates are read from the frames'
+ground truth. Checked against what really happened in the world:
+
+* every vehicle that entered and left has exactly one closed session, with the fee the tariff
+  engine gives for its times; every vehicle still inside has one open session;
+* the sensed bays' states and the vehicles inside equal the world's at the end;
+* no barrier was ever commanded down over an occupied safety loop;
+* tailgaters and anti-passback cases produced their events;
+* every event validates against its schema.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections import Counter, defaultdict
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.core.tariff import PERMIT_FREE, quote
+from tests.core.schemas import validate_cloudevent
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIO = ROOT / "hardware-sim" / "scenarios" / "e2e-day.toml"
+HOURS = float(os.environ.get("E2E_HOURS", "24"))
+
+
+@pytest.fixture(scope="module")
+def day(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Run the day once for every check in this module."""
+    from parking_sim.daemon import lot_run, outbox, sim_settings
+    from parking_sim.scenario import load_scenario
+    from parking_sim.vtime import TimeWarpLoop, VirtualClock, hold_for_aiosqlite
+
+    scenario = load_scenario(SCENARIO)
+    settings = sim_settings(scenario.settings(), tmp_path_factory.mktemp("e2e"))
+
+    async def main() -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, TimeWarpLoop)
+        undo = hold_for_aiosqlite(loop)
+        clock = VirtualClock(loop, start=scenario.scenario.start)
+        try:
+            async with lot_run(settings, scenario, clock=clock, control=False,
+                               render_frames=False, node_sample_period_s=0.5) as run:
+                await run.world.run(HOURS * 3600)
+                # Let the cars in the lanes finish and the bus report the last changes.
+                for _ in range(60):
+                    if run.world.queued() == 0:
+                        break
+                    await asyncio.sleep(10)
+                await asyncio.sleep(3 * settings.bus.poll_interval_s + 5)  # type: ignore[union-attr]
+                units = {bay.id: bay.sensor.unit_id for bay in settings.bays
+                         if bay.sensor.kind == "modbus"}
+                return {
+                    "events": await outbox(run.gateway),
+                    "truth": list(run.world.truth.events),
+                    "inside": run.world.inside,
+                    "open_sessions": len(run.gateway.access.inside),
+                    "session_plates": Counter(s.plate for s in
+                                              run.gateway.access.inside.values()),
+                    "sensed": {bay_id: run.gateway.occupancy.bays[bay_id].state
+                               for bay_id in units},
+                    "sensed_truth": {bay_id: "occupied" if run.world.bays.occupied(bay_id)
+                                     else "free" for bay_id in units},
+                    "safety": run.world.safety_events(),
+                    "settings": settings,
+                    "lanes": {k: v.status() for k, v in run.gateway.lanes.items()},
+                    "source": f"urn:parking:{settings.gateway.lot_id}:"
+                              f"{settings.gateway.gateway_id}",
+                    "records": await run.gateway.journal.read_outbox(0, 1_000_000),
+                }
+        finally:
+            undo()
+
+    with asyncio.Runner(loop_factory=lambda: TimeWarpLoop(None, io_grace_s=0.0)) as runner:
+        return runner.run(main())
+
+
+def _of(day: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    return [data for type_, data in day["events"] if type_ == kind]
+
+
+def test_about_two_thousand_vehicles_came(day: dict[str, Any]) -> None:
+    arrived = sum(1 for e in day["truth"] if e.kind == "arrived")
+    print(f"\narrived {arrived}; truth {Counter(e.kind for e in day['truth'])}; "
+          f"events {Counter(t for t, _ in day['events'])}; lanes {day['lanes']}")
+    assert arrived >= (1500 if HOURS >= 24 else 1)
+
+
+def test_every_stay_has_exactly_one_session_with_the_tariffs_fee(day: dict[str, Any]) -> None:
+    settings = day["settings"]
+    entered: Counter[str] = Counter(e.plate for e in day["truth"] if e.kind == "entered")
+    exited: Counter[str] = Counter(e.plate for e in day["truth"] if e.kind == "exited")
+    started: Counter[str | None] = Counter(
+        s.get("identifiedVehicle", {}).get("plate") for s in _of(day, "session.started"))
+    ended = _of(day, "session.ended")
+    closed: Counter[str | None] = Counter(
+        s.get("identifiedVehicle", {}).get("plate") for s in ended)
+    # A tailgater whose plate the camera missed has a session all the same, with no plate.
+    unread = started.pop(None, 0)
+    assert unread <= sum(1 for e in day["truth"] if e.tailgate)
+    # The traffic model may send a permit plate that is already inside (a cloned plate): the
+    # soft anti-passback lets it in against the running session, and when the second car
+    # leaves it has no entry record: a lost-ticket session, opened and closed at the exit.
+    flagged = Counter(v["plate"] for v in _of(day, "violation.detected")
+                      if v["kind"] == "anti_passback")
+    lost = Counter(s.get("identifiedVehicle", {}).get("plate") for s in ended
+                   if s["exitReason"] == "lost_ticket")
+    missing = {p: (n, started.get(p, 0), flagged.get(p, 0), lost.get(p, 0))
+               for p, n in entered.items()
+               if started.get(p, 0) - lost.get(p, 0) + flagged.get(p, 0) != n}
+    assert len(missing) <= unread, f"entries without a session: {missing}"
+    # A tailgater slipping out behind another car leaves without the lane reading its plate
+    # when it is too close to be in view: the violation is raised and its session stays open
+    # (the backend pursues it). Any other exit must have closed its session.
+    unclosed = {p for p, n in exited.items() if closed.get(p, 0) < n}
+    slipped_out = {e.plate for e in day["truth"] if e.kind == "exited" and e.tailgate}
+    assert unclosed <= slipped_out, unclosed - slipped_out
+    _same_vehicles_inside(day)
+    tz = settings.gateway.tzinfo
+    for session in ended:
+        if session["exitReason"] == "lost_ticket":
+            continue
+        table_id = session["segments"][0].get("rateTableId")
+        start = datetime.fromisoformat(session["actualStart"])
+        end = datetime.fromisoformat(session["actualEnd"])
+        if table_id == PERMIT_FREE:
+            assert session["fee"]["amountMinor"] == 0
+            continue
+        expected = quote(settings.tariffs[table_id], start, end - timedelta(0), tz=tz)
+        assert session["fee"]["amountMinor"] == expected.amount_minor, session
+
+
+def _same_vehicles_inside(day: dict[str, Any]) -> None:
+    """The plates inside are those with an open session; a clone shares its original's."""
+    inside: Counter[str] = Counter()
+    for e in day["truth"]:
+        if e.kind == "entered":
+            inside[e.plate] += 1
+        elif e.kind == "exited":
+            inside[e.plate] -= 1
+    plates = {p for p, n in inside.items() if n > 0}
+    sessions = day["session_plates"]
+    unread = sessions.pop(None, 0)
+    slipped_out = {e.plate for e in day["truth"] if e.kind == "exited" and e.tailgate}
+    assert sum(inside.values()) == day["inside"]
+    assert plates - set(sessions) == set() or len(plates - set(sessions)) <= unread
+    assert set(sessions) - plates <= slipped_out, set(sessions) - plates - slipped_out
+
+
+def test_the_bays_and_the_vehicles_inside_match_the_world(day: dict[str, Any]) -> None:
+    assert day["sensed"] == day["sensed_truth"]
+    _same_vehicles_inside(day)
+
+
+def test_no_barrier_came_down_over_an_occupied_safety_loop(day: dict[str, Any]) -> None:
+    assert [e for e in day["safety"] if e.kind == "commanded_down_onto_vehicle"] == []
+
+
+def test_tailgaters_and_anti_passback_produced_their_events(day: dict[str, Any]) -> None:
+    violations = Counter(v["kind"] for v in _of(day, "violation.detected"))
+    tailgates = sum(1 for e in day["truth"] if e.kind in ("entered", "exited") and e.tailgate)
+    assert tailgates > 0
+    seen = sorted((v.get("plate") or "?", v["laneId"]) for v in _of(day, "violation.detected")
+                  if v["kind"] == "tailgating")
+    real = sorted((e.plate, e.lane) for e in day["truth"]
+                  if e.kind in ("entered", "exited") and e.tailgate)
+    # The loops see a tailgater less than a metre behind as one long vehicle; the lane tells
+    # them apart by length, which a long car at speed can blur. The camera may not catch the
+    # follower's plate ("?"). Most are caught, few false ones are raised:
+    named = len(set(seen) & set(real))
+    unread = seen.count(("?", "entry-a")) + seen.count(("?", "entry-b")) + seen.count(
+        ("?", "exit"))
+    print(f"\ntailgates: truth {tailgates}, reported {len(seen)} ({named} with the right plate,"
+          f" {unread} unread)")
+    assert named + unread >= 0.85 * tailgates, f"seen {seen}, truth {real}"
+    assert len(seen) <= tailgates * 1.1 + 2, f"seen {seen}, truth {real}"
+    # A plate seen entering while the gateway holds it inside (a cloned or misread plate).
+    inside: set[str] = set()
+    passback = 0
+    for e in day["truth"]:
+        if e.kind == "entered":
+            if e.plate in inside:
+                passback += 1
+            inside.add(e.plate)
+        elif e.kind == "exited":
+            inside.discard(e.plate)
+    assert violations["anti_passback"] == passback
+    # Every deny-listed plate the lanes read was refused and reported; none got a session.
+    denied = {e.plate for e in day["truth"] if e.population == "denied"}
+    reported = {v["plate"] for v in _of(day, "violation.detected") if v["kind"] == "deny_listed"}
+    assert reported
+    assert reported <= denied
+    admitted = {s.get("identifiedVehicle", {}).get("plate") for s in _of(day, "session.started")}
+    assert not admitted & denied
+
+
+def test_every_event_validates_against_its_schema(day: dict[str, Any]) -> None:
+    per_type: defaultdict[str, int] = defaultdict(int)
+    for record in day["records"]:
+        validate_cloudevent(json.loads(record.to_json(day["source"])))
+        per_type[record.type] += 1
+    assert per_type["session.started"] > 0
+    assert per_type["occupancy.hourly"] >= (23 if HOURS >= 24 else 0)
