@@ -44,6 +44,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from gateway.core.access import AntiPassback, InitialState, NoEntryRecord, OfflineExit
 from gateway.core.tariff import RateTable
 
 ENV_PREFIX = "PARKING_GATEWAY__"
@@ -473,10 +474,10 @@ class LotConfig(_Section):
     # The lot is full (visitors refused, permits and reservations admitted) when at most this
     # many bays are free; unknown and out-of-service bays never count as free.
     full_when_free_at_most: int = Field(0, ge=0)
-    initial_state: Literal["open", "closed"] = "open"
+    initial_state: InitialState = "open"
     # hard: refuse a plate already inside; soft: let it in and flag it; timed: refuse for
     # passback_minutes after its entry, then close the stale session as a lost ticket and let in.
-    anti_passback: Literal["hard", "soft", "timed", "off"] = "soft"
+    anti_passback: AntiPassback = "soft"
     passback_minutes: int = Field(120, ge=1)
     # A reservation admits from start - grace to end + grace; it also holds a bay.
     reservation_grace_minutes: int = Field(15, ge=0)
@@ -484,11 +485,11 @@ class LotConfig(_Section):
     payment_grace_minutes: int = Field(15, ge=0)
     # A visitor with no payment while the backend is unreachable: let out and record the fee as
     # uncollected, or hold the barrier for the intercom.
-    offline_exit: Literal["let_out", "hold"] = "let_out"
+    offline_exit: OfflineExit = "let_out"
     # The backend counts as unreachable after this long without a successful sync.
     offline_after_s: float = Field(120.0, gt=0)
     # A plate at an exit with no entry record: charge the lost-ticket fee, or hold for the intercom.
-    no_entry_record: Literal["lost_ticket", "hold"] = "lost_ticket"
+    no_entry_record: NoEntryRecord = "lost_ticket"
     # Longest stay per bay type, in minutes, before an overstay violation.
     max_stay_minutes: dict[BayTypeName, int] = Field(default_factory=_default_max_stays)
 

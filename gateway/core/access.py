@@ -15,11 +15,10 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Literal, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 import structlog
 
-from gateway.config import LotConfig
 from gateway.core import plates
 from gateway.core.clock import Stamp
 from gateway.core.operations import LotState
@@ -97,10 +96,40 @@ class ExitDecision:
         return self.reason in ("ambiguous", "unreadable", "unpaid", "no_entry_record")
 
 
+AntiPassback = Literal["hard", "soft", "timed", "off"]
+OfflineExit = Literal["let_out", "hold"]
+NoEntryRecord = Literal["lost_ticket", "hold"]
+InitialState = Literal["open", "closed"]
+
+
+class LotPolicy(Protocol):
+    """The lot's rules that decisions read (the settings' ``LotConfig`` is one).
+
+    A protocol, not the config class, so the core imports nothing above it.
+    """
+
+    @property
+    def initial_state(self) -> InitialState: ...
+    @property
+    def full_when_free_at_most(self) -> int: ...
+    @property
+    def anti_passback(self) -> AntiPassback: ...
+    @property
+    def passback_minutes(self) -> int: ...
+    @property
+    def reservation_grace_minutes(self) -> int: ...
+    @property
+    def payment_grace_minutes(self) -> int: ...
+    @property
+    def offline_exit(self) -> OfflineExit: ...
+    @property
+    def no_entry_record(self) -> NoEntryRecord: ...
+
+
 class Access:
     """The lot's rights and who is inside; decides entries and exits."""
 
-    def __init__(self, lot: LotConfig, *, max_distance: float = plates.DEFAULT_MAX_DISTANCE
+    def __init__(self, lot: LotPolicy, *, max_distance: float = plates.DEFAULT_MAX_DISTANCE
                  ) -> None:
         self.lot = lot
         self.max_distance = max_distance
@@ -288,7 +317,7 @@ class Access:
         return plates.match(read, known, max_distance=self.max_distance)
 
 
-def _payment_valid(payment: PaymentRecord, at: datetime, lot: LotConfig) -> bool:
+def _payment_valid(payment: PaymentRecord, at: datetime, lot: LotPolicy) -> bool:
     """A payment lets the car out until its valid_until, or the lot's grace after paying."""
     if payment.valid_until is not None:
         return at <= datetime.fromisoformat(payment.valid_until)
