@@ -622,6 +622,13 @@ class SyncConfig(_SectionWithSecrets):
     max_command_bytes: int = Field(16384, ge=256, le=1048576)
     config_poll_s: float = Field(300.0, gt=0)
 
+    @model_validator(mode="after")
+    def _reconnect_bounds_in_order(self) -> SyncConfig:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise _problems_error([(("reconnect_max_s",),
+                                    f"must be at least reconnect_min_s ({self.reconnect_min_s})")])
+        return self
+
 
 # --- logging ------------------------------------------------------------------------------
 

@@ -325,6 +325,12 @@ def test_every_problem_of_a_file_is_reported_at_once(tmp_path: Path) -> None:
     assert found["bays.1.id"] == "duplicate bay id, first used at bays.0"
 
 
+def test_a_reconnect_cap_below_its_start_is_refused(tmp_path: Path) -> None:
+    """The one Backoff refuses a shrinking policy; the config says so at start-up instead."""
+    found = problems(tmp_path, MINIMAL + "\n[sync]\nreconnect_min_s = 10\nreconnect_max_s = 5\n")
+    assert found == {"sync.reconnect_max_s": "must be at least reconnect_min_s (10.0)"}
+
+
 def test_config_error_lists_one_problem_per_line() -> None:
     error = ConfigError([ConfigProblem("a.0.b", "bad"), ConfigProblem("c", "worse")])
     assert str(error) == "a.0.b: bad\nc: worse"

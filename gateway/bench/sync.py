@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import statistics
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -30,6 +29,7 @@ from gateway.config import Settings
 from gateway.core import events
 from gateway.core.clock import SystemClock
 from gateway.core.operations import OperationRefused
+from gateway.core.stats import percentile
 from gateway.journal import Journal
 from gateway.runtime.aio import cancel_and_wait
 from gateway.sync.service import Sync
@@ -134,10 +134,10 @@ async def sync_bench(directory: Path, *, events_count: int, latency_events: int 
     missing = [s for s in committed if s not in received]
     if missing:
         raise RuntimeError(f"{len(missing)} latency events never reached the subscriber")
-    latencies = sorted((received[s] - committed[s]) * 1000 for s in committed)
-    quantiles = statistics.quantiles(latencies, n=100, method="inclusive")
+    latencies = [(received[s] - committed[s]) * 1000 for s in committed]
     return {"drain_events_per_s": round(events_count / drain_s, 1),
-            "p50_latency_ms": round(quantiles[49], 2), "p99_latency_ms": round(quantiles[98], 2),
+            "p50_latency_ms": round(percentile(latencies, 0.50) or 0.0, 2),
+            "p99_latency_ms": round(percentile(latencies, 0.99) or 0.0, 2),
             "events": events_count, "latency_events": latency_events,
             "events_per_message": events_per_message}
 

@@ -35,7 +35,7 @@ import structlog
 from gateway.config import CameraConfig
 from gateway.core.clock import Clock
 from gateway.drivers import Frame, FrameSource
-from gateway.runtime.aio import cancel_and_wait
+from gateway.runtime.aio import Backoff, cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -58,18 +58,7 @@ class CameraHealth:
     last_error: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Exponential backoff between reconnects: initial, doubling, capped."""
-
-    initial_s: float = 0.5
-    max_s: float = 30.0
-
-    def delays(self) -> Generator[float, None, None]:
-        delay = self.initial_s
-        while True:
-            yield delay
-            delay = min(delay * 2, self.max_s)
+RECONNECT = Backoff(initial_s=0.5, max_s=30.0)  # between reopenings of a lost camera
 
 
 def _fingerprint(image: Image) -> bytes:
@@ -202,7 +191,7 @@ class VideoCaptureSource(_LatestFrame):
         username: str | None = None,
         password: str | None = None,
         stale_after_s: float = 3.0,
-        backoff: Backoff = Backoff(),
+        backoff: Backoff = RECONNECT,
         open_timeout_s: float = 5.0,
         detect_repeats: bool = True,
         capture_factory: CaptureFactory | None = None,
@@ -352,7 +341,7 @@ class HttpSnapshotSource(_LatestFrame):
         interval_s: float = 0.25,
         timeout_s: float = 3.0,
         stale_after_s: float = 3.0,
-        backoff: Backoff = Backoff(),
+        backoff: Backoff = RECONNECT,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(camera_id, clock, stale_after_s=stale_after_s, detect_repeats=True)

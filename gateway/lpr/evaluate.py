@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import statistics
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -27,6 +26,7 @@ import numpy.typing as npt
 import structlog
 
 from gateway.core.plates import PlateFormat
+from gateway.core.stats import percentile
 from gateway.lpr.consensus import (
     DEFAULT_CHAR_THRESHOLD,
     DEFAULT_THRESHOLD,
@@ -306,8 +306,8 @@ def summarise(results: list[SampleResult], *, rss_mb: float) -> dict[str, Any]:
         "accuracy": round(exact / n, 4) if n else 0.0,
         "within_one_confusable": round(near / n, 4) if n else 0.0,
         "localized": round(localized / n, 4) if n else 0.0,
-        "p50_ms": round(statistics.median(times), 1) if times else 0.0,
-        "p95_ms": round(_percentile(times, 95), 1) if times else 0.0,
+        "p50_ms": round(percentile(times, 0.50) or 0.0, 1),
+        "p95_ms": round(percentile(times, 0.95) or 0.0, 1),
         "worker_peak_rss_mb": rss_mb,
         "accepted": round(accepted / n, 4) if n else 0.0,
         "accepted_right": round(accepted_right / n, 4) if n else 0.0,
@@ -332,12 +332,6 @@ def per_char_errors(
             counts.update(char_errors(r.sample.plate, r.read))
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:top]
     return [{"truth": truth, "read": read, "count": count} for (truth, read), count in ranked]
-
-
-def _percentile(sorted_values: list[float], pct: float) -> float:
-    """Nearest-rank percentile of already sorted values."""
-    rank = max(1, int(np.ceil(pct / 100.0 * len(sorted_values))))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
 def evaluate(

@@ -10,6 +10,7 @@ while the ETag still matches. Every request has a timeout; transient failures
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,7 +19,7 @@ import structlog
 
 from gateway.config import HttpConfig
 from gateway.journal import OutboxRecord
-from gateway.sync.pacing import Backoff
+from gateway.runtime.aio import Backoff
 
 log = structlog.get_logger(__name__)
 
@@ -65,11 +66,11 @@ class HttpBackend:
         await self.close()
 
     async def _request(self, method: str, url: str, **kwargs: object) -> httpx.Response:
-        backoff = Backoff(self._backoff_s, self._backoff_s * 16)
+        delays = Backoff(self._backoff_s, self._backoff_s * 16, random.Random()).delays()
         last = ""
         for attempt in range(self._attempts):
             if attempt:
-                await asyncio.sleep(backoff.next())
+                await asyncio.sleep(next(delays))
             try:
                 response = await self._client.request(method, url, **kwargs)  # type: ignore[arg-type]
             except httpx.HTTPError as e:  # connection refused, timeout, protocol error

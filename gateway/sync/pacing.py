@@ -1,12 +1,12 @@
-"""Pacing for the sync side: a token bucket for backlog drains, jittered exponential backoff.
+"""Pacing for the sync side: a token bucket for backlog drains.
 
-Both take the time from a function, so tests drive them without sleeping.
+It takes the time from a function, so tests drive it without sleeping. The reconnect backoff
+is the one in `gateway.runtime.aio`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Callable
 
 
@@ -52,25 +52,3 @@ class TokenBucket:
             if wait <= 0:
                 return self.take(want)
             await asyncio.sleep(wait)
-
-
-class Backoff:
-    """Delays for retries: exponential from `base` to `cap`, with full jitter.
-
-    Full jitter (a uniform draw in [base, the exponential bound]) keeps a lot
-    of gateways from reconnecting in step after a broker restart.
-    """
-
-    def __init__(self, base: float, cap: float, rng: random.Random | None = None) -> None:
-        self.base = base
-        self.cap = max(cap, base)
-        self._rng = rng or random.Random()
-        self.attempts = 0
-
-    def next(self) -> float:
-        bound = min(self.cap, self.base * 2 ** min(self.attempts, 32))
-        self.attempts += 1
-        return self._rng.uniform(self.base, bound) if bound > self.base else self.base
-
-    def reset(self) -> None:
-        self.attempts = 0

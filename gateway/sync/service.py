@@ -25,7 +25,7 @@ from gateway.core.clock import Clock
 from gateway.core.events import ConfigSource, source_uri
 from gateway.core.operations import LotControl
 from gateway.journal import Journal, JournalReader
-from gateway.runtime.aio import cancel_and_wait
+from gateway.runtime.aio import Backoff, cancel_and_wait
 from gateway.sync.commands import CommandHandler, Reply
 from gateway.sync.drain import LinkLost, OutboxDrain, SyncStats
 from gateway.sync.http import HttpBackend, HttpSender, HttpSyncError
@@ -37,7 +37,6 @@ from gateway.sync.mqtt import (
     make_client,
     tls_context,
 )
-from gateway.sync.pacing import Backoff
 from gateway.sync.topics import Topics
 
 log = structlog.get_logger(__name__)
@@ -78,6 +77,7 @@ class Sync:
         self._state: dict[str, bytes] = {}
         self._client: aiomqtt.Client | None = None
         self._connected = False
+        self._came_up = False  # whether the current MQTT session got as far as online
         self._down_since = time.monotonic()
         self._reconnects = 0
         self._bad_messages = 0
@@ -149,6 +149,7 @@ class Sync:
                 raise SyncConfigError(f"cannot load the MQTT TLS files of sync.mqtt.tls"
                                       f" ({files or 'system CA'}): {e}") from None
         backoff = Backoff(self.sync.reconnect_min_s, self.sync.reconnect_max_s, self._rng)
+        delays = backoff.delays()
         fallback: asyncio.Task[None] | None = None
         if self._fallback_enabled():
             fallback = asyncio.create_task(self._fallback_loop(), name="sync-http-fallback")
@@ -157,13 +158,16 @@ class Sync:
                 client = make_client(mqtt, client_id=self.client_id,
                                      will_topic=self.topics.presence,
                                      window=self.sync.inflight_window, context=context)
+                self._came_up = False
                 try:
-                    await self._session(client, backoff)
+                    await self._session(client)
                 except aiomqtt.MqttError as e:
                     self._link_down(str(e))
                 except LinkLost as e:
                     self._link_down(f"publish failed: {e}")
-                delay = backoff.next()
+                if self._came_up:  # the link worked: the first retry is at the base again
+                    delays = backoff.delays()
+                delay = next(delays)
                 log.info("sync.reconnect_in", seconds=round(delay, 2))
                 await asyncio.sleep(delay)
         finally:
@@ -181,7 +185,7 @@ class Sync:
         log.warning("sync.mqtt_down", error=error, host=self.sync.mqtt.host,
                     port=self.sync.mqtt.port)
 
-    async def _session(self, client: EventClient, backoff: Backoff) -> None:
+    async def _session(self, client: EventClient) -> None:
         async with client:
             sender = MqttSender(client, self.topics.events, self.source,
                                 self.sync.inflight_window, self.sync.events_per_message)
@@ -196,7 +200,7 @@ class Sync:
                 self._client = client
                 self._connected = True
                 self.connected_event.set()
-                backoff.reset()
+                self._came_up = True
                 log.info("sync.mqtt_up", host=self.sync.mqtt.host, port=self.sync.mqtt.port,
                          client_id=self.client_id, tls=self.sync.mqtt.tls is not None)
                 await self._stop_fallback()
@@ -295,14 +299,15 @@ class Sync:
             tg.create_task(self._http_config(backend))
 
     async def _http_drain(self, backend: HttpBackend) -> None:
-        backoff = Backoff(self.sync.reconnect_min_s, self.sync.reconnect_max_s, self._rng)
+        delays = Backoff(self.sync.reconnect_min_s, self.sync.reconnect_max_s,
+                         self._rng).delays()
         while True:
             try:
                 await self.drain.run(HttpSender(backend, self.source))
             except LinkLost as e:
                 self._last_error = str(e)
                 log.warning("sync.http_down", error=str(e))
-                await asyncio.sleep(backoff.next())
+                await asyncio.sleep(next(delays))
 
     async def _http_config(self, backend: HttpBackend) -> None:
         while True:

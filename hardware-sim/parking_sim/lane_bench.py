@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import importlib.util
 import json
-import statistics
 import tempfile
 import time
 from collections import Counter
@@ -39,6 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.core.clock import Clock, SystemClock
+from gateway.core.stats import percentile
 from gateway.drivers import BayReading, BayReadingState, Frame
 
 if TYPE_CHECKING:
@@ -160,11 +160,6 @@ def rendered_passages(trials: int) -> list[Passage]:
     return [Passage("rendered", plate, lambda: [image]) for _ in range(trials)]
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
 def _use_reader(reader: str, engine: str) -> bool:
     if reader == "lpr":
         return True
@@ -237,7 +232,8 @@ def _figures(tally: Tally, bays: list[float], *, reader: str, frames: str) -> di
     opens = tally.open_ms
 
     def open_ms(q: float) -> float | None:
-        return round(_percentile(opens, q), 1) if opens else None
+        value = percentile(opens, q)
+        return None if value is None else round(value, 1)
 
     return {
         "reader": reader,
@@ -253,8 +249,8 @@ def _figures(tally: Tally, bays: list[float], *, reader: str, frames: str) -> di
         "p50_open_ms": open_ms(0.5),
         "p95_open_ms": open_ms(0.95),
         "p99_open_ms": open_ms(0.99),
-        "bay_to_journal_p50_ms": round(statistics.median(bays), 2),
-        "bay_to_journal_p99_ms": round(_percentile(bays, 0.99), 2),
+        "bay_to_journal_p50_ms": round(percentile(bays, 0.50) or 0.0, 2),
+        "bay_to_journal_p99_ms": round(percentile(bays, 0.99) or 0.0, 2),
         "wrong": tally.wrong,
     }
 

@@ -17,12 +17,8 @@ import pytest
 from gateway.config import CameraConfig
 from gateway.core.clock import FakeClock
 from gateway.drivers import FrameSource
-from gateway.drivers.camera import (
-    Backoff,
-    HttpSnapshotSource,
-    VideoCaptureSource,
-    open_camera,
-)
+from gateway.drivers.camera import HttpSnapshotSource, VideoCaptureSource, open_camera
+from gateway.runtime.aio import Backoff
 
 FAST = Backoff(initial_s=0.01, max_s=0.05)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import time
 import uuid
 from collections.abc import Sequence
@@ -19,7 +18,7 @@ from gateway.journal import Journal, OutboxRecord
 from gateway.sync.commands import CommandHandler, signed_command
 from gateway.sync.drain import LinkLost, OutboxDrain
 from gateway.sync.inbound import ConfigInbox
-from gateway.sync.pacing import Backoff, TokenBucket
+from gateway.sync.pacing import TokenBucket
 from tests.sync.sync_child import KEY, FakeLot, bay_event
 
 
@@ -40,16 +39,6 @@ def test_the_token_bucket_allows_a_burst_then_the_rate() -> None:
     assert bucket.take(10) == 3
     now.t += 100
     assert bucket.take(100) == 5  # never more than the burst, however long it waited
-
-
-def test_backoff_grows_with_jitter_up_to_the_cap_and_resets() -> None:
-    backoff = Backoff(0.5, 8.0, random.Random(1))
-    delays = [backoff.next() for _ in range(10)]
-    assert all(0.5 <= d <= 8.0 for d in delays)
-    assert max(delays[5:]) > 2.0  # it did grow
-    assert len(set(delays)) == len(delays)  # jittered, not in step
-    backoff.reset()
-    assert backoff.next() == 0.5  # the first retry is at the base
 
 
 class FakeSender:
