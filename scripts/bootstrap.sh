@@ -1,5 +1,7 @@
-# Sourced by scripts/test and scripts/demo: makes .venv and installs the project into it.
-# Safe to run again: it reinstalls only when pyproject.toml changed since the last install.
+# Sourced by scripts/test and scripts/demo: makes .venv and installs the project into it: the
+# gateway (parking-gateway) and its hardware simulator (parking-sim, hardware-sim/), both
+# editable. Safe to run again: it reinstalls only when a pyproject.toml changed since the last
+# install.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -45,11 +47,12 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$(find_python)" -m venv "$VENV"
 fi
 
-stamp="$VENV/.installed-$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)-$EXTRAS"
+projects=("$ROOT/pyproject.toml" "$ROOT/hardware-sim/pyproject.toml")
+stamp="$VENV/.installed-$(cat "${projects[@]}" | sha256sum | cut -c1-16)-$EXTRAS"
 if [ ! -f "$stamp" ]; then
-    echo "==> installing parking-gateway[$EXTRAS]"
+    echo "==> installing parking-gateway[$EXTRAS] and parking-sim"
     "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q -e "$ROOT[$EXTRAS]"
+    "$VENV/bin/python" -m pip install -q -e "$ROOT[$EXTRAS]" -e "$ROOT/hardware-sim"
     rm -f "$VENV"/.installed-*
     touch "$stamp"
 fi

@@ -14,15 +14,17 @@ whole-lot simulator.
 ``link="socket"`` runs the same over a socket pair: a pty hands each write to the reader
 through a kernel worker thread, which on a busy machine adds its own scheduling delay to
 every frame; the difference between the two figures is that delay, not the poller's.
+
+The simulated line is given by the caller (the simulator's `bench bus` plugin passes its
+``SensorBus``): the gateway never imports the simulator.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import selectors
 import statistics
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from gateway.config import BusConfig
 from gateway.core.clock import SystemClock
@@ -33,24 +35,30 @@ DEFAULT_TURNAROUND_S = 0.0005  # an RP2040 node from the end of a request to its
 Link = Literal["pty", "socket"]
 
 
-class SimulatorMissing(RuntimeError):
-    """The hardware simulator (the `sim` extra, package parking_sim) is not installed."""
+class SimulatedBus(Protocol):
+    """Detector nodes on a simulated line, as the simulator's ``SensorBus`` runs them."""
+
+    async def start(self) -> str:
+        """Open the line; the pty's path ("" for a socket pair)."""
+
+    def opener(self, config: BusConfig, /) -> Any:
+        """The gateway's end of a socket-pair line, for ``RtuLink(opener=...)``."""
+
+    async def close(self) -> None: ...
 
 
-def _simulator() -> Any:
-    try:
-        return importlib.import_module("parking_sim.bus")
-    except ImportError as exc:
-        raise SimulatorMissing(
-            "the bus benchmark needs the hardware simulator: install the 'sim' extra") from exc
+class SimulatedBusFactory(Protocol):
+    """Builds the nodes with these unit ids on one line of that speed and transport."""
+
+    def __call__(self, units: range, /, *, seed: int, baudrate: int, parity: str,
+                 turnaround_s: float, transport: Link) -> SimulatedBus: ...
 
 
-async def _measure(nodes: int, baudrate: int, parity: str, cycles: int,
-                   turnaround_s: float, link: Link) -> dict[str, Any]:
-    sim_bus = _simulator()
+async def _measure(simulator: SimulatedBusFactory, nodes: int, baudrate: int, parity: str,
+                   cycles: int, turnaround_s: float, link: Link) -> dict[str, Any]:
     units = range(1, nodes + 1)
-    sim = sim_bus.SensorBus(units=units, seed=0, baudrate=baudrate, parity=parity,
-                            turnaround_s=turnaround_s, transport=link)
+    sim = simulator(units, seed=0, baudrate=baudrate, parity=parity, turnaround_s=turnaround_s,
+                    transport=link)
     port = await sim.start()
     config = BusConfig(port=port or "socketpair", baudrate=baudrate, parity=parity,
                        timeout_ms=200, retries=0, poll_interval_s=0)
@@ -84,14 +92,18 @@ async def _measure(nodes: int, baudrate: int, parity: str, cycles: int,
     }
 
 
-def bus_bench(*, nodes: int = 32, baudrate: int = 19200, parity: str = "E", cycles: int = 10,
-              turnaround_s: float = DEFAULT_TURNAROUND_S, link: Link = "pty") -> dict[str, Any]:
-    """Median poll cycle over ``cycles`` cycles, the bus's physical limit, and their ratio."""
+def bus_bench(simulator: SimulatedBusFactory, *, nodes: int = 32, baudrate: int = 19200,
+              parity: str = "E", cycles: int = 10, turnaround_s: float = DEFAULT_TURNAROUND_S,
+              link: Link = "pty") -> dict[str, Any]:
+    """Median poll cycle over ``cycles`` cycles, the bus's physical limit, and their ratio.
+
+    ``simulator`` builds the simulated nodes on their line (the simulator's ``SensorBus``).
+    """
     if not 1 <= nodes <= 247:
         raise ValueError("nodes must be 1 to 247 (Modbus unit ids)")
     loop = asyncio.SelectorEventLoop(selectors.SelectSelector())
     try:
         return loop.run_until_complete(
-            _measure(nodes, baudrate, parity, cycles, turnaround_s, link))
+            _measure(simulator, nodes, baudrate, parity, cycles, turnaround_s, link))
     finally:
         loop.close()

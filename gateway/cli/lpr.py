@@ -19,14 +19,15 @@ import click
 import numpy as np
 import numpy.typing as npt
 
-from gateway.cli import (
+from gateway.cli.common import (
     EXIT_CODES,
     InvalidInput,
     OperationalError,
     Section,
-    _print_json,
-    _print_sections,
-    _terminal,
+    json_option,
+    print_json,
+    print_sections,
+    terminal,
 )
 from gateway.core.plates import formats_for
 from gateway.lpr.consensus import DEFAULT_CHAR_THRESHOLD, DEFAULT_THRESHOLD, vote
@@ -47,11 +48,6 @@ PROGRESS_EVERY = 25  # images between progress lines when stderr is not a termin
 
 FC = TypeVar("FC", bound=Callable[..., Any])
 
-# gateway.cli's own --json, restated with its type: gateway.cli imports this module at its end,
-# and in that cycle mypy cannot see the type of an option built by a call there.
-json_option: Callable[[FC], FC] = click.option(
-    "--json", "as_json", is_flag=True, help="Print JSON on stdout, and nothing else there."
-)
 factory_option: Callable[[FC], FC] = click.option(
     "--factory", default=DEFAULT_FACTORY, show_default=True, metavar="MODULE:CALLABLE",
     help="The reader the worker builds: another engine, or a test double.",
@@ -140,9 +136,9 @@ def lpr_read(images: tuple[Path, ...], factory: str, localizer: str, engine: str
         else:
             rows.append({"image": str(path), **_describe(next(it), threshold, char_threshold)})
     if as_json:
-        _print_json(rows)
+        print_json(rows)
     else:
-        _print_sections([_read_section(rows)])
+        print_sections([_read_section(rows)])
     failed = sum(1 for row in rows if "error" in row)
     if failed:
         raise InvalidInput(f"{failed} of {len(rows)} images could not be read")
@@ -257,7 +253,7 @@ def lpr_eval(directory: Path, factory: str, localizer: str, engine: str, network
                                             progress=progress, limit=limit,
                                             threshold=threshold, formats=vote_formats,
                                             misses=misses, char_threshold=char_threshold)
-            if total >= PROGRESS_EVERY or _terminal(sys.stderr):
+            if total >= PROGRESS_EVERY or terminal(sys.stderr):
                 click.echo(err=True)
             found["worker_peak_rss_mb"] = worker.stats().peak_rss_mb
             figures[name] = found
@@ -270,9 +266,9 @@ def lpr_eval(directory: Path, factory: str, localizer: str, engine: str, network
         raise InvalidInput(str(e)) from None
     result: dict[str, Any] = figures[""] if list(figures) == [""] else figures
     if as_json:
-        _print_json(result)
+        print_json(result)
         return
-    _print_sections([
+    print_sections([
         Section(f"lpr eval {directory / name if name else directory}",
                 [(key, _figure_text(value)) for key, value in found.items()], right_last=True)
         for name, found in figures.items()
@@ -307,7 +303,7 @@ def _label_sets(directory: Path) -> list[tuple[str, Path]]:
 def _progress(name: str, total: int) -> Callable[[Any], None]:
     done = 0
     label = f"{name}: " if name else ""
-    on_terminal = _terminal(sys.stderr)
+    on_terminal = terminal(sys.stderr)
 
     def step(_result: Any) -> None:
         nonlocal done

@@ -2,8 +2,7 @@
 
 `status`, `gate open`, `lane mode`, `lot state`, `bay service`, `sensors watch`,
 `sessions open`, `plates recent`, and `report` (which reads the journal, not the socket).
-Handlers stay thin, as in gateway.cli: ask the daemon, print. Registered by gateway.cli
-(`register_service_commands`), which this module builds on; import gateway.cli first.
+Handlers stay thin, as in the rest of gateway.cli: ask the daemon, print.
 """
 
 from __future__ import annotations
@@ -22,21 +21,20 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from gateway.cli import (
+from gateway.cli.common import (
     EXIT_CODES,
     InvalidInput,
     OperationalError,
     Section,
-    _journal_target,
-    _number,
-    _print_json,
-    _print_sections,
-    _run,
-    _terminal,
     config_option,
-    journal_option,
     json_option,
+    number,
+    print_json,
+    print_sections,
+    run,
+    terminal,
 )
+from gateway.cli.journal import journal_option, journal_target
 from gateway.config import DEFAULT_CONTROL_SOCKET
 from gateway.core.clock import SystemClock
 from gateway.runtime.control import ControlClient, ControlError, RemoteError
@@ -73,7 +71,7 @@ def _call(socket_path: Path, method: str, params: Mapping[str, Any] | None = Non
 
 def _done(as_json: bool, message: str, **fields: Any) -> None:
     if as_json:
-        _print_json({"ok": True, **fields})
+        print_json({"ok": True, **fields})
     else:
         click.echo(message)
 
@@ -88,9 +86,9 @@ def status(socket_path: Path, as_json: bool) -> None:
     """The running lot: lanes, bays by floor, zone and type, lot state, sync, alarms."""
     report = _call(socket_path, "status")
     if as_json:
-        _print_json(report)
+        print_json(report)
         return
-    _print_sections(status_sections(report))
+    print_sections(status_sections(report))
 
 
 def status_sections(report: Mapping[str, Any]) -> list[Section]:
@@ -108,7 +106,7 @@ def status_sections(report: Mapping[str, Any]) -> list[Section]:
                      f"{counted['capacity']}, {counted.get('occupied', 0)} taken by the count"))
     sections = [Section("lot", [
         *rows,
-        ("open sessions", _number(report.get("openSessions", 0))),
+        ("open sessions", number(report.get("openSessions", 0))),
         ("sync", _sync_line(sync)),
         ("alarms", str(len(alarms)) if alarms else "none"),
     ])]
@@ -164,7 +162,7 @@ def _sync_line(sync: Mapping[str, Any]) -> str:
         link += f" ({sync['transport']})"
     parts = [link]
     if sync.get("backlog") is not None:
-        parts.append(f"{_number(sync['backlog'])} events to send")
+        parts.append(f"{number(sync['backlog'])} events to send")
     lag = sync.get("lag_s")
     if isinstance(lag, int | float) and lag >= 1:
         parts.append(f"oldest {_age(lag)}")
@@ -268,9 +266,9 @@ def sessions_open(socket_path: Path, as_json: bool) -> None:
     """Vehicles inside now, oldest entry first."""
     rows = _call(socket_path, "sessions.open")
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
-    _print_sections([_records(f"{len(rows)} open sessions", rows, (
+    print_sections([_records(f"{len(rows)} open sessions", rows, (
         ("entryAt", "entry (UTC)"), ("plate", "plate"), ("right", "right"),
         ("reference", "reference"), ("entryLane", "lane"), ("sessionId", "session")))])
 
@@ -289,9 +287,9 @@ def plates_recent(limit: int, socket_path: Path, as_json: bool) -> None:
     """The newest plate reads and what the lane decided, newest first."""
     rows = _call(socket_path, "plates.recent", {"limit": limit})
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
-    _print_sections([_records(f"last {len(rows)} plate reads", rows, (
+    print_sections([_records(f"last {len(rows)} plate reads", rows, (
         ("at", "time (UTC)"), ("laneId", "lane"), ("plate", "plate"),
         ("confidence", "confidence"), ("decision", "decision"), ("allowed", "allowed")))])
 
@@ -307,7 +305,7 @@ def _cell(value: Any) -> str:
         return "-"
     if isinstance(value, str) and len(value) > 19 and value[10:11] == "T":
         return value[:19].replace("T", " ")  # an RFC 3339 time, to the second
-    return _number(value)
+    return number(value)
 
 
 # --- sensors watch -----------------------------------------------------------------------
@@ -327,7 +325,7 @@ def sensors_watch(socket_path: Path, as_json: bool) -> None:
     A live table on a terminal; one line per change otherwise (one JSON object per line
     with --json).
     """
-    live = not as_json and _terminal(sys.stdout)
+    live = not as_json and terminal(sys.stdout)
     try:
         asyncio.run(_watch(socket_path, as_json=as_json, live=live))
     except KeyboardInterrupt:
@@ -419,11 +417,11 @@ def report(day: date, output: Path | None, no_png: bool, config_path: Path,
     """
     from gateway.journal import report as reports
 
-    target = _journal_target(config_path, journal_path)
+    target = journal_target(config_path, journal_path)
     settings = target.settings
     tz = reports.zone(settings.gateway.timezone if settings else "UTC")
     lot_id = settings.gateway.lot_id if settings else "lot"
-    result = _run(reports.read_day(target.path, day, tz, now=SystemClock().now(),
+    result = run(reports.read_day(target.path, day, tz, now=SystemClock().now(),
                                    lot_id=lot_id))
     png: Path | None = None
     if not no_png:
@@ -435,9 +433,9 @@ def report(day: date, output: Path | None, no_png: bool, config_path: Path,
         except OSError as e:
             raise OperationalError(f"cannot write {png}: {e.strerror or e}") from None
     if as_json:
-        _print_json({**result.as_dict(), "png": None if png is None else str(png)})
+        print_json({**result.as_dict(), "png": None if png is None else str(png)})
         return
-    _print_sections(report_sections(result))
+    print_sections(report_sections(result))
     if png is not None:
         click.echo(f"\nchart written to {png}", err=True)
 
@@ -446,7 +444,7 @@ def report_sections(result: Any) -> list[Section]:
     """The day's table: one row per hour, then the day's totals."""
     money = result.money
     rows = [
-        (h.label, _pct(h.occupancy), _number(round(h.occupied_avg, 1)) if h.has_occupancy
+        (h.label, _pct(h.occupancy), number(round(h.occupied_avg, 1)) if h.has_occupancy
          else "-", str(h.occupied_max) if h.has_occupancy else "-", str(h.entries),
          str(h.exits), str(h.sessions_ended), money(h.fees_minor), money(h.payments_minor))
         for h in result.hours
@@ -463,12 +461,3 @@ def report_sections(result: Any) -> list[Section]:
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.0f}%"
-
-
-# --- registration ------------------------------------------------------------------------
-
-
-def register_service_commands(group: click.Group) -> None:
-    """Add these commands to the `parking-gateway` group (gateway.cli calls this once)."""
-    for command in (status, gate, lane, lot, bay, sensors, sessions, plates, report):
-        group.add_command(command)

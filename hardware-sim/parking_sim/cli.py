@@ -1,7 +1,8 @@
 """``parking-gateway sim ...``: run a simulated lot from a scenario file.
 
-This module only imports click at import time: the gateway's CLI registers the group on every
-start, and the simulator's own imports (OpenCV, matplotlib) wait until a sim command runs.
+A plugin of the gateway's CLI (entry point group `parking_gateway.cli`). Only click loads with
+this module, which `parking-gateway --help` imports too; the simulator's own imports (OpenCV,
+matplotlib) wait until a sim command runs.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """Simulated detector nodes: bay magnetics and ultrasonic physics around the real firmware.
 
 Each :class:`SimNode` runs the sensor node's own ``detect``, ``registers`` and
-``modbus_slave`` modules (loaded from ``firmware/sensor_node``) on simulated sensor samples.
+``modbus_slave`` modules on simulated sensor samples. ``firmware/sensor_node`` ships inside
+this package as ``parking_sim/firmware`` (a link in the checkout, copied into the wheel), so an
+installed simulator runs the same firmware.
 
 Physics, per bay in a row of bays:
 
@@ -22,11 +24,11 @@ import math
 import random
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
+from importlib import resources
 from types import ModuleType
 from typing import Any
 
-FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "firmware" / "sensor_node"
+FIRMWARE_DIR = resources.files("parking_sim") / "firmware"
 
 SAMPLE_PERIOD_S = 0.1  # the firmware samples at 10 Hz
 
@@ -45,7 +47,7 @@ def load_firmware(name: str) -> ModuleType:
     qualified = f"sensor_node_fw.{name}"
     if (module := sys.modules.get(qualified)) is not None:
         return module
-    spec = importlib.util.spec_from_file_location(qualified, FIRMWARE_DIR / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(qualified, str(FIRMWARE_DIR / f"{name}.py"))
     if spec is None or spec.loader is None:
         raise ImportError(f"firmware module {name!r} not found in {FIRMWARE_DIR}")
     module = importlib.util.module_from_spec(spec)

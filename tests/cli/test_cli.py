@@ -18,8 +18,11 @@ import pytest
 import structlog
 from click.testing import CliRunner, Result
 
-from gateway import __version__, cli
+from gateway import __version__
 from gateway.bench import journal as benchmarks
+from gateway.cli import common
+from gateway.cli import journal as journal_cli
+from gateway.cli.main import cli
 from gateway.config import JournalConfig, describe, load_settings
 from gateway.core import events
 from gateway.core.clock import FakeClock
@@ -79,7 +82,7 @@ INVALID_PATHS = (
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> Any:
     # This machine's own gateway settings must not leak into a test.
-    monkeypatch.delenv(cli.CONFIG_ENV, raising=False)
+    monkeypatch.delenv(common.CONFIG_ENV, raising=False)
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
     for name in list(os.environ):
         if name.upper().startswith("PARKING_GATEWAY__"):
@@ -90,7 +93,7 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 def run(*args: str | Path) -> Result:
-    return CliRunner().invoke(cli.cli, [str(a) for a in args])
+    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 # --- version and help ---------------------------------------------------------------------
@@ -269,7 +272,7 @@ def test_quote_prints_a_receipt() -> None:
 
 
 def test_rich_tables_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "_terminal", lambda stream: True)
+    monkeypatch.setattr(common, "terminal", lambda stream: True)
 
     result = run("tariff", "quote", "--config", EXAMPLE,
                  "--entry", "2026-03-03T09:00", "--exit", "2026-03-03T11:10")
@@ -318,9 +321,9 @@ def test_config_comes_from_the_environment_variable(tmp_path: Path) -> None:
     config = tmp_path / "gateway.toml"
     config.write_text(MINIMAL.format(journal=tmp_path / "j.db", secret=SECRET))
 
-    result = CliRunner(env={cli.CONFIG_ENV: str(config)}).invoke(
-        cli.cli, ["tariff", "quote", "--json", "--entry", "2026-03-03T09:00",
-                  "--exit", "2026-03-03T10:00"])
+    result = CliRunner(env={common.CONFIG_ENV: str(config)}).invoke(
+        cli, ["tariff", "quote", "--json", "--entry", "2026-03-03T09:00",
+              "--exit", "2026-03-03T10:00"])
 
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["amount_minor"] == 100  # MINIMAL's flat 1.00
@@ -436,7 +439,7 @@ def test_export_csv_to_a_file(config_file: Path, tmp_path: Path) -> None:
     assert result.stderr == f"exported 5 events (seq 1 to 5) to {target}\n"
     with target.open(newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == list(cli.CSV_COLUMNS)
+    assert list(rows[0]) == list(journal_cli.CSV_COLUMNS)
     assert [row["seq"] for row in rows] == ["1", "2", "3", "4", "5"]
     assert [row["acked"] for row in rows] == ["true", "true", "false", "false", "false"]
     assert json.loads(rows[2]["data"])["bayId"] == "A-02"
@@ -446,8 +449,8 @@ def test_export_csv_to_a_file(config_file: Path, tmp_path: Path) -> None:
 def test_export_counts_progress_on_a_terminal(
     config_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cli, "_terminal", lambda stream: True)
-    monkeypatch.setattr(cli, "PROGRESS_EVERY", 2)
+    monkeypatch.setattr(journal_cli, "terminal", lambda stream: True)
+    monkeypatch.setattr(journal_cli, "PROGRESS_EVERY", 2)
     target = tmp_path / "events.jsonl"
 
     result = run("journal", "export", "--config", config_file, "--output", target)

@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-import gateway.cli  # noqa: F401  (first: it imports and registers gateway.cli.service)
 from gateway.cli import cli
 from gateway.cli import service as service_cli
 from gateway.config import ControlConfig

@@ -1,0 +1,171 @@
+"""What every `parking-gateway` command shares: exit codes, output, common options, loading.
+
+Output is a rich table on a terminal, plain aligned text otherwise, and JSON with `--json`
+(then nothing else goes to stdout). Errors go to stderr, one line each; exit codes are in
+`EXIT_CODES`. Command modules, the simulator's plugins included, import this module and never
+the root command (gateway.cli.main), so the CLI has no import cycle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
+
+import click
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from gateway.config import ConfigError, Settings
+from gateway.config import load_settings as load_config
+from gateway.journal import JournalError
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_CONFIG = Path("/etc/parking-gateway/gateway.toml")
+CONFIG_ENV = "PARKING_GATEWAY_CONFIG"
+
+EXIT_CODES = """\b
+Exit codes:
+  0  success
+  1  operational failure: the journal or a file cannot be read or written
+  2  invalid input: bad usage, a config that is missing or invalid, a bad date,
+     an unknown tariff or validation
+"""
+
+
+class OperationalError(click.ClickException):
+    """The input was fine but the work could not be done (an unreadable journal, a full disk)."""
+
+    exit_code = 1
+
+
+class InvalidInput(click.ClickException):
+    """What the technician gave cannot be used (a bad config, an unknown tariff)."""
+
+    exit_code = 2
+
+
+# --- output ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """One block of human output: a title, optional column names, rows of text."""
+
+    title: str
+    rows: Sequence[Sequence[str]]
+    header: Sequence[str] = ()
+    right_last: bool = False  # right-align the last column (amounts)
+    wrap: int = -1  # on a narrow terminal only this column wraps; ids and times stay whole
+
+
+def terminal(stream: TextIO) -> bool:
+    """Whether a person watches `stream`; one place for tests to stand in a terminal."""
+    return stream.isatty()
+
+
+def print_sections(sections: Sequence[Section]) -> None:
+    if terminal(sys.stdout):
+        console = Console(highlight=False)
+        for section in sections:
+            console.print(_rich_table(section))
+        return
+    for i, section in enumerate(sections):
+        if i:
+            click.echo()
+        click.echo(section.title)
+        for line in _plain_lines(section):
+            click.echo(line)
+
+
+def _rich_table(section: Section) -> Table:
+    columns = len(section.header or section.rows[0]) if section.header or section.rows else 1
+    table = Table(title=Text(section.title, style="bold"), title_justify="left",
+                  show_header=bool(section.header), box=box.SIMPLE_HEAD)
+    wrap = section.wrap % columns
+    for i in range(columns):
+        right = section.right_last and i == columns - 1
+        table.add_column(section.header[i] if section.header else "",
+                         justify="right" if right else "left", no_wrap=i != wrap,
+                         overflow="fold" if i == wrap else "ellipsis")
+    for row in section.rows:
+        table.add_row(*(Text(cell) for cell in row))  # Text: a "[" in data is not markup
+    return table
+
+
+def _plain_lines(section: Section) -> Iterator[str]:
+    rows = [section.header, *section.rows] if section.header else list(section.rows)
+    if not rows:
+        return
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    last = len(widths) - 1
+    for row in rows:
+        cells = (cell.rjust(w) if section.right_last and i == last else cell.ljust(w)
+                 for i, (cell, w) in enumerate(zip(row, widths, strict=True)))
+        yield ("  " + "  ".join(cells)).rstrip()
+
+
+def print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def number(value: Any) -> str:
+    """A figure for a person: thousands separated, two decimals, booleans in lower case."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    return str(value)
+
+
+# --- shared options and loading ----------------------------------------------------------
+
+# Functions rather than click.option(...) values, so that their types stay visible to mypy.
+
+
+def json_option(f: F) -> F:
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print JSON on stdout, and nothing else there."
+    )(f)
+
+
+def config_option(f: F) -> F:
+    return click.option(
+        "--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+        default=DEFAULT_CONFIG, envvar=CONFIG_ENV, show_default=True, show_envvar=True,
+        help="The gateway's config file.",
+    )(f)
+
+
+def config_problems(path: Path, error: ConfigError) -> InvalidInput:
+    """Print every problem of a config on stderr; the caller raises what this returns."""
+    for problem in error.problems:
+        click.echo(str(problem), err=True)
+    count = len(error.problems)
+    return InvalidInput(f"{path}: {count} problem{'s' if count != 1 else ''}")
+
+
+def load_settings(path: Path) -> Settings:
+    """The config at `path`; an invalid one is the technician's input error (exit 2)."""
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        raise config_problems(path, e) from None
+
+
+def run(work: Coroutine[Any, Any, T]) -> T:
+    """Run async library code; a journal that cannot be read is an operational failure."""
+    try:
+        return asyncio.run(work)
+    except JournalError as e:
+        raise OperationalError(str(e)) from None

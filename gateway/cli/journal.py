@@ -1,0 +1,258 @@
+"""`parking-gateway journal ...`: read the offline journal (read-only: safe while the daemon runs).
+
+`journal_option` and `journal_target` serve the other commands that read the journal
+(`report`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import sqlite3
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
+
+import click
+from click.core import ParameterSource
+
+from gateway.cli.common import (
+    EXIT_CODES,
+    InvalidInput,
+    OperationalError,
+    Section,
+    config_option,
+    json_option,
+    load_settings,
+    number,
+    print_json,
+    print_sections,
+    run,
+    terminal,
+)
+from gateway.config import ConfigError, Settings
+from gateway.config import load_settings as load_config
+from gateway.core.events import source_uri
+from gateway.journal import JournalError, JournalReader, OutboxRecord
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+PROGRESS_EVERY = 10_000  # rows between progress counts of a long export
+
+
+@click.group()
+def journal() -> None:
+    """Read the offline journal (read-only: safe while the daemon runs)."""
+
+
+def journal_option(f: F) -> F:
+    return click.option(
+        "--journal", "journal_path", type=click.Path(path_type=Path, dir_okay=False),
+        help="The journal file, instead of the config's journal.path; the config is then "
+             "optional.",
+    )(f)
+
+
+@dataclass(frozen=True, slots=True)
+class JournalTarget:
+    path: Path
+    settings: Settings | None  # None: no usable config (only with --journal)
+
+    @property
+    def max_size_mb(self) -> int | None:
+        return None if self.settings is None else self.settings.journal.max_size_mb
+
+
+def journal_target(config_path: Path, journal_path: Path | None) -> JournalTarget:
+    """The journal to read: the config's, or --journal's (then a config is used if it loads)."""
+    if journal_path is None:
+        settings = load_settings(config_path)
+        return JournalTarget(settings.journal.path, settings)
+    chosen = click.get_current_context().get_parameter_source("config_path")
+    if chosen is ParameterSource.DEFAULT and not config_path.exists():
+        return JournalTarget(journal_path, None)  # the usual case away from a gateway
+    try:
+        return JournalTarget(journal_path, load_config(config_path))
+    except ConfigError as e:
+        more = f" (and {len(e.problems) - 1} more)" if len(e.problems) > 1 else ""
+        click.echo(f"note: not using the config {config_path}: {e.problems[0]}{more}", err=True)
+        return JournalTarget(journal_path, None)
+
+
+async def with_reader(path: Path, use: Callable[[JournalReader], Awaitable[T]]) -> T:
+    """`use` a read-only reader of the journal at `path`, closed afterwards."""
+    reader = await JournalReader.open(path)
+    try:
+        return await use(reader)
+    except sqlite3.Error as e:  # a file with a schema version but not our tables
+        raise JournalError(f"cannot read the journal {path}: {e}") from e
+    finally:
+        await reader.close()
+
+
+@journal.command("stats", epilog=EXIT_CODES)
+@config_option
+@journal_option
+@json_option
+def journal_stats(config_path: Path, journal_path: Path | None, as_json: bool) -> None:
+    """Counts, sync progress and size of the journal."""
+    target = journal_target(config_path, journal_path)
+    stats = run(with_reader(target.path, lambda r: r.stats(target.max_size_mb)))
+    if as_json:
+        print_json(stats)
+        return
+    if stats["max_size_bytes"] is None:  # no config: the cap is not known here
+        used = f"{_mib(stats['size_bytes'])} (cap unknown without a config)"
+    else:
+        share = stats["size_bytes"] / stats["max_size_bytes"] * 100
+        used = f"{_mib(stats['size_bytes'])} of {_mib(stats['max_size_bytes'])}, {share:.1f}%"
+    click.echo(f"journal {stats['path']} (schema {stats['schema_version']})")
+    click.echo()
+    print_sections([
+        Section("events", [
+            ("total", number(stats["events_total"])),
+            ("unsynced", number(stats["events_unsynced"])),
+            ("last seq", str(stats["last_seq"])),
+            ("acked through", str(stats["acked_through"])),
+            ("oldest unsynced", stats["oldest_unsynced_time"] or "-"),
+        ]),
+        Section("storage", [
+            ("used", used),
+            ("on disk", f"{_mib(stats['file_bytes'])} (database and WAL)"),
+        ]),
+        Section("sessions", [
+            ("open", number(stats["sessions_open"])),
+            ("closed", number(stats["sessions_closed"])),
+        ]),
+        Section("state", [
+            ("bays", number(stats["bays"])),
+            ("config versions", number(stats["config_versions"])),
+            ("audit entries", number(stats["audit_entries"])),
+        ]),
+    ])
+
+
+CSV_COLUMNS = ("seq", "id", "type", "time", "acked", "data")
+
+
+def _record_row(record: OutboxRecord) -> tuple[str, ...]:
+    """A stored event as the CSV columns: the data as JSON text, acked as true/false."""
+    return (str(record.seq), record.id, record.type, record.time, str(record.acked).lower(),
+            record.data_json)
+
+
+@journal.command("tail", epilog=EXIT_CODES)
+@config_option
+@journal_option
+@click.option("-n", "--lines", "count", type=click.IntRange(min=1), default=20,
+              show_default=True, help="How many of the newest events.")
+@json_option
+def journal_tail(config_path: Path, journal_path: Path | None, count: int,
+                 as_json: bool) -> None:
+    """The newest events, oldest first. --json prints a list of the stored records."""
+    target = journal_target(config_path, journal_path)
+    records = run(with_reader(target.path, lambda r: r.tail(count)))
+    if as_json:
+        print_json([
+            {"seq": r.seq, "id": r.id, "type": r.type, "time": r.time, "acked": r.acked,
+             "data": json.loads(r.data_json)}
+            for r in records
+        ])
+        return
+    # For a person: no id (it is in --json and export), time to the second.
+    rows = [(str(r.seq), r.time[:19] + "Z", r.type, str(r.acked).lower(), r.data_json)
+            for r in records]
+    title = f"last {len(records)} events of {target.path}"
+    print_sections([Section(title, rows, header=("seq", "time (UTC)", "type", "acked", "data"))])
+
+
+@journal.command("export", epilog=EXIT_CODES)
+@config_option
+@journal_option
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl",
+              show_default=True,
+              help="jsonl: one CloudEvents JSON object per line; csv: " + ",".join(CSV_COLUMNS))
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
+              default="-", show_default=True, help="The file to write; - is stdout.")
+@click.option("--after", type=click.IntRange(min=0), default=0, metavar="SEQ",
+              help="Only events with a sequence above SEQ.")
+@click.option("--source", metavar="URN",
+              help="CloudEvents source for jsonl; default: urn:parking:<lot_id>:<gateway_id>"
+                   " from the config.")
+def journal_export(config_path: Path, journal_path: Path | None, fmt: str, output: Path,
+                   after: int, source: str | None) -> None:
+    """Every stored event in sequence order, streamed (memory stays flat).
+
+    A summary line goes to stderr, with a running count on a terminal.
+    """
+    target = journal_target(config_path, journal_path)
+    if fmt == "jsonl" and source is None:
+        if target.settings is None:
+            raise InvalidInput("jsonl needs the CloudEvents source: give --source"
+                               " urn:parking:<lot_id>:<gateway_id>, or a config that loads")
+        source = source_uri(target.settings.gateway.lot_id, target.settings.gateway.gateway_id)
+    to_stdout = str(output) == "-"
+    name = "stdout" if to_stdout else str(output)
+
+    # A running count only where a person watches, and not across events on the same screen.
+    progress = terminal(sys.stderr) and not (to_stdout and terminal(sys.stdout))
+
+    async def export(reader: JournalReader) -> Export:
+        with _output(output, to_stdout) as out:
+            return await _write_events(reader, out, fmt, source or "", after, progress=progress)
+
+    try:
+        done = run(with_reader(target.path, export))
+    except BrokenPipeError:
+        raise  # `| head`: click ends quietly
+    except OSError as e:
+        raise OperationalError(f"cannot write {name}: {e.strerror or e}") from None
+    seqs = f" (seq {done.first} to {done.last})" if done.count else ""
+    click.echo(f"exported {done.count:,} events{seqs} to {name}", err=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Export:
+    count: int
+    first: int | None
+    last: int | None
+
+
+@contextlib.contextmanager
+def _output(path: Path, to_stdout: bool) -> Iterator[TextIO]:
+    if to_stdout:
+        yield sys.stdout
+        return
+    with path.open("w", encoding="utf-8", newline="") as out:
+        yield out
+
+
+async def _write_events(reader: JournalReader, out: TextIO, fmt: str, source: str, after: int,
+                        *, progress: bool) -> Export:
+    writer = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
+    if writer is not None:
+        writer.writerow(CSV_COLUMNS)
+    count, first, last = 0, None, None
+    async for record in reader.iter_events(after):
+        if writer is not None:
+            writer.writerow(_record_row(record))
+        else:
+            out.write(record.to_json(source) + "\n")
+        count += 1
+        first = record.seq if first is None else first
+        last = record.seq
+        if progress and count % PROGRESS_EVERY == 0:
+            click.echo(f"\r{count:,} events", err=True, nl=False)
+    if progress and count >= PROGRESS_EVERY:
+        click.echo(err=True)  # end the running count's line
+    return Export(count, first, last)
+
+
+
+
+def _mib(size_bytes: int) -> str:
+    return f"{size_bytes / 2**20:,.1f} MiB"

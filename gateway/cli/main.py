@@ -1,0 +1,68 @@
+"""The root command, `parking-gateway`: its options, and where each command lives.
+
+Commands are registered by name and imported when they run (see gateway.cli.lazy), so a
+command's module imports gateway.cli.common, never this one. The hardware simulator's
+commands come in as plugins through entry points.
+"""
+
+from __future__ import annotations
+
+import platform
+import sqlite3
+import sys
+
+import click
+
+from gateway import __version__
+from gateway.cli.common import EXIT_CODES, Section, json_option, print_json, print_sections
+from gateway.cli.lazy import SIMULATOR, LazyGroup
+from gateway.runtime.log import LEVELS, configure_logging
+
+PLUGINS = "parking_gateway.cli"  # entry point group: commands of other distributions
+
+SERVICE_COMMANDS = ("status", "gate", "lane", "lot", "bay", "sensors", "sessions", "plates",
+                    "report")
+COMMANDS = {
+    "config": "gateway.cli.config:config",
+    "tariff": "gateway.cli.tariff:tariff",
+    "journal": "gateway.cli.journal:journal",
+    "bench": "gateway.cli.bench:bench",
+    "run": "gateway.cli.daemon:run",
+    "lpr": "gateway.cli.lpr:lpr",
+    **{name: f"gateway.cli.service:{name}" for name in SERVICE_COMMANDS},
+}
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, plugins=PLUGINS,
+             expected={"sim": SIMULATOR, "demo": SIMULATOR},
+             epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--log-level", type=click.Choice(LEVELS, case_sensitive=False), default="warning",
+    show_default=True, help="Log lines at this level and above go to stderr.",
+)
+def cli(log_level: str) -> None:
+    """Technician's tool for a parking-lot edge gateway."""
+    # Logs go to stderr, so that stdout holds only the command's output (or its JSON).
+    configure_logging(log_level, "auto", sys.stderr)
+
+
+def main() -> None:
+    """The console script `parking-gateway`."""
+    cli(prog_name="parking-gateway")
+
+
+@cli.command(epilog=EXIT_CODES)
+@json_option
+def version(as_json: bool) -> None:
+    """Versions of the gateway, Python and SQLite, and the platform."""
+    info = {
+        "version": __version__,
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "platform": platform.platform(),
+    }
+    if as_json:
+        print_json(info)
+        return
+    rows = [(name, value) for name, value in info.items() if name != "version"]
+    print_sections([Section(f"parking-gateway {__version__}", rows)])
