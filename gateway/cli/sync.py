@@ -1,6 +1,6 @@
 """The sync side's CLI: `parking-gateway bench sync`.
 
-Click only at import: the benchmark (aiomqtt, a broker) loads when the command runs,
+Click only at import: the benchmark (MQTT, a broker) loads when the command runs,
 so the technician's CLI starts as fast as before.
 """
 
@@ -31,9 +31,8 @@ def bench_sync(events_count: int, latency_events: int, events_per_message: int,
     with (contextlib.nullcontext(str(directory)) if directory is not None
           else tempfile.TemporaryDirectory(prefix="parking-gateway-bench-sync-")) as path:
         Path(path).mkdir(parents=True, exist_ok=True)
-        from aiomqtt import MqttError
-
         from gateway.bench.sync import sync_bench
+        from gateway.sync.mqtt import MqttError
 
         try:
             result = asyncio.run(sync_bench(Path(path), events_count=events_count,

@@ -1,7 +1,9 @@
 """The lot's GPIO: vehicle loops, barrier relays and limit switches, ultrasonic bays and lamps.
 
 Everything goes through gpiozero, so one pin factory chooses the hardware: ``lgpio`` on a Pi 5,
-``mock`` in tests and in the simulator (whose cars drive the mock pins).
+``mock`` in tests and in the simulator (whose cars drive the mock pins). Only gpiozero's public
+API is used (devices, ``Device.pin_factory``, the pins' ``state``, ``edges`` and
+``when_changed``, the factory's ``ticks_diff``), so its upgrades need no version cap here.
 
 gpiozero calls back from its own threads (and, for mock pins, from whoever drives the pin), so
 every callback only hops onto the event loop with ``call_soon_threadsafe``; all state lives on
@@ -15,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import warnings
+import statistics
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,9 +30,8 @@ from gpiozero import (  # type: ignore[import-untyped]
     Device,
     DigitalInputDevice,
     DigitalOutputDevice,
-    DistanceSensor,
+    InputDevice,
 )
-from gpiozero.exc import DistanceSensorNoEcho  # type: ignore[import-untyped]
 from gpiozero.pins import Factory  # type: ignore[import-untyped]
 
 from gateway.config import BarrierConfig, LaneGpio, UltrasonicSensor
@@ -41,9 +44,6 @@ log = structlog.get_logger(__name__)
 
 PinFactoryKind = Literal["auto", "lgpio", "rpigpio", "mock"]
 Position = Literal["up", "down", "moving", "unknown", "fault"]
-
-# gpiozero warns on every missed echo from its reading thread; the driver counts them instead.
-warnings.filterwarnings("ignore", category=DistanceSensorNoEcho)
 
 
 class AlarmSink(Protocol):
@@ -86,7 +86,8 @@ def make_pin_factory(
         from gpiozero.pins.rpigpio import RPiGPIOFactory  # type: ignore[import-untyped]
 
         return RPiGPIOFactory()
-    return Device._default_pin_factory()
+    Device.ensure_pin_factory()  # gpiozero's own choice, as a device built without one gets
+    return Device.pin_factory
 
 
 def _hop(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> Callable[[], None]:
@@ -527,39 +528,101 @@ class Barrier:
 # --- ultrasonic bays ----------------------------------------------------------------------
 
 
-class _CountingDistanceSensor(DistanceSensor):  # type: ignore[misc]
-    """gpiozero's HC-SR04, also counting what its median hides: missed echoes, far readings."""
+_ECHO_LOCK = threading.Lock()  # one ping at a time, so that no sensor hears another's echo
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+
+class _Ranger:
+    """An HC-SR04 read through gpiozero's public pin API, counting what a median would hide.
+
+    gpiozero's ``DistanceSensor`` drops a missed echo without a trace and keeps its last
+    median, so a dead sensor would go on reading its last distance; a bay must see the misses
+    to read ``unknown``. So this pings the sensor itself, the way ``DistanceSensor`` does: a
+    10 us trigger pulse, the echo's length from the echo pin's edge ticks, every 60 ms (the
+    HC-SR04's cycle) on its own thread, and the median of the last ``queue_len`` answers.
+    """
+
+    SPEED_OF_SOUND_MPS = 343.26
+    CYCLE_S = 0.06
+    ECHO_TIMEOUT_S = 0.1  # the longest echo is 38 ms; the wait before it is unspecified
+    STUCK_TIMEOUT_S = 0.05  # for an echo still high from the previous ping
+
+    def __init__(self, trigger: int, echo: int, *, max_distance_m: float, queue_len: int,
+                 factory: Factory | None, name: str) -> None:
+        self.max_distance_m = max_distance_m
         self.attempts = 0
-        self.misses = 0  # consecutive readings with no echo
-        self.far = 0  # consecutive readings at or beyond max_distance
+        self.misses = 0  # consecutive pings with no (complete) echo
+        self.far = 0  # consecutive readings at or beyond max_distance_m
         self.last_ok: float | None = None  # the newest good reading, in metres
-        super().__init__(*args, **kwargs)
+        self._recent: deque[float] = deque(maxlen=queue_len)
+        self._rise: float | None = None
+        self._fall: float | None = None
+        self._answered = threading.Event()
+        self._stop = threading.Event()
+        self._trigger = DigitalOutputDevice(trigger, pin_factory=factory)
+        try:
+            self._echo = InputDevice(echo, pull_up=False, pin_factory=factory)
+        except BaseException:
+            self._trigger.close()
+            raise
+        pin = self._echo.pin
+        pin.edges = "both"
+        pin.bounce = None
+        pin.when_changed = self._edge
+        self._thread = threading.Thread(target=self._run, name=f"hc-sr04-{name}", daemon=True)
+        self._thread.start()
+
+    @property
+    def distance(self) -> float:
+        """The median of the recent readings, in metres (0 before the first)."""
+        return statistics.median(self._recent) if self._recent else 0.0
 
     def close(self) -> None:
-        # gpiozero closes the trigger before it stops the reading thread, which may then
-        # fire a closed trigger; stop the thread first.
-        queue = getattr(self, "_queue", None)
-        if queue is not None:
-            queue.stop()
-        super().close()
+        """Stop pinging (joins the thread, so call it off the loop) and release the pins."""
+        self._stop.set()
+        self._thread.join()
+        self._trigger.close()
+        self._echo.close()
 
-    def _read(self) -> float | None:
-        if self._trigger is None:  # closing
+    def _edge(self, ticks: float, level: bool) -> None:
+        if level:
+            self._rise = ticks
+        else:
+            self._fall = ticks
+            self._answered.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.CYCLE_S):
+            self._record(self._ping())
+
+    def _ping(self) -> float | None:
+        if self._echo.pin.state and not self._answered.wait(self.STUCK_TIMEOUT_S):
             return None
-        value: float | None = super()._read()
+        self._answered.clear()
+        self._rise = self._fall = None
+        with _ECHO_LOCK:
+            self._trigger.on()
+            time.sleep(0.00001)
+            self._trigger.off()
+            if not self._answered.wait(self.ECHO_TIMEOUT_S):
+                return None
+        rise, fall = self._rise, self._fall
+        if rise is None or fall is None:
+            return None  # only the fall was seen: the echo was too short to catch
+        seconds = self._echo.pin_factory.ticks_diff(fall, rise)
+        return float(seconds) * self.SPEED_OF_SOUND_MPS / 2.0
+
+    def _record(self, metres: float | None) -> None:
         self.attempts += 1
-        if value is None:
+        if metres is None:
             self.misses += 1
-        elif value >= 1.0:
-            self.misses = 0
+            return
+        self.misses = 0
+        if metres >= self.max_distance_m:
             self.far += 1
         else:
-            self.misses = 0
             self.far = 0
-            self.last_ok = value * self._max_distance
-        return value
+            self.last_ok = metres
+        self._recent.append(min(metres, self.max_distance_m))
 
 
 class UltrasonicBay:
@@ -592,17 +655,9 @@ class UltrasonicBay:
         self._fault_after = fault_after
         self._loop = loop or asyncio.get_event_loop()
         self.source = f"ultrasonic:{sensor.trigger_pin}"
-        with warnings.catch_warnings():
-            # "use pigpio for more accurate readings": a bay needs centimetres, not millimetres.
-            warnings.simplefilter("ignore")
-            self._sensor = _CountingDistanceSensor(
-                echo=sensor.echo_pin,
-                trigger=sensor.trigger_pin,
-                max_distance=self.MAX_DISTANCE_M,
-                queue_len=queue_len,
-                partial=True,  # never block the loop on a filling queue
-                pin_factory=factory,
-            )
+        self._sensor = _Ranger(sensor.trigger_pin, sensor.echo_pin,
+                               max_distance_m=self.MAX_DISTANCE_M, queue_len=queue_len,
+                               factory=factory, name=bay_id)
         self._listeners: list[BayListener] = []
         self._reading: BayReading | None = None
         self._candidate: tuple[BayReadingState, float] | None = None  # (state, since loop time)
@@ -630,8 +685,7 @@ class UltrasonicBay:
     async def close(self) -> None:
         await cancel_and_wait(self._task)
         self._task = None
-        # Joins gpiozero's reading thread.
-        await asyncio.to_thread(self._sensor.close)
+        await asyncio.to_thread(self._sensor.close)  # joins the pinging thread
 
     async def _run(self) -> None:
         while True:

@@ -17,7 +17,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import aiomqtt
 import structlog
 
 from gateway.config import Settings
@@ -33,6 +32,8 @@ from gateway.sync.inbound import KINDS, ConfigInbox
 from gateway.sync.mqtt import (
     PUBACK_TIMEOUT_S,
     EventClient,
+    Message,
+    MqttError,
     MqttSender,
     make_client,
     tls_context,
@@ -75,7 +76,7 @@ class Sync:
             reply_prefix=self.topics.replies, resend=self.resend, sync_status=self._status_dict)
         self._rng = rng or random.Random()
         self._state: dict[str, bytes] = {}
-        self._client: aiomqtt.Client | None = None
+        self._client: EventClient | None = None
         self._connected = False
         self._came_up = False  # whether the current MQTT session got as far as online
         self._down_since = time.monotonic()
@@ -156,12 +157,11 @@ class Sync:
         try:
             while True:
                 client = make_client(mqtt, client_id=self.client_id,
-                                     will_topic=self.topics.presence,
-                                     window=self.sync.inflight_window, context=context)
+                                     will_topic=self.topics.presence, context=context)
                 self._came_up = False
                 try:
                     await self._session(client)
-                except aiomqtt.MqttError as e:
+                except MqttError as e:
                     self._link_down(str(e))
                 except LinkLost as e:
                     self._link_down(f"publish failed: {e}")
@@ -205,11 +205,11 @@ class Sync:
                          client_id=self.client_id, tls=self.sync.mqtt.tls is not None)
                 await self._stop_fallback()
                 await self._serve(client, sender)
-            except (aiomqtt.MqttError, LinkLost):
+            except (MqttError, LinkLost):
                 raise
             except BaseException:
                 # Shutting down: say so while the link is still up (the will covers a crash).
-                with contextlib.suppress(aiomqtt.MqttError, asyncio.TimeoutError):
+                with contextlib.suppress(MqttError):
                     await client.publish(self.topics.presence, b"offline", qos=1, retain=True,
                                          timeout=2)
                 raise
@@ -218,58 +218,55 @@ class Sync:
 
     async def _serve(self, client: EventClient, sender: MqttSender) -> None:
         """Drain and take inbound messages until the link fails (raises its first error)."""
-        queue: asyncio.Queue[aiomqtt.Message] = asyncio.Queue(INBOX_SIZE)
+        queue: asyncio.Queue[Message] = asyncio.Queue(INBOX_SIZE)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.drain.run(sender), name="sync-drain")
                 tg.create_task(self._receive(client, queue), name="sync-receive")
                 tg.create_task(self._handle_inbound(client, queue), name="sync-inbound")
-        except* (aiomqtt.MqttError, LinkLost) as group:
+        except* (MqttError, LinkLost) as group:
             raise group.exceptions[0] from None
 
-    async def _receive(self, client: aiomqtt.Client, queue: asyncio.Queue[aiomqtt.Message]
-                       ) -> None:
+    async def _receive(self, client: EventClient, queue: asyncio.Queue[Message]) -> None:
         async for message in client.messages:  # raises MqttError when the link drops
             try:
                 queue.put_nowait(message)
             except asyncio.QueueFull:
                 self._bad_messages += 1
-                log.warning("sync.inbound_dropped", topic=str(message.topic))
+                log.warning("sync.inbound_dropped", topic=message.topic)
 
-    async def _handle_inbound(self, client: aiomqtt.Client,
-                              queue: asyncio.Queue[aiomqtt.Message]) -> None:
+    async def _handle_inbound(self, client: EventClient,
+                              queue: asyncio.Queue[Message]) -> None:
         while True:
             message = await queue.get()
-            topic = str(message.topic)
-            payload = message.payload
-            raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
+            topic, raw = message.topic, message.payload
             try:
                 if topic == self.topics.commands:
-                    reply = await self.commands.handle(bytes(raw))
+                    reply = await self.commands.handle(raw)
                     self._spawn(self._reply(client, reply))
                 elif (kind := self.topics.config_kind(topic)) is not None:
                     if raw:  # an empty retained message clears the topic: nothing to apply
-                        await self.inbox.apply(kind, bytes(raw), "mqtt")
+                        await self.inbox.apply(kind, raw, "mqtt")
                 else:
                     self._bad_messages += 1
             except Exception:  # a journal failure: counted, logged, the loop lives
                 self._bad_messages += 1
                 log.exception("sync.inbound_failed", topic=topic)
 
-    async def _reply(self, client: aiomqtt.Client, reply: Reply) -> None:
+    async def _reply(self, client: EventClient, reply: Reply) -> None:
         topic = reply.topic or self.topics.replies
         body = json.dumps(reply.payload, separators=(",", ":"), default=str).encode()
-        with contextlib.suppress(aiomqtt.MqttError):
+        with contextlib.suppress(MqttError):
             await client.publish(topic, body, qos=1, timeout=PUBACK_TIMEOUT_S)
 
     async def _publish_quietly(self, topic: str, body: bytes, *, retain: bool) -> None:
         client = self._client
         if client is None:
             return
-        with contextlib.suppress(aiomqtt.MqttError):
+        with contextlib.suppress(MqttError):
             await client.publish(topic, body, qos=1, retain=retain, timeout=PUBACK_TIMEOUT_S)
 
-    async def _resend(self, client: aiomqtt.Client, first: int, last: int) -> None:
+    async def _resend(self, client: EventClient, first: int, last: int) -> None:
         reader = await JournalReader.open(self.journal.path)
         sent = 0
         try:
@@ -279,7 +276,7 @@ class Sync:
                 await client.publish(self.topics.events, record.to_json(self.source), qos=1,
                                      timeout=PUBACK_TIMEOUT_S)
                 sent += 1
-        except aiomqtt.MqttError as e:
+        except MqttError as e:
             log.warning("sync.resend_interrupted", sent=sent, error=str(e))
         finally:
             await reader.close()

@@ -1,8 +1,8 @@
 """GPIO drivers against the simulator's mock pins: loops, barrier, ultrasonic bays, lamps.
 
 Loop and barrier tests run on the simulator's virtual-time loop, so debounce windows and
-feedback timeouts are exact and cost no real time. The ultrasonic tests run gpiozero's real
-HC-SR04 reading thread against simulated echoes, so they run in real time.
+feedback timeouts are exact and cost no real time. The ultrasonic tests run the driver's real
+HC-SR04 pinging thread against simulated echoes, so they run in real time.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 import pytest
+from gpiozero import Device, DigitalOutputDevice
 from gpiozero.pins.mock import MockFactory
 from parking_sim import vtime
 from parking_sim.gpio import SimPins
@@ -32,8 +33,6 @@ from gateway.drivers.gpio import (
 )
 from gateway.journal import Alarm, Journal
 from tests.conftest import EXAMPLE
-
-pytestmark = pytest.mark.filterwarnings("ignore::gpiozero.exc.DistanceSensorNoEcho")
 
 LANE = LaneGpio(arming_loop=5, safety_loop=6, closing_loop=13, open_relay=17, close_relay=27,
                 up_limit=22, down_limit=23)
@@ -82,6 +81,15 @@ def relay_log(pins: SimPins, pin: int) -> list[tuple[float, bool]]:
 def test_pin_factory_from_config_or_environment() -> None:
     assert isinstance(make_pin_factory("mock"), MockFactory)
     assert isinstance(make_pin_factory("auto", env={"GPIOZERO_PIN_FACTORY": "mock"}), MockFactory)
+
+
+def test_auto_without_a_choice_is_gpiozeros_default_factory() -> None:
+    chosen = MockFactory()
+    before, Device.pin_factory = Device.pin_factory, chosen
+    try:
+        assert make_pin_factory("auto", env={}) is chosen
+    finally:
+        Device.pin_factory = before
 
 
 # --- vehicle loops ----------------------------------------------------------------------------
@@ -424,6 +432,21 @@ async def test_ultrasonic_out_of_range_is_a_fault(pins: SimPins) -> None:
         assert reading.fault == "out_of_range"
     finally:
         await bay.close()
+
+
+async def test_ultrasonic_close_stops_pinging_and_frees_its_pins(pins: SimPins) -> None:
+    bay = ultrasonic(pins, Probe(250.0))
+    await bay.start()
+    await until(bay, lambda r: r.state == "free")
+    trigger = pins.factory.pin(4)
+    await bay.close()
+    assert not [t for t in threading.enumerate() if t.name == "hc-sr04-A-01"]
+    pings = trigger.pings
+    await asyncio.sleep(0.2)
+    assert trigger.pings == pings
+    # Both pins can be claimed again (the mock factory keeps them, but not their owners).
+    DigitalOutputDevice(4, pin_factory=pins.factory).close()
+    DigitalOutputDevice(18, pin_factory=pins.factory).close()
 
 
 async def test_ultrasonic_rides_out_noise_and_dropouts(pins: SimPins) -> None:
