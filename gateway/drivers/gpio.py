@@ -38,7 +38,7 @@ from gateway.config import BarrierConfig, LaneGpio, UltrasonicSensor
 from gateway.core.clock import Clock
 from gateway.core.records import Alarm
 from gateway.drivers import BayListener, BayReading, BayReadingState
-from gateway.runtime.aio import cancel_and_wait
+from gateway.runtime.aio import TaskSet, cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -275,7 +275,7 @@ class Barrier:
         self._position: Position = "unknown"
         self._lock = asyncio.Lock()
         self._closing_pulse: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("barrier", lane=lane_id)  # alarm writes off the callback path
         self._listeners: list[PositionListener] = []
         self.commands: deque[BarrierCommand] = deque(maxlen=1000)
         self.feedback_timeouts = 0
@@ -385,8 +385,7 @@ class Barrier:
         """Release every relay and input (a level-driven barrier then closes by itself)."""
         if self._watchdog is not None:
             self._watchdog.cancel()
-        for task in list(self._tasks):
-            task.cancel()
+        self._tasks.cancel()
         if self._closing_pulse is not None:
             self._closing_pulse.cancel()
         for device in (self._open, self._close, self._up, self._down):
@@ -450,7 +449,7 @@ class Barrier:
         if self._faulted and not self._conflict() and self._at_limit():
             self._faulted = False
             log.info("barrier.feedback_restored", lane=self.lane_id)
-            self._spawn(self._clear_alarm())
+            self._tasks.spawn(self._clear_alarm())
         self._update_position()
 
     def _conflict(self) -> bool:
@@ -481,21 +480,11 @@ class Barrier:
                  "timeoutS": self.config.feedback_timeout_s},
                 component="gpio",
             )
-            self._spawn(self._alarms.raise_alarm(alarm))
+            self._tasks.spawn(self._alarms.raise_alarm(alarm))
 
     async def _clear_alarm(self) -> None:
         if self._alarms is not None:
             await self._alarms.clear_alarm(self.alarm_id, "barrier feedback restored")
-
-    def _spawn(self, coro: Any) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("barrier.alarm_failed", lane=self.lane_id, error=str(task.exception()))
 
     def _update_position(self) -> None:
         position = self._derive_position()

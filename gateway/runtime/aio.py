@@ -1,13 +1,18 @@
-"""Small asyncio helpers shared by the daemon's parts and the simulator."""
+"""Small asyncio helpers shared by the daemon's parts and the simulator: cancel-and-wait, the one
+retry policy (:class:`Backoff`) and the one set of background tasks (:class:`TaskSet`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import random
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+import structlog
+
+log = structlog.get_logger(__name__)
 
 
 async def cancel_and_wait(task: asyncio.Future[Any] | None) -> None:
@@ -50,3 +55,53 @@ class Backoff:
             else:
                 yield bound
             bound = min(self.max_s, bound * 2)
+
+
+class TaskSet:
+    """The background tasks of one part (a barrier's alarms, the sync's replies, the control
+    socket's connections): kept, their failures logged, cancelled together.
+
+    asyncio holds only a weak reference to a running task, so a task nobody keeps can vanish
+    mid-run; and a task that fails unwatched reports nothing until it is collected. A part
+    that fires and forgets hands its tasks here instead.
+    """
+
+    def __init__(self, owner: str, **context: Any) -> None:
+        self.owner = owner  # names the part in the log line of a failed task
+        self._context = context
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str | None = None
+              ) -> asyncio.Task[Any]:
+        """Run `coro` as a task of this set."""
+        task = asyncio.ensure_future(coro)
+        if name is not None:
+            task.set_name(name)
+        self.add(task)
+        return task
+
+    def add(self, task: asyncio.Task[Any]) -> None:
+        """Keep a task started elsewhere (a server's connection handler) until it ends."""
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def cancel(self) -> None:
+        """Cancel every task and return at once (from a close that cannot wait)."""
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def cancel_and_wait(self) -> None:
+        """Cancel every task and wait until all have unwound."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("task_failed", owner=self.owner, task=task.get_name(), error=repr(error),
+                      **self._context)

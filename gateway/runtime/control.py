@@ -42,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from gateway.config import DEFAULT_CONTROL_SOCKET, ControlConfig
 from gateway.core.operations import LaneMode, LotControl, LotState, OperationRefused
+from gateway.runtime.aio import TaskSet
 
 log = structlog.get_logger(__name__)
 
@@ -280,7 +281,7 @@ class ControlServer:
         self._group_id: int | None = None
         self._server: asyncio.Server | None = None
         self._inode: int | None = None
-        self._clients: set[asyncio.Task[None]] = set()
+        self._clients = TaskSet("control")  # one per connection, ended by close()
         self._closing = False
 
     async def start(self) -> None:
@@ -302,9 +303,7 @@ class ControlServer:
             return
         self._closing = True
         self._server.close()
-        for task in list(self._clients):
-            task.cancel()
-        await asyncio.gather(*self._clients, return_exceptions=True)
+        await self._clients.cancel_and_wait()
         await self._server.wait_closed()
         self._server = None
         self._remove_socket()
@@ -340,7 +339,6 @@ class ControlServer:
         except Exception:  # a bug here must cost one connection, never the daemon
             log.exception("control.connection_failed")
         finally:
-            self._clients.discard(task)
             if writer.transport.get_write_buffer_size():
                 writer.transport.abort()  # close() would wait for a reader that never reads
             else:

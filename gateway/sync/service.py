@@ -24,7 +24,7 @@ from gateway.core.clock import Clock
 from gateway.core.events import ConfigSource, source_uri
 from gateway.core.operations import LotControl
 from gateway.journal import Journal, JournalReader
-from gateway.runtime.aio import Backoff, cancel_and_wait
+from gateway.runtime.aio import Backoff, TaskSet, cancel_and_wait
 from gateway.sync.commands import CommandHandler, Reply
 from gateway.sync.drain import LinkLost, OutboxDrain, SyncStats
 from gateway.sync.http import HttpBackend, HttpSender, HttpSyncError
@@ -83,7 +83,7 @@ class Sync:
         self._reconnects = 0
         self._bad_messages = 0
         self._last_error: str | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("sync")  # replies, resends, retained state: off the inbound loop
         self._http_task: asyncio.Task[None] | None = None
         self.connected_event = asyncio.Event()  # set while the MQTT link is up (for tests)
 
@@ -98,9 +98,7 @@ class Sync:
             else:
                 await self._run_mqtt()
         finally:
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._tasks.cancel_and_wait()
 
     def publish_state(self, name: str, payload: Mapping[str, Any]) -> None:
         """Set a retained state document (occupancy, lanes, health); sent now if the link is
@@ -112,7 +110,7 @@ class Sync:
             return  # unchanged: no publish
         self._state[name] = body
         if self._client is not None and self._connected:
-            self._spawn(self._publish_quietly(self.topics.state(name), body, retain=True))
+            self._tasks.spawn(self._publish_quietly(self.topics.state(name), body, retain=True))
 
     async def stats(self) -> SyncStats:
         return SyncStats(
@@ -133,7 +131,7 @@ class Sync:
         if client is None or not self._connected:
             return {"resent": 0, "reason": "not connected over MQTT"}
         upto = min(self.journal.acked_through, from_seq + RESEND_MAX - 1)
-        self._spawn(self._resend(client, from_seq, upto))
+        self._tasks.spawn(self._resend(client, from_seq, upto))
         return {"fromSequence": from_seq, "throughSequence": upto}
 
     # --- MQTT ---
@@ -243,7 +241,7 @@ class Sync:
             try:
                 if topic == self.topics.commands:
                     reply = await self.commands.handle(raw)
-                    self._spawn(self._reply(client, reply))
+                    self._tasks.spawn(self._reply(client, reply))
                 elif (kind := self.topics.config_kind(topic)) is not None:
                     if raw:  # an empty retained message clears the topic: nothing to apply
                         await self.inbox.apply(kind, raw, "mqtt")
@@ -355,8 +353,3 @@ class Sync:
     async def _status_dict(self) -> dict[str, Any]:
         stats = await self.stats()
         return {k: getattr(stats, k) for k in stats.__dataclass_fields__}
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)

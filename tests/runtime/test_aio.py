@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import random
 
 import pytest
+import structlog
 
-from gateway.runtime.aio import Backoff, cancel_and_wait
+from gateway.runtime.aio import Backoff, TaskSet, cancel_and_wait
 
 
 async def test_the_tasks_cleanup_has_run_when_it_returns() -> None:
@@ -62,3 +64,51 @@ def test_one_policy_shared_by_two_users_keeps_them_apart() -> None:
 def test_a_backoff_that_would_spin_or_shrink_is_refused(initial: float, cap: float) -> None:
     with pytest.raises(ValueError, match="0 < initial_s <= max_s"):
         Backoff(initial, cap)
+
+
+async def test_a_task_set_keeps_its_tasks_until_they_end() -> None:
+    tasks = TaskSet("test")
+    release = asyncio.Event()
+    task = tasks.spawn(release.wait(), name="waiter")
+    assert len(tasks) == 1
+    assert task.get_name() == "waiter"
+    release.set()
+    await task
+    await asyncio.sleep(0)  # the done callback runs on the next turn
+    assert len(tasks) == 0
+
+
+async def test_a_failed_task_is_logged_with_its_owner() -> None:
+    tasks = TaskSet("barrier", lane="entry-1")
+
+    async def fail() -> None:
+        raise OSError("disk full")
+
+    with structlog.testing.capture_logs() as logs:
+        task = tasks.spawn(fail(), name="alarm")
+        with contextlib.suppress(OSError):
+            await task
+        await asyncio.sleep(0)
+    assert {"event": "task_failed", "owner": "barrier", "task": "alarm",
+            "error": "OSError('disk full')", "lane": "entry-1",
+            "log_level": "error"} in logs
+    assert len(tasks) == 0
+
+
+async def test_cancel_and_wait_ends_every_task_and_runs_their_cleanup() -> None:
+    tasks = TaskSet("test")
+    cleaned: list[int] = []
+
+    async def worker(n: int) -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            cleaned.append(n)
+
+    for n in range(3):
+        tasks.spawn(worker(n))
+    await asyncio.sleep(0)
+    await tasks.cancel_and_wait()
+    assert sorted(cleaned) == [0, 1, 2]
+    await asyncio.sleep(0)
+    assert len(tasks) == 0
