@@ -43,18 +43,18 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import structlog
 
 from gateway.core.clock import Clock, SystemClock
 from gateway.core.plates import PlateFormat, formats_for
+from gateway.core.reads import FrameStatus, PlateResult, PlateSource, Reason
 from gateway.lpr.capture import CaptureStore
 from gateway.lpr.consensus import (
     DEFAULT_THRESHOLD,
     Box,
-    Consensus,
     PlateRead,
     vote,
 )
@@ -217,63 +217,6 @@ class ImageReading:
     def text(self) -> str:
         """The reader's best read of the image ("" for none)."""
         return self.candidates[0].text if self.candidates else ""
-
-
-FrameStatus = Literal["read", "dropped", "timeout", "bad_image", "error", "crashed", "closed"]
-
-Reason = Literal["no_frames", "no_read", "low_confidence", "dropped", "timeout", "bad_image",
-                 "reader_error", "worker_crashed", "worker_unavailable"]
-
-
-@dataclass(frozen=True, slots=True)
-class PlateResult:
-    """What a lane gets for one passage: a plate, or None and the reason.
-
-    `guess` is the best plate there was when `plate` is None for low confidence. `crop_png`
-    is the plate's crop as PNG bytes (from the frame whose read agrees best), `box` the
-    candidate box ``(x, y, w, h)`` in that frame. `timings_ms` holds the reader's stages,
-    ``queue`` (waiting for the child) and ``roundtrip`` (to the child and back), each summed
-    over the frames, and ``total``, the request's wall time.
-    """
-
-    plate: str | None
-    confidence: float
-    reason: Reason | None = None
-    guess: str | None = None
-    char_confidences: tuple[float, ...] = ()
-    box: Box | None = None
-    crop_png: bytes | None = None
-    format: str | None = None
-    frames_used: int = 0  # frames the reader read
-    frames_agreeing: int = 0  # of those, frames with a read equal to the plate
-    frames_total: int = 0
-    timings_ms: Mapping[str, float] = field(default_factory=dict)
-
-    @classmethod
-    def from_consensus(cls, consensus: Consensus, **extra: Any) -> PlateResult:
-        reason: Reason | None = None
-        if consensus.reason == "no_read":
-            reason = "no_read"
-        elif consensus.reason == "low_confidence":
-            reason = "low_confidence"
-        return cls(plate=consensus.plate, confidence=consensus.confidence, reason=reason,
-                   guess=consensus.guess, char_confidences=consensus.char_confidences,
-                   box=consensus.box, crop_png=consensus.crop_png, format=consensus.format,
-                   frames_agreeing=consensus.frames_agreeing, **extra)
-
-
-@runtime_checkable
-class PlateSource(Protocol):
-    """Where a lane gets plates from: the worker, or the simulator's ground-truth source."""
-
-    async def read_frames(
-        self, frames: Sequence[Frame], deadline_s: float | None = None
-    ) -> PlateResult:
-        """One plate from the frames of one passage, within `deadline_s` seconds.
-
-        Never raises for bad frames, a slow or crashed reader: the result's `reason` says.
-        """
-        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+from collections import deque
 from datetime import timedelta
 from typing import Any
 
@@ -12,7 +15,7 @@ from gateway.controllers.sessions import SessionBook
 from gateway.core.access import Access
 from gateway.core.clock import FakeClock
 from gateway.core.rights import DenyEntry, Permit, Reservation
-from gateway.journal import Journal
+from gateway.journal import Journal, JournalFullError
 from tests.conftest import EXAMPLE
 from tests.controllers.lanes import Lot, Rig, settle
 
@@ -174,8 +177,9 @@ async def test_an_unreadable_plate_goes_to_the_fallback_and_a_manual_vend_is_aud
     assert opened["reason"] == "manual"
     (started,) = await rig.events("session.started")
     assert "identifiedVehicle" not in started
-    audit = await journal._reader.execute_fetchall("SELECT actor, action, reason FROM audit")
-    assert list(audit) == [("cli:alice", "gate.open", "intercom: driver has a ticket")]
+    with contextlib.closing(sqlite3.connect(journal.path)) as db:
+        audit = db.execute("SELECT actor, action, reason FROM audit").fetchall()
+    assert audit == [("cli:alice", "gate.open", "intercom: driver has a ticket")]
 
 
 @pytest.mark.parametrize(("mode", "opens", "sessions", "violations"), [
@@ -343,6 +347,43 @@ async def test_a_car_that_backs_away_after_the_barrier_opened_gets_no_session(
     assert await rig.events("session.started") == []
     (closed,) = await rig.events("gate.closed")
     assert closed["reason"] == "timeout"
+
+
+async def test_a_full_disk_while_the_barrier_opens_keeps_the_lane_and_its_records(
+        settings: Settings, journal: Journal, clock: FakeClock,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The journal refuses every write while the barrier rises and the car goes through: the
+    lane knows the barrier is up, closes behind the car, raises an alarm, and writes the
+    records, in order, once the journal takes them again."""
+    rig = make_rig(settings, journal, clock)
+    full = True
+    commit = journal.commit
+
+    async def full_disk(changes: Any = (), events: Any = ()) -> list[int]:
+        if full:
+            raise JournalFullError("database or disk is full")
+        return await commit(changes, events)
+
+    monkeypatch.setattr(journal, "commit", full_disk)
+    async with rig.running():
+        await rig.arrive(PERMIT)
+        assert rig.barrier.commands == ["raise"]
+        assert rig.lane.state == "open"  # not idle: the barrier is up
+        assert "lane.journal:entry-north" in [a.alarm_id for a in journal.active_alarms()]
+        await rig.drive_through()
+        assert rig.barrier.commands == ["raise", "lower"]
+        assert rig.lane.state == "idle"
+        assert await rig.events("session.started") == []
+        full = False
+        rig.lane.post("timeout", "retry")
+        await settle()
+        assert rig.lane.machine.unwritten == deque()
+    lane_types = [t for t in await rig.types() if not t.startswith("alarm.")]
+    assert lane_types == ["gate.opened", "session.started", "gate.closed"]
+    (started,) = await rig.events("session.started")
+    assert started["identifiedVehicle"]["plate"] == PERMIT
+    assert rig.lane.access.stay_of(PERMIT) is not None
+    assert "lane.journal:entry-north" not in [a.alarm_id for a in journal.active_alarms()]
 
 
 def test_reservation_window_and_grace() -> None:
