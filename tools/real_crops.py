@@ -26,9 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
+from gateway.drivers.image import decode_image
 from gateway.lpr import detect
 from gateway.lpr.evaluate import edit_distance, load_samples
-from gateway.lpr.localize import decode_image, iou
+from gateway.lpr.localize import iou
 from gateway.lpr.pipeline import detected_candidates
 from gateway.lpr.recognize import OnnxOptions, OnnxRecognizer
 

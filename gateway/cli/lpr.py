@@ -30,18 +30,16 @@ from gateway.cli.common import (
     terminal,
 )
 from gateway.core.plates import formats_for
+from gateway.drivers.image import BadImage, check_image, decode_image
 from gateway.lpr.consensus import DEFAULT_CHAR_THRESHOLD, DEFAULT_THRESHOLD, vote
 from gateway.lpr.recognize import DEFAULT_NETWORKS, DEFAULT_WEIGHTS
 from gateway.lpr.worker import (
     DEFAULT_FACTORY,
     DEFAULT_OPTIONS,
-    BadImage,
     ImageReading,
     LazyOptions,
     PlateWorker,
     WorkerStartError,
-    check_image,
-    decode_image,
 )
 
 PROGRESS_EVERY = 25  # images between progress lines when stderr is not a terminal

@@ -35,6 +35,7 @@ import structlog
 from gateway.config import CameraConfig
 from gateway.core.clock import Clock
 from gateway.drivers import Frame, FrameSource
+from gateway.drivers.image import MAX_BYTES, BadImage, decode_image
 from gateway.runtime.aio import Backoff, cancel_and_wait
 
 log = structlog.get_logger(__name__)
@@ -381,27 +382,50 @@ class HttpSnapshotSource(_LatestFrame):
     async def snapshot(self) -> bool:
         """Fetch, decode and publish one snapshot; whether the camera answered with an image."""
         try:
-            response = await self._client.get(self.url)
+            status, content = await self._fetch()
         except httpx.HTTPError as exc:
             self.health.connected = False
             self._error("request", f"{type(exc).__name__}: {exc}")
             self._check_stale(self._loop_time())
             return False
-        if response.status_code != 200:
+        if status != 200:
             self.health.connected = False
-            self._error("request", f"HTTP {response.status_code}")
+            self._error("request", f"HTTP {status}")
             self._check_stale(self._loop_time())
             return False
         self.health.connected = True
-        image = await asyncio.to_thread(_decode, response.content)
-        if image is None:
+        try:
+            if content is None:
+                raise BadImage(f"more than {MAX_BYTES // 2**20} MiB")
+            image = await asyncio.to_thread(decode_image, content)
+        except BadImage as exc:
             self.health.corrupt += 1
             log.warning("camera.corrupt_frame", camera=self.camera_id,
-                        why="snapshot is not a decodable image", size=len(response.content))
+                        why=f"snapshot is not a usable image: {exc}",
+                        size=None if content is None else len(content))
             self._check_stale(self._loop_time())
             return True  # the camera answered; a bad picture is no reason to back off
         self._publish(image, {"source": "http"})
         return True
+
+    async def _fetch(self) -> tuple[int, bytes | None]:
+        """The snapshot's status and body; None for a body over `MAX_BYTES` (not read further).
+
+        The body comes from a device on the network: it is streamed and cut off at the cap,
+        so a camera gone wrong cannot fill the controller's memory.
+        """
+        async with self._client.stream("GET", self.url) as response:
+            if response.status_code != 200:
+                return response.status_code, b""
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > MAX_BYTES:
+                return 200, None
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > MAX_BYTES:
+                    return 200, None
+            return 200, bytes(body)
 
 
 class _ChallengeAuth(httpx.Auth):
@@ -422,16 +446,6 @@ class _ChallengeAuth(httpx.Auth):
         if response.status_code == 401 and challenge.lower().startswith("digest"):
             self._digest_wanted = True
             yield from self._digest.auth_flow(request)
-
-
-def _decode(content: bytes) -> Image | None:
-    if not content:
-        return None
-    buffer = np.frombuffer(content, dtype=np.uint8)
-    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
-    if image is None or not _valid_image(image):
-        return None
-    return image.astype(np.uint8, copy=False)
 
 
 def open_camera(

@@ -22,17 +22,11 @@ from gateway.core.plates import (
     normalize,
     within_one_confusable,
 )
+from gateway.core.reads import PlateResult, PlateSource
+from gateway.drivers.image import BadImage
 from gateway.lpr.capture import CaptureStore
 from gateway.lpr.consensus import Consensus, PlateRead, vote
-from gateway.lpr.worker import (
-    BadImage,
-    ImageReading,
-    PlateResult,
-    PlateSource,
-    PlateWorker,
-    WorkerStartError,
-    WorkerStats,
-)
+from gateway.lpr.worker import ImageReading, PlateWorker, WorkerStartError, WorkerStats
 
 __all__ = [
     "BadImage",

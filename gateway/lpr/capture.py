@@ -23,7 +23,7 @@ import structlog
 from gateway.core.clock import Clock
 
 if TYPE_CHECKING:
-    from gateway.lpr.worker import PlateResult
+    from gateway.core.reads import PlateResult
 
 log = structlog.get_logger(__name__)
 

@@ -27,6 +27,7 @@ import structlog
 
 from gateway.core.plates import PlateFormat
 from gateway.core.stats import percentile
+from gateway.drivers.image import BadImage, decode_image
 from gateway.lpr.consensus import (
     DEFAULT_CHAR_THRESHOLD,
     DEFAULT_THRESHOLD,
@@ -34,7 +35,7 @@ from gateway.lpr.consensus import (
     edit_table,
     vote,
 )
-from gateway.lpr.localize import Box, ImageError, decode_image, iou
+from gateway.lpr.localize import Box, iou
 from gateway.lpr.worker import encode_png
 
 log = structlog.get_logger(__name__)
@@ -116,7 +117,7 @@ def decode(data: bytes) -> npt.NDArray[np.uint8] | None:
     """Decode image bytes as a camera snapshot is decoded; None when undecodable."""
     try:
         return decode_image(data)
-    except ImageError:
+    except BadImage:
         return None
 
 

@@ -29,6 +29,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from gateway.drivers.image import BadImage
+
 Image = npt.NDArray[np.uint8]
 Box = tuple[int, int, int, int]
 
@@ -43,7 +45,7 @@ MIN_CHAR_HEIGHT = 9
 MIN_WORK_SIDE = 680
 
 
-class ImageError(ValueError):
+class ImageError(BadImage):
     """The frame cannot be used: empty, too small or not an image."""
 
 
@@ -84,16 +86,6 @@ class PlateCandidate:
     method: str
     glyphs: int = 0
     variants: list[Image] = field(default_factory=list)
-
-
-def decode_image(data: bytes) -> Image:
-    """Decode JPEG/PNG bytes as a camera snapshot is decoded; raise ImageError when undecodable."""
-    if not data:
-        raise ImageError("empty image data")
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-    if image is None or not image.size:
-        raise ImageError(f"undecodable image ({len(data)} bytes)")
-    return _u8(image)
 
 
 def to_grey(image: npt.NDArray[np.generic]) -> Image:

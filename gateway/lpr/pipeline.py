@@ -22,6 +22,7 @@ import structlog
 
 from gateway.core import plates
 from gateway.core.plates import Alternatives
+from gateway.drivers.image import BadImage, decode_image
 from gateway.lpr import detect, localize
 from gateway.lpr.localize import Box, ImageError, PlateCandidate
 from gateway.lpr.recognize import (
@@ -160,8 +161,8 @@ class PlateReader:
         """Decode and read an encoded frame (JPEG, PNG); undecodable data gives `error`."""
         start = time.perf_counter()
         try:
-            image = localize.decode_image(data)
-        except ImageError as exc:
+            image = decode_image(data)
+        except BadImage as exc:
             log.warning("lpr.read.bad_image", error=str(exc))
             elapsed = _ms(start)
             return FrameReading(error=str(exc), timings_ms={"decode": elapsed, "total": elapsed})

@@ -51,6 +51,7 @@ import structlog
 from gateway.core.clock import Clock, SystemClock
 from gateway.core.plates import PlateFormat, formats_for
 from gateway.core.reads import FrameStatus, PlateResult, PlateSource, Reason
+from gateway.drivers.image import BadImage, check_image
 from gateway.lpr.capture import CaptureStore
 from gateway.lpr.consensus import (
     DEFAULT_THRESHOLD,
@@ -72,9 +73,6 @@ log = structlog.get_logger(__name__)
 __all__ = [
     "DEFAULT_FACTORY",
     "DEFAULT_OPTIONS",
-    "MAX_PIXELS",
-    "MIN_SIDE",
-    "BadImage",
     "ImageReading",
     "LazyOptions",
     "PlateResult",
@@ -82,13 +80,9 @@ __all__ = [
     "PlateWorker",
     "WorkerStartError",
     "WorkerStats",
-    "check_image",
-    "decode_image",
 ]
 
 DEFAULT_FACTORY = "gateway.lpr.pipeline:PlateReader"
-MIN_SIDE = 16  # pixels: nothing smaller holds a readable plate
-MAX_PIXELS = 40_000_000  # a 12 MP camera is far below; a 10000x10000 frame is a mistake
 RECENT_READINGS = 64  # frames whose readings are kept for a lane that asks again
 _HEADER = struct.Struct("!Q")
 _PICKLE = 5
@@ -116,89 +110,8 @@ class LazyOptions:
 DEFAULT_OPTIONS = "gateway.lpr.pipeline:ReaderOptions"
 
 
-class BadImage(ValueError):
-    """An image that cannot be read as a plate photo; the message says why, for a person."""
-
-
 class WorkerStartError(RuntimeError):
     """The reader could not be started (a bad factory, a missing model, a failed warm-up)."""
-
-
-def check_image(image: object) -> npt.NDArray[np.uint8]:
-    """The image if it can be a frame: 8-bit, grey, BGR or BGRA, within `MIN_SIDE`/`MAX_PIXELS`.
-
-    Raises `BadImage` with the reason. Grey and BGRA stay as they are (the child converts).
-    """
-    if not isinstance(image, np.ndarray):
-        raise BadImage(f"not an image array but {type(image).__name__}")
-    if image.dtype != np.uint8:
-        raise BadImage(f"pixels are {image.dtype}, not 8-bit")
-    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
-        raise BadImage(f"shape {image.shape} is not grey, BGR or BGRA")
-    height, width = image.shape[:2]
-    if min(height, width) < MIN_SIDE:
-        raise BadImage(f"image too small: {width}x{height} (at least {MIN_SIDE}x{MIN_SIDE})")
-    if height * width > MAX_PIXELS:
-        raise BadImage(f"image too large: {width}x{height} ({height * width / 1e6:.0f} MP,"
-                       f" at most {MAX_PIXELS / 1e6:.0f} MP)")
-    return image
-
-
-def decode_image(data: bytes) -> npt.NDArray[np.uint8]:
-    """Decode a JPEG or PNG (or any format OpenCV reads) to BGR, or raise `BadImage` saying why.
-
-    The size a JPEG or PNG declares is checked before decoding, so a huge image is refused
-    without allocating it; a JPEG without its end marker is refused as truncated (OpenCV would
-    decode it with the missing part grey, and the reader would see half a car).
-    """
-    if not data:
-        raise BadImage("empty file")
-    declared = _declared_size(data)
-    if declared is not None:
-        width, height = declared
-        if width * height > MAX_PIXELS:
-            raise BadImage(f"image too large: {width}x{height} ({width * height / 1e6:.0f} MP,"
-                           f" at most {MAX_PIXELS / 1e6:.0f} MP)")
-    if data.startswith(_JPEG_START) and not data.rstrip(b"\0").endswith(_JPEG_END):
-        raise BadImage("truncated JPEG (no end-of-image marker)")
-    if data.startswith(_PNG_SIGNATURE) and b"IEND" not in data[-16:]:
-        raise BadImage("truncated PNG (no IEND chunk)")
-    import cv2
-
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None or not image.size:
-        raise BadImage("not a readable image (unknown format or corrupt data)")
-    return check_image(image)
-
-
-_JPEG_START = b"\xff\xd8"
-_JPEG_END = b"\xff\xd9"
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# JPEG start-of-frame markers (C0-CF less DHT C4, JPG C8 and DAC CC) hold the image size.
-_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-
-
-def _declared_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a PNG's IHDR or a JPEG's start-of-frame, without decoding."""
-    if data.startswith(_PNG_SIGNATURE) and len(data) >= 24 and data[12:16] == b"IHDR":
-        width, height = struct.unpack(">II", data[16:24])
-        return int(width), int(height)
-    if not data.startswith(_JPEG_START):
-        return None
-    pos = 2
-    while pos + 9 <= len(data):
-        if data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        length = int.from_bytes(data[pos + 2:pos + 4], "big")
-        if marker in _SOF_MARKERS:
-            height, width = struct.unpack(">HH", data[pos + 5:pos + 9])
-            return int(width), int(height)
-        pos += 2 + length
-    return None
 
 
 # --- results ------------------------------------------------------------------------------

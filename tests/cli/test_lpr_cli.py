@@ -15,7 +15,6 @@ import pytest
 from click.testing import CliRunner
 
 from gateway.cli import cli
-from gateway.lpr.worker import BadImage, check_image, decode_image
 from tests.lpr.test_worker import FAKE, fake_image
 
 
@@ -189,27 +188,3 @@ def test_eval_of_a_folder_without_labels(tmp_path: Path) -> None:
     code, _, err = invoke("lpr", "eval", str(tmp_path), "--factory", FAKE)
     assert code == 2
     assert "no labelled photos" in err
-
-
-def test_check_image_says_what_is_wrong() -> None:
-    with pytest.raises(BadImage, match="too small: 1x1"):
-        check_image(np.zeros((1, 1, 3), np.uint8))
-    huge = np.lib.stride_tricks.as_strided(np.zeros(3, np.uint8), (10000, 10000, 3), (0, 0, 1))
-    with pytest.raises(BadImage, match="too large: 10000x10000"):
-        check_image(huge)
-    with pytest.raises(BadImage, match="8-bit"):
-        check_image(np.zeros((32, 32, 3), np.float32))
-    with pytest.raises(BadImage, match="not an image"):
-        check_image(b"\x89PNG")
-
-
-def test_decode_reads_the_declared_size_before_decoding() -> None:
-    ok, jpeg = cv2.imencode(".jpg", np.zeros((20, 40, 3), np.uint8))
-    assert ok
-    data = bytearray(jpeg)
-    # Rewrite the start-of-frame's height and width to 12000 x 12000: refused undecoded.
-    sof = data.index(b"\xff\xc0")
-    data[sof + 5:sof + 9] = (12000).to_bytes(2, "big") * 2
-    with pytest.raises(BadImage, match="too large: 12000x12000"):
-        decode_image(bytes(data))
-    assert decode_image(bytes(jpeg)).shape == (20, 40, 3)

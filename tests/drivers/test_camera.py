@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import pytest
 
 from gateway.config import CameraConfig
 from gateway.core.clock import FakeClock
-from gateway.drivers import FrameSource
+from gateway.drivers import FrameSource, camera
 from gateway.drivers.camera import HttpSnapshotSource, VideoCaptureSource, open_camera
 from gateway.runtime.aio import Backoff
 
@@ -203,6 +203,37 @@ async def test_snapshot_camera_backs_off_and_reconnects() -> None:
         health = source.health
         assert (health.errors, health.corrupt, health.reconnects) == (4, 1, 1)
         assert health.last_error == "request: ConnectError: camera rebooting"
+    finally:
+        await source.close()
+
+
+@pytest.mark.parametrize("declare_length", [True, False], ids=["declared", "streamed"])
+async def test_an_oversized_or_truncated_snapshot_is_corrupt_not_read_whole(
+        monkeypatch: pytest.MonkeyPatch, declare_length: bool) -> None:
+    """A camera gone wrong sends megabytes of junk, or half a JPEG: counted, never decoded."""
+    monkeypatch.setattr(camera, "MAX_BYTES", 50_000)
+    sent: list[int] = []
+
+    async def endless() -> AsyncIterator[bytes]:
+        for _ in range(1000):  # 10 MB if it were read to the end
+            sent.append(10_000)
+            yield b"\xff" * 10_000
+
+    oversized = (httpx.Response(200, content=b"\xff" * 60_000) if declare_length
+                 else httpx.Response(200, content=endless()))  # no Content-Length
+    replies = iter([oversized, httpx.Response(200, content=jpeg(3)[:300])])  # then truncated
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return next(replies, None) or httpx.Response(200, content=jpeg(4))
+
+    source = HttpSnapshotSource("entry-2", "http://cam.test/snap", clock=FakeClock(),
+                                interval_s=0.01, backoff=FAST,
+                                transport=httpx.MockTransport(handler))
+    await source.start()
+    try:
+        assert await source.next_frame(5.0) is not None
+        assert source.health.corrupt == 2  # the oversized one and the truncated one
+        assert sum(sent) <= 70_000  # cut off at the cap, not read to the end
     finally:
         await source.close()
 

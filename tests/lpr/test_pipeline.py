@@ -104,9 +104,9 @@ def _jpeg(image: npt.NDArray[np.uint8]) -> bytes:
 @pytest.mark.parametrize(
     ("data", "error"),
     [
-        (b"", "empty image data"),
-        (_jpeg(np.full((240, 320, 3), 128, np.uint8))[:200], "undecodable"),
-        (b"not an image at all", "undecodable"),
+        (b"", "empty file"),
+        (_jpeg(np.full((240, 320, 3), 128, np.uint8))[:200], "truncated JPEG"),
+        (b"not an image at all", "not a readable image"),
     ],
     ids=["empty", "truncated-jpeg", "garbage"],
 )
