@@ -45,6 +45,8 @@ from pydantic_settings import (
 )
 
 from gateway.core.access import AntiPassback, InitialState, NoEntryRecord, OfflineExit
+from gateway.core.events import BayType
+from gateway.core.operations import Direction, LaneMode
 from gateway.core.tariff import RateTable
 
 ENV_PREFIX = "PARKING_GATEWAY__"
@@ -271,7 +273,10 @@ class GatewayConfig(_Section):
 
 # --- lanes --------------------------------------------------------------------------------
 
-CameraKind = Literal["rtsp", "http", "v4l2", "file"]
+PinFactoryKind = Literal["auto", "lgpio", "rpigpio", "mock"]
+LogFormat = Literal["auto", "json", "console"]
+CaptureKind = Literal["rtsp", "v4l2", "file"]  # what OpenCV opens
+CameraKind = CaptureKind | Literal["http"]
 _V4L2_DEVICE = re.compile(r"/dev/video[0-9]+")
 
 
@@ -374,9 +379,9 @@ class LoopGeometry(_Section):
 
 class LaneConfig(_Section):
     id: Ident
-    direction: Literal["entry", "exit"]
+    direction: Direction
     name: NonEmpty
-    mode: Literal["auto", "locked_open", "locked_closed"] = "auto"
+    mode: LaneMode = "auto"
     camera: CameraConfig
     gpio: LaneGpio
     barrier: BarrierConfig = Field(default_factory=BarrierConfig)
@@ -448,7 +453,7 @@ def _without_union_tags(loc: Loc) -> Loc:
     return loc
 
 
-BayTypeName = Literal["regular", "disabled", "ev", "vip", "reserved", "loading"]
+BayTypeName = BayType
 
 
 class BayConfig(_Section):
@@ -511,7 +516,7 @@ class GpioConfig(_Section):
     """How the Pi's pins are reached, and the lot-wide lamps."""
 
     # auto: $GPIOZERO_PIN_FACTORY, else gpiozero's own choice; lgpio on a Pi 5; mock in tests.
-    pin_factory: Literal["auto", "lgpio", "rpigpio", "mock"] = "auto"
+    pin_factory: PinFactoryKind = "auto"
     lot_full_lamp: Pin | None = None
 
 
@@ -639,7 +644,7 @@ def _lower(value: Any) -> Any:
 
 class LoggingConfig(_Section):
     level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = "info"
-    format: Literal["auto", "json", "console"] = "auto"
+    format: LogFormat = "auto"
 
 
 # --- plate reading ------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import structlog
 
 from gateway.core import plates
 from gateway.core.clock import Stamp
+from gateway.core.events import RightKind
 from gateway.core.operations import LotState
 from gateway.core.plates import Match
 from gateway.core.records import PaymentRecord, SessionRecord
@@ -68,7 +69,7 @@ class EntryDecision:
     allow: bool
     reason: EntryReason
     plate: str | None  # the plate to record: the matched known plate, else the read
-    right_kind: Literal["visitor", "permit", "reservation", "account"] = "visitor"
+    right_kind: RightKind = "visitor"
     right_ref: str | None = None
     rate_table: str | None = None  # the table the stay is priced by, None: the default
     passback: Passback = "none"

@@ -49,7 +49,7 @@ from typing import Any, Literal
 from gateway.core.access import Access, EntryDecision, ExitDecision, OpenStay
 from gateway.core.clock import Stamp
 from gateway.core.events import ExitReason, GateCloseReason, GateOpenReason, ViolationKind
-from gateway.core.operations import LaneMode
+from gateway.core.operations import Direction, LaneMode
 from gateway.core.reads import PlateResult
 from gateway.core.records import Alarm, PaymentRecord
 
@@ -76,7 +76,7 @@ class LaneSetup:
 
     lane_id: str
     name: str
-    direction: Literal["entry", "exit"]
+    direction: Direction
     pass_timeout_s: float
     arming_to_safety_end_m: float  # loop geometry, to tell one long vehicle from two
     safety_length_m: float

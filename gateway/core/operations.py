@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal, Protocol
 
 LaneMode = Literal["auto", "locked_open", "locked_closed"]
+Direction = Literal["entry", "exit"]
 LotState = Literal["open", "full", "closed"]
 
 

@@ -7,9 +7,9 @@ the drivers (alarms) take them without importing the journal.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from gateway.core.events import envelope_json
+from gateway.core.events import Severity, envelope_json
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +80,7 @@ class Alarm:
     """A condition a technician must see. Raising an active alarm id again does nothing."""
 
     alarm_id: str  # `<code>` or `<code>:<subject>`, e.g. `gate.fault:lane-1`
-    severity: Literal["info", "warning", "critical"]
+    severity: Severity
     message: str
     details: dict[str, Any] = field(default_factory=dict)
     component: str = "journal"

@@ -8,9 +8,11 @@ are the wire's (camelCase, as in docs/asyncapi.yaml).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+
+from gateway.core.events import BayType
 
 Plate = Annotated[str, Field(min_length=1, max_length=20)]
 Ident = Annotated[str, Field(min_length=1, max_length=128)]
@@ -52,7 +54,7 @@ class Reservation(_Model):
     plate: Plate
     start: AwareDatetime
     end: AwareDatetime
-    bayType: Literal["regular", "disabled", "ev", "vip", "reserved", "loading"] | None = None
+    bayType: BayType | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> Reservation:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+from gateway.core.events import BayState
 
 if TYPE_CHECKING:
     import numpy as np
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
 
     from gateway.core.clock import Stamp
 
-BayReadingState = Literal["free", "occupied", "unknown"]
+BayReadingState = BayState
 
 
 @dataclass(frozen=True, slots=True)

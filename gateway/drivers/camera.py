@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import cv2
@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from gateway.config import CameraConfig
+from gateway.config import CameraConfig, CaptureKind
 from gateway.core.clock import Clock
 from gateway.drivers import Frame, FrameSource
 from gateway.drivers.image import MAX_BYTES, BadImage, decode_image
@@ -188,7 +188,7 @@ class VideoCaptureSource(_LatestFrame):
         url: str,
         *,
         clock: Clock,
-        kind: Literal["rtsp", "v4l2", "file"] | None = None,
+        kind: CaptureKind | None = None,
         username: str | None = None,
         password: str | None = None,
         stale_after_s: float = 3.0,
@@ -320,7 +320,7 @@ def _valid_image(image: Any) -> bool:
             and image.shape[2] == 3 and image.shape[0] > 0 and image.shape[1] > 0)
 
 
-def _guess_kind(url: str) -> Literal["rtsp", "v4l2", "file"]:
+def _guess_kind(url: str) -> CaptureKind:
     if url.startswith(("rtsp://", "rtsps://")):
         return "rtsp"
     if url.startswith("/dev/video"):

@@ -34,16 +34,15 @@ from gpiozero import (  # type: ignore[import-untyped]
 )
 from gpiozero.pins import Factory  # type: ignore[import-untyped]
 
-from gateway.config import BarrierConfig, LaneGpio, UltrasonicSensor
+from gateway.config import BarrierConfig, LaneGpio, PinFactoryKind, UltrasonicSensor
 from gateway.core.clock import Clock
+from gateway.core.lane_machine import Position
 from gateway.core.records import Alarm
 from gateway.drivers import BayListener, BayReading, BayReadingState
 from gateway.runtime.aio import TaskSet, cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
-PinFactoryKind = Literal["auto", "lgpio", "rpigpio", "mock"]
-Position = Literal["up", "down", "moving", "unknown", "fault"]
 
 
 class AlarmSink(Protocol):

@@ -11,18 +11,20 @@ import re
 import sys
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any, Literal, TextIO
+from typing import Any, TextIO
 
 import structlog
 from pydantic import SecretBytes, SecretStr
 from structlog.typing import EventDict, Processor, WrappedLogger
+
+from gateway.config import LogFormat
 
 __all__ = ["LEVELS", "REDACTED", "configure_logging", "is_secret_key", "redact_secrets"]
 
 LEVELS = ("debug", "info", "warning", "error")
 REDACTED = "[redacted]"
 
-Format = Literal["auto", "json", "console"]
+Format = LogFormat  # the name this module always used
 
 # The last word of a key that names a secret: `password`, `mqtt_password`, `apiToken`.
 _SECRET_WORDS = frozenset({
