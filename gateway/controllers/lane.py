@@ -82,6 +82,7 @@ from gateway.core.operations import LaneMode, OperationRefused
 from gateway.core.reads import PlateResult, PlateSource
 from gateway.drivers import Frame, FrameSource
 from gateway.journal import Audit, Journal
+from gateway.runtime.aio import TaskSet
 
 log = structlog.get_logger("gateway.controllers.lane")
 
@@ -193,7 +194,7 @@ class Lane:
         self._timers: dict[TimerName, asyncio.TimerHandle] = {}
         self._armed_at: float | None = None
         self._unsubscribe: list[Callable[[], None]] = []
-        self._barrier_tasks: set[asyncio.Task[None]] = set()
+        self._barrier_tasks = TaskSet("lane.barrier", lane=config.id)  # raises under way
         self.last_tick = time.monotonic()  # real time: the watchdog's view of liveness
         self.open_latencies_ms: deque[float] = deque(maxlen=10_000)
         barrier.set_lower_guard(self.may_lower)
@@ -229,7 +230,7 @@ class Lane:
     @property
     def barrier_busy(self) -> bool:
         """A relay pulse is still under way (a shutdown lets it finish)."""
-        return bool(self._barrier_tasks)
+        return len(self._barrier_tasks) > 0
 
     # --- wiring ---
 
@@ -378,14 +379,7 @@ class Lane:
         return None
 
     def _raise(self) -> None:
-        task = asyncio.create_task(self.barrier.raise_())  # a pulse takes its time; don't wait
-        self._barrier_tasks.add(task)
-        task.add_done_callback(self._barrier_task_done)
-
-    def _barrier_task_done(self, task: asyncio.Task[None]) -> None:
-        self._barrier_tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("lane.barrier_command_failed", lane=self.id, error=repr(task.exception()))
+        self._barrier_tasks.spawn(self.barrier.raise_())  # a pulse takes its time; don't wait
 
     def _cancel_timer(self, timer: TimerName) -> None:
         handle = self._timers.pop(timer, None)

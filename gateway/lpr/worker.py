@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import math
 import multiprocessing
 import os
 import pickle
@@ -51,6 +50,7 @@ import structlog
 from gateway.core.clock import Clock, SystemClock
 from gateway.core.plates import PlateFormat, formats_for
 from gateway.core.reads import FrameStatus, PlateResult, PlateSource, Reason
+from gateway.core.stats import percentile
 from gateway.drivers.image import BadImage, check_image
 from gateway.lpr.capture import CaptureStore
 from gateway.lpr.consensus import (
@@ -59,7 +59,7 @@ from gateway.lpr.consensus import (
     PlateRead,
     vote,
 )
-from gateway.runtime.aio import cancel_and_wait
+from gateway.runtime.aio import Backoff, cancel_and_wait
 from gateway.runtime.log import configure_logging
 
 if TYPE_CHECKING:
@@ -631,14 +631,13 @@ class PlateWorker:
     # --- health
 
     def stats(self) -> WorkerStats:
-        ordered = sorted(self._latencies)
         return WorkerStats(
             state=self._state,
             pid=self._child_pid(),
             warmup_s=None if self._warmup_s is None else round(self._warmup_s, 3),
             queue_depth=len(self._pending),
-            p50_ms=_percentile(ordered, 0.50),
-            p95_ms=_percentile(ordered, 0.95),
+            p50_ms=_rounded(percentile(self._latencies, 0.50)),
+            p95_ms=_rounded(percentile(self._latencies, 0.95)),
             peak_rss_mb=round(self._peak_rss_kb / 1024, 1) if self._peak_rss_kb else None,
             **self._counts,
         )
@@ -649,7 +648,8 @@ class PlateWorker:
     # --- the supervisor: spawn, serve, restart
 
     async def _supervise(self) -> None:
-        backoff = self._backoff_min
+        policy = Backoff(self._backoff_min, self._backoff_max)
+        delays = policy.delays()
         while not self._closing:
             began = time.monotonic()
             try:
@@ -676,10 +676,9 @@ class PlateWorker:
                 return
             # A child that ran well for a while earns a fresh, short backoff.
             if time.monotonic() - began > 10 * self._backoff_max:
-                backoff = self._backoff_min
+                delays = policy.delays()
             self._state = "restarting"
-            await _sleep_real(backoff)
-            backoff = min(self._backoff_max, backoff * 2)
+            await _sleep_real(next(delays))
             self._counts["restarts"] += 1
 
     async def _note_failure(self, code: str, detail: str) -> None:
@@ -862,9 +861,6 @@ def _failure_reason(statuses: Sequence[FrameStatus]) -> Reason:
     return "no_read"
 
 
-def _percentile(ordered: Sequence[float], q: float) -> float | None:
-    if not ordered:
-        return None
-    index = min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))
-    return round(ordered[index], 2)
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
 
