@@ -12,6 +12,9 @@ A backlog (what was unsent when the link came up) is drained at most at the
 token bucket's rate, so that a reconnect after days does not flood the
 broker; events committed after the link came up go out at once beside it.
 With no rate limit there is one stream and delivery is strictly in order.
+
+An idle drain sleeps on the journal's change feed: a commit wakes it at once, and nothing
+wakes it while the lot is quiet (an idle Pi does not poll 500 times a second).
 """
 
 from __future__ import annotations
@@ -107,13 +110,15 @@ class OutboxDrain:
         batch_size: int = 500,
         rate_per_s: float | None = None,
         burst: int = 500,
-        poll_s: float = 0.002,
+        poll_s: float = 1.0,
         now: Callable[[], float] = time.monotonic,
     ) -> None:
         self.journal = journal
         self.batch_size = batch_size
         self.rate_per_s = rate_per_s
         self.burst = burst
+        # A safety net only: the longest an idle drain waits for a commit's signal before it
+        # looks at the journal anyway.
         self.poll_s = poll_s
         self._now = now
         self._to_ack: list[int] = []
@@ -160,7 +165,7 @@ class OutboxDrain:
         journal = self.journal
         while until is None or after < until:
             if journal.last_seq <= after:
-                await asyncio.sleep(self.poll_s)
+                await journal.changes.wait_after(after, self.poll_s)
                 continue
             limit = self.batch_size
             if bucket is not None:

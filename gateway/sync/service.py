@@ -54,8 +54,7 @@ class Sync:
     """Run with `await sync.run()` (until cancelled); feed retained state with `publish_state`."""
 
     def __init__(self, settings: Settings, journal: Journal, clock: Clock,
-                 control: LotControl, *, rng: random.Random | None = None,
-                 poll_s: float = 0.002) -> None:
+                 control: LotControl, *, rng: random.Random | None = None) -> None:
         self.settings = settings
         self.sync = settings.sync
         self.journal = journal
@@ -66,7 +65,7 @@ class Sync:
         self.client_id = self.sync.mqtt.client_id or f"parking-{gw.lot_id}-{gw.gateway_id}"
         self.drain = OutboxDrain(journal, batch_size=self.sync.batch_size,
                                  rate_per_s=self.sync.backlog_rate_per_s,
-                                 burst=self.sync.backlog_burst, poll_s=poll_s)
+                                 burst=self.sync.backlog_burst)
         self.inbox = ConfigInbox(journal, clock)
         key = self.sync.command_hmac_key
         self.commands = CommandHandler(

@@ -121,7 +121,7 @@ async def run_demo(duration_s: float | None, pace: float, seed: int | None, lpr:
     from gateway.runtime.log import configure_logging
     from parking_sim.daemon import lot_run, outbox, sim_settings
     from parking_sim.scenario import load_scenario
-    from parking_sim.vtime import TimeWarpLoop, VirtualClock, hold_for_aiosqlite
+    from parking_sim.vtime import TimeWarpLoop, VirtualClock
 
     loop = asyncio.get_running_loop()
     assert isinstance(loop, TimeWarpLoop)
@@ -133,7 +133,6 @@ async def run_demo(duration_s: float | None, pace: float, seed: int | None, lpr:
     backend = (f"MQTT {mqtt.host}:{mqtt.port}" if online else
                f"no MQTT broker at {mqtt.host}:{mqtt.port}: buffering offline")
     console.print(f"[bold]demo[/]: {backend}; journal {settings.journal.path}")
-    undo = hold_for_aiosqlite(loop)
     loop.set_pace(pace)
     clock = VirtualClock(loop, start=scenario.scenario.start)
     plates = None
@@ -145,28 +144,25 @@ async def run_demo(duration_s: float | None, pace: float, seed: int | None, lpr:
             loop.add_signal_handler(sig, stop.set)
     started = time.monotonic()
     feed = Feed()
-    try:
-        async with lot_run(settings, scenario, clock=clock, seed=seed, plates=plates, sync=online,
-                           render_frames=lpr, node_sample_period_s=0.5) as run:
-            traffic = asyncio.ensure_future(run.world.run(scenario.scenario.hours * 3600))
-            live = console.is_terminal
-            with Live(console=console, refresh_per_second=4, transient=False) if live \
-                    else contextlib.nullcontext() as view:
-                last_line = 0.0
-                while not stop.is_set() and not traffic.done():
-                    if duration_s is not None and time.monotonic() - started >= duration_s:
-                        break
-                    await feed.poll(run.gateway)
-                    if view is not None:
-                        view.update(_view(run, feed, backend, started))
-                    elif time.monotonic() - last_line >= 10:
-                        last_line = time.monotonic()
-                        console.print(run.gateway.status_line())
-                    await _real_sleep(stop, 0.25)
-            await cancel_and_wait(traffic)
-            summary = await _summary(run, outbox, backend, time.monotonic() - started)
-    finally:
-        undo()
+    async with lot_run(settings, scenario, clock=clock, seed=seed, plates=plates, sync=online,
+                       render_frames=lpr, node_sample_period_s=0.5) as run:
+        traffic = asyncio.ensure_future(run.world.run(scenario.scenario.hours * 3600))
+        live = console.is_terminal
+        with Live(console=console, refresh_per_second=4, transient=False) if live \
+                else contextlib.nullcontext() as view:
+            last_line = 0.0
+            while not stop.is_set() and not traffic.done():
+                if duration_s is not None and time.monotonic() - started >= duration_s:
+                    break
+                await feed.poll(run.gateway)
+                if view is not None:
+                    view.update(_view(run, feed, backend, started))
+                elif time.monotonic() - last_line >= 10:
+                    last_line = time.monotonic()
+                    console.print(run.gateway.status_line())
+                await _real_sleep(stop, 0.25)
+        await cancel_and_wait(traffic)
+        summary = await _summary(run, outbox, backend, time.monotonic() - started)
     return summary
 
 

@@ -6,8 +6,10 @@ second is without changing a line of it:
 
 * virtual (``scale=None``): ``loop.time()`` is a counter. When nothing is ready the loop first
   looks for real I/O for a short real moment (``io_grace_s``, about 1 ms), so that results from
-  threads (aiosqlite, gpiozero callbacks) and real file descriptors (a pty) still arrive before
-  time moves on; then it jumps straight to its next timer.
+  threads (gpiozero callbacks) and real file descriptors (a pty) still arrive before time moves
+  on; then it jumps straight to its next timer. While a call of the journal is out on its
+  SQLite thread (``gateway.journal.connection.calls_in_flight``), time stands still: a commit
+  and its fsync take no virtual time, however long they take for real.
 * scaled (``scale=X``): ``loop.time()`` runs X times faster than the monotonic clock, and every
   select waits 1/X of the time asked for.
 
@@ -26,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from gateway.core.clock import Stamp
+from gateway.journal.connection import calls_in_flight
 
 T = TypeVar("T")
 
@@ -115,6 +118,9 @@ class TimeWarpLoop(asyncio.SelectorEventLoop):
         if (scale is not None and scale <= 0) or io_grace_s < 0:
             self.close()  # a half-made loop would complain when collected
             raise ValueError("a time scale must be > 0 and io_grace_s >= 0")
+        # A journal call out on its connection's thread (a commit and its fsync) takes no
+        # virtual time, however long it takes for real.
+        self.hold_while(lambda: calls_in_flight(self) > 0)
 
     def time(self) -> float:
         return self._timebase.now()
@@ -133,33 +139,6 @@ class TimeWarpLoop(asyncio.SelectorEventLoop):
     def scale(self) -> float | None:
         """None for virtual time, else how many loop seconds pass per real second."""
         return self._timebase.scale
-
-
-def hold_for_aiosqlite(loop: TimeWarpLoop) -> Callable[[], None]:
-    """Hold virtual time while any aiosqlite call is in its thread; returns the undo.
-
-    Every aiosqlite operation goes through ``Connection._execute``; counting them in and out
-    tells the loop when a commit (and its fsync) is still under way.
-    """
-    from aiosqlite.core import Connection
-
-    original = Connection._execute
-    busy = [0]
-
-    async def counted(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        busy[0] += 1
-        try:
-            return await original(self, fn, *args, **kwargs)  # type: ignore[no-untyped-call]
-        finally:
-            busy[0] -= 1
-
-    Connection._execute = counted  # type: ignore[method-assign]
-    loop.hold_while(lambda: busy[0] > 0)
-
-    def undo() -> None:
-        Connection._execute = original  # type: ignore[method-assign]
-
-    return undo
 
 
 class VirtualClock:

@@ -37,7 +37,7 @@ def day(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Run the day once for every check in this module."""
     from parking_sim.daemon import lot_run, outbox, sim_settings
     from parking_sim.scenario import load_scenario
-    from parking_sim.vtime import TimeWarpLoop, VirtualClock, hold_for_aiosqlite
+    from parking_sim.vtime import TimeWarpLoop, VirtualClock
 
     scenario = load_scenario(SCENARIO)
     settings = sim_settings(scenario.settings(), tmp_path_factory.mktemp("e2e"))
@@ -45,40 +45,36 @@ def day(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     async def main() -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         assert isinstance(loop, TimeWarpLoop)
-        undo = hold_for_aiosqlite(loop)
         clock = VirtualClock(loop, start=scenario.scenario.start)
-        try:
-            async with lot_run(settings, scenario, clock=clock, control=False,
-                               render_frames=False, node_sample_period_s=0.5) as run:
-                await run.world.run(HOURS * 3600)
-                # Let the cars in the lanes finish and the bus report the last changes.
-                for _ in range(60):
-                    if run.world.queued() == 0:
-                        break
-                    await asyncio.sleep(10)
-                await asyncio.sleep(3 * settings.bus.poll_interval_s + 5)  # type: ignore[union-attr]
-                units = {bay.id: bay.sensor.unit_id for bay in settings.bays
-                         if bay.sensor.kind == "modbus"}
-                return {
-                    "events": await outbox(run.gateway),
-                    "truth": list(run.world.truth.events),
-                    "inside": run.world.inside,
-                    "open_sessions": len(run.gateway.access.inside),
-                    "session_plates": Counter(s.plate for s in
-                                              run.gateway.access.inside.values()),
-                    "sensed": {bay_id: run.gateway.occupancy.bays[bay_id].state
-                               for bay_id in units},
-                    "sensed_truth": {bay_id: "occupied" if run.world.bays.occupied(bay_id)
-                                     else "free" for bay_id in units},
-                    "safety": run.world.safety_events(),
-                    "settings": settings,
-                    "lanes": {k: v.status() for k, v in run.gateway.lanes.items()},
-                    "source": f"urn:parking:{settings.gateway.lot_id}:"
-                              f"{settings.gateway.gateway_id}",
-                    "records": await run.gateway.journal.read_outbox(0, 1_000_000),
-                }
-        finally:
-            undo()
+        async with lot_run(settings, scenario, clock=clock, control=False,
+                           render_frames=False, node_sample_period_s=0.5) as run:
+            await run.world.run(HOURS * 3600)
+            # Let the cars in the lanes finish and the bus report the last changes.
+            for _ in range(60):
+                if run.world.queued() == 0:
+                    break
+                await asyncio.sleep(10)
+            await asyncio.sleep(3 * settings.bus.poll_interval_s + 5)  # type: ignore[union-attr]
+            units = {bay.id: bay.sensor.unit_id for bay in settings.bays
+                     if bay.sensor.kind == "modbus"}
+            return {
+                "events": await outbox(run.gateway),
+                "truth": list(run.world.truth.events),
+                "inside": run.world.inside,
+                "open_sessions": len(run.gateway.access.inside),
+                "session_plates": Counter(s.plate for s in
+                                          run.gateway.access.inside.values()),
+                "sensed": {bay_id: run.gateway.occupancy.bays[bay_id].state
+                           for bay_id in units},
+                "sensed_truth": {bay_id: "occupied" if run.world.bays.occupied(bay_id)
+                                 else "free" for bay_id in units},
+                "safety": run.world.safety_events(),
+                "settings": settings,
+                "lanes": {k: v.status() for k, v in run.gateway.lanes.items()},
+                "source": f"urn:parking:{settings.gateway.lot_id}:"
+                          f"{settings.gateway.gateway_id}",
+                "records": await run.gateway.journal.read_outbox(0, 1_000_000),
+            }
 
     with asyncio.Runner(loop_factory=lambda: TimeWarpLoop(None, io_grace_s=0.0)) as runner:
         return runner.run(main())

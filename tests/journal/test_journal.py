@@ -61,6 +61,11 @@ def rows(path: Path, sql: str) -> list[tuple[object, ...]]:
         con.close()
 
 
+async def on_write_connection(journal: Journal, sql: str) -> None:
+    """Run `sql` on the writer's own connection, in its thread: the disk changing under it."""
+    await journal._db.run(lambda conn: conn.execute(sql))
+
+
 def smash_table(path: Path, table: str) -> None:
     """Overwrite the root page of a table's B-tree, as a failing SD card might."""
     (root,) = rows(path, f"SELECT rootpage FROM sqlite_schema WHERE name = '{table}'")[0]
@@ -204,6 +209,23 @@ async def test_retention_prunes_only_old_synced_events(journal_path: Path,
         assert await j.append(bay_event(clock)) == 8
 
 
+async def test_pruning_gives_the_pages_back_to_the_file_system(journal_path: Path,
+                                                               clock: FakeClock) -> None:
+    settings = JournalConfig(path=journal_path, retention_days=7, maintenance_interval_s=3600)
+    async with await Journal.open(settings, clock=clock) as j:
+        await fill(j, clock, 100)  # ~400 KiB
+        await j.mark_acked(range(1, 101))
+        clock.advance(8 * 86400)
+        await j.append(bay_event(clock))
+        (before,) = rows(journal_path, "PRAGMA page_count")[0]
+        assert (await j.prune())["pruned_by_age"] == 100
+        assert rows(journal_path, "PRAGMA freelist_count") == [(0,)]
+        (after,) = rows(journal_path, "PRAGMA page_count")[0]
+        assert isinstance(before, int)
+        assert isinstance(after, int)
+        assert after < before - 90  # a page per event went back
+
+
 async def fill(j: Journal, clock: FakeClock, count: int) -> None:
     """Events of ~2 KiB: each takes a 4 KiB page of its own."""
     for _ in range(count):
@@ -267,7 +289,7 @@ async def test_disk_full_is_a_clear_error_and_an_alarm_without_corruption(
         assert j.last_seq == written  # nothing half-written, no gap
 
         # Room again (the technician freed space): writes succeed and the alarm clears.
-        await j._db.execute("PRAGMA max_page_count = 100000")
+        await on_write_connection(j, "PRAGMA max_page_count = 100000")
         await j.append(bay_event(clock))
         await j.append(bay_event(clock))
         assert j.active_alarms() == []
@@ -280,11 +302,11 @@ async def test_disk_full_is_a_clear_error_and_an_alarm_without_corruption(
 async def test_read_only_journal_is_a_clear_error_and_an_alarm(journal: Journal,
                                                                clock: FakeClock) -> None:
     await journal.append(bay_event(clock))
-    await journal._db.execute("PRAGMA query_only = 1")  # as a remount read-only would
+    await on_write_connection(journal, "PRAGMA query_only = 1")  # as a remount read-only would
     with pytest.raises(JournalReadOnlyError, match="read-only"):
         await journal.append(bay_event(clock))
     assert [a.alarm_id for a in journal.active_alarms()] == ["journal.write_failed.read_only"]
-    await journal._db.execute("PRAGMA query_only = 0")
+    await on_write_connection(journal, "PRAGMA query_only = 0")
     assert await journal.append(bay_event(clock)) == 3  # after the alarm, seq 2
     types = [r.type for r in await journal.read_outbox(0)]
     # The clearing is journaled by the writer once a write succeeds: with or after seq 3.
@@ -392,11 +414,11 @@ async def test_raise_and_clear_alarm_once_each(journal: Journal, clock: FakeCloc
 
 async def test_an_alarm_raised_while_the_disk_refuses_writes_is_journaled_later(
         journal: Journal, clock: FakeClock) -> None:
-    await journal._db.execute("PRAGMA query_only = 1")
+    await on_write_connection(journal, "PRAGMA query_only = 1")
     alarm = Alarm("gate.fault:exit-1", "critical", "barrier did not close", component="lane")
     await journal.raise_alarm(alarm)  # does not raise: the alarm stands in memory
     assert "gate.fault:exit-1" in [a.alarm_id for a in journal.active_alarms()]
-    await journal._db.execute("PRAGMA query_only = 0")
+    await on_write_connection(journal, "PRAGMA query_only = 0")
     await journal.append(bay_event(clock))
     records = [json.loads(r.data_json) for r in await journal.read_outbox(0)
                if r.type == "alarm.raised"]

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from parking_sim import vtime
+
+from gateway.config import JournalConfig
+from gateway.core import events
+from gateway.journal import Journal
+from gateway.journal.connection import DbThread
 
 
 def test_an_hour_of_sleep_takes_no_real_time() -> None:
@@ -57,6 +64,43 @@ def test_a_thread_that_answers_within_the_grace_comes_before_a_far_timer() -> No
     order, elapsed = vtime.run(main, io_grace_s=0.2)
     assert order == ["thread", "timer"]
     assert elapsed == pytest.approx(200.0, abs=1.0)
+
+
+def test_a_journal_call_on_its_thread_holds_virtual_time_until_it_is_back() -> None:
+    async def main(clock: vtime.VirtualClock) -> tuple[list[str], float]:
+        loop = asyncio.get_running_loop()
+        order: list[str] = []
+        loop.call_later(10.0, order.append, "timer")
+        db = await DbThread.open("test-db", lambda: sqlite3.connect(":memory:"))
+        try:
+            await db.run(lambda _: time.sleep(0.05))  # far longer than the grace
+        finally:
+            await db.close()
+        order.append("thread")
+        back = clock.elapsed()
+        await asyncio.sleep(20)
+        return order, back
+
+    order, back = vtime.run(main, io_grace_s=0.0)
+    assert order == ["thread", "timer"]
+    assert back == 0.0
+
+
+def test_journal_commits_take_no_virtual_time(tmp_path: Path) -> None:
+    async def main(clock: vtime.VirtualClock) -> tuple[float, int]:
+        settings = JournalConfig(path=tmp_path / "journal.db", maintenance_interval_s=60)
+        async with await Journal.open(settings, clock=clock) as journal:
+            t0 = clock.elapsed()
+            for _ in range(20):
+                await journal.append(events.bay_changed(
+                    at=clock.now(), bay_id="A-01", floor="1", zone="A", bay_type="regular",
+                    state="occupied", previous_state="free", source="magnetic",
+                    sensor_healthy=True))
+            return clock.elapsed() - t0, journal.last_seq
+
+    # Each commit waits for a thread and its fsync; had time jumped to the next timer (the
+    # journal's maintenance) meanwhile, 20 commits would take 20 minutes.
+    assert vtime.run(main, io_grace_s=0.0) == (0.0, 20)
 
 
 def test_with_nothing_scheduled_the_loop_waits_for_real_io() -> None:

@@ -1,12 +1,9 @@
-"""Sync parts without a broker: pacing, the drain's acks and rate limit, commands, config."""
+"""Sync parts without a broker: pacing, commands, config (the drain: test_drain.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 import uuid
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +11,8 @@ import pytest
 
 from gateway.config import JournalConfig
 from gateway.core.clock import FakeClock
-from gateway.journal import Journal, OutboxRecord
+from gateway.journal import Journal
 from gateway.sync.commands import CommandHandler, signed_command
-from gateway.sync.drain import LinkLost, OutboxDrain
 from gateway.sync.inbound import ConfigInbox
 from gateway.sync.pacing import TokenBucket
 from tests.sync.sync_child import KEY, FakeLot, bay_event
@@ -39,72 +35,6 @@ def test_the_token_bucket_allows_a_burst_then_the_rate() -> None:
     assert bucket.take(10) == 3
     now.t += 100
     assert bucket.take(100) == 5  # never more than the burst, however long it waited
-
-
-class FakeSender:
-    """Delivers at once, except the sequences told to fail; records the order of sends."""
-
-    def __init__(self, fail: set[int] | None = None) -> None:
-        self.sent: list[tuple[int, float]] = []
-        self.fail = fail or set()
-
-    async def send(self, batch: Sequence[OutboxRecord]) -> list[asyncio.Future[None]]:
-        loop = asyncio.get_running_loop()
-        out = []
-        for record in batch:
-            self.sent.append((record.seq, time.monotonic()))
-            future: asyncio.Future[None] = loop.create_future()
-            if record.seq in self.fail:
-                future.set_exception(ConnectionError(f"lost at {record.seq}"))
-            else:
-                future.set_result(None)
-            out.append(future)
-        return out
-
-
-async def test_a_failed_delivery_stops_the_drain_and_only_delivered_events_are_acked(
-        journal: Journal, clock: FakeClock) -> None:
-    await journal.commit((), [bay_event(clock, i) for i in range(20)])
-    drain = OutboxDrain(journal, batch_size=5)
-    with pytest.raises(LinkLost, match="lost at 8"):
-        await asyncio.wait_for(drain.run(FakeSender(fail={8})), 5)
-    assert journal.acked_through == 7  # 8 was not delivered; nothing after it counts
-    again = FakeSender()
-    task = asyncio.create_task(drain.run(again))
-    async with asyncio.timeout(5):
-        while journal.acked_through < 20:  # noqa: ASYNC110 (no ack notification)
-            await asyncio.sleep(0.01)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    # Resumed where the acks stopped, in order. 9 and 10 (delivered in 8's batch) may come
-    # again if their acks were not yet written: at least once, never lost.
-    resent = [s for s, _ in again.sent]
-    assert resent == sorted(resent)
-    assert resent[0] == 8
-    assert {8, *range(11, 21)} <= set(resent) <= set(range(8, 21))
-
-
-async def test_the_backlog_is_rate_limited_while_live_events_go_at_once(
-        journal: Journal, clock: FakeClock) -> None:
-    await journal.commit((), [bay_event(clock, i) for i in range(60)])
-    drain = OutboxDrain(journal, batch_size=50, rate_per_s=100, burst=10)
-    sender = FakeSender()
-    task = asyncio.create_task(drain.run(sender))
-    started = time.monotonic()
-    await asyncio.sleep(0.1)
-    (live,) = await journal.commit((), [bay_event(clock, 99)])
-    async with asyncio.timeout(10):
-        while journal.acked_through < live:  # noqa: ASYNC110 (no ack notification)
-            await asyncio.sleep(0.01)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    sent_at = dict(sender.sent)
-    assert sent_at[60] - started >= 0.4  # 60 events at 100/s after a burst of 10
-    assert sent_at[live] - started < 0.3  # the live event did not wait for the backlog
-    backlog_order = [s for s, _ in sender.sent if s <= 60]
-    assert backlog_order == list(range(1, 61))
 
 
 # --- commands ----------------------------------------------------------------------------
