@@ -17,6 +17,8 @@ from click.testing import CliRunner
 from gateway.cli import cli
 from tests.lpr.test_worker import FAKE, fake_image
 
+pytestmark = pytest.mark.slow  # runs the reader from the CLI on rendered photos
+
 
 def write_png(path: Path, image: np.ndarray) -> Path:
     assert cv2.imwrite(str(path), image)

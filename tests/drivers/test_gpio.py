@@ -370,6 +370,7 @@ def ultrasonic(pins: SimPins, probe: Callable[[], float | None], **kwargs: float
                          fault_after=3, **kwargs)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow  # real seconds of echo pings
 async def test_ultrasonic_threshold_hysteresis_and_dwell(pins: SimPins) -> None:
     probe = Probe(250.0)
     bay = ultrasonic(pins, probe)
@@ -391,6 +392,7 @@ async def test_ultrasonic_threshold_hysteresis_and_dwell(pins: SimPins) -> None:
         await bay.close()
 
 
+@pytest.mark.slow  # real seconds of echo pings
 async def test_ultrasonic_brief_reading_does_not_count(pins: SimPins) -> None:
     probe = Probe(250.0)
     bay = ultrasonic(pins, probe, min_dwell_s=1.0)
@@ -408,6 +410,7 @@ async def test_ultrasonic_brief_reading_does_not_count(pins: SimPins) -> None:
         await bay.close()
 
 
+@pytest.mark.slow  # real seconds of echo pings
 async def test_ultrasonic_without_echo_is_unknown_never_free(pins: SimPins) -> None:
     probe = Probe(250.0)
     bay = ultrasonic(pins, probe)
@@ -449,6 +452,7 @@ async def test_ultrasonic_close_stops_pinging_and_frees_its_pins(pins: SimPins) 
     DigitalOutputDevice(18, pin_factory=pins.factory).close()
 
 
+@pytest.mark.slow  # real seconds of echo pings
 async def test_ultrasonic_rides_out_noise_and_dropouts(pins: SimPins) -> None:
     taken = True
     physics = UltrasonicPhysics(occupied=lambda: taken, rng=random.Random(3), noise_cm=4.0,

@@ -28,6 +28,8 @@ from gateway.drivers.modbus import (
 )
 from tests.conftest import EXAMPLE
 
+pytestmark = pytest.mark.slow  # the nodes' firmware on a pty bus, hostile links (about 25 s)
+
 UNITS = (1, 2, 3, 4, 5, 6)
 BAUD = 115200
 FAST = {"dwell_on_ms": 300, "dwell_off_ms": 300}  # node dwell times short enough for a test

@@ -21,6 +21,8 @@ from gateway.runtime.notify import Notifier
 from tests.conftest import EXAMPLE
 from tests.controllers.lanes import FakeCamera
 
+pytestmark = pytest.mark.slow  # the whole daemon on simulated hardware
+
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:

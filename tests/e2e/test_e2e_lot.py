@@ -27,6 +27,8 @@ import pytest
 from gateway.core.tariff import PERMIT_FREE, quote
 from tests.core.schemas import validate_cloudevent
 
+pytestmark = pytest.mark.slow  # a simulated 24-hour day of the whole lot (about 100 s)
+
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = ROOT / "hardware-sim" / "scenarios" / "e2e-day.toml"
 HOURS = float(os.environ.get("E2E_HOURS", "24"))

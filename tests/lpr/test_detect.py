@@ -22,6 +22,8 @@ from gateway.lpr.pipeline import PlateReader, ReaderOptions
 from gateway.lpr.recognize import OnnxOptions, OnnxRecognizer, RecognizerError
 from tests.lpr.test_localize import render_plate, render_scene
 
+pytestmark = pytest.mark.slow  # runs the shipped detection and recognition networks
+
 # One plate of each shipped region, as its own formats have it.
 PLATES = {
     "us": "7ABC123", "de": "MAB1234", "fr": "AB123CD", "it": "FA456GH", "es": "1234BCD",

@@ -17,6 +17,8 @@ from gateway.lpr.pipeline import Candidate, FrameReading, PlateReader, ReaderOpt
 from gateway.lpr.recognize import EasyOcrRecognizer, TextRead
 from tests.lpr.test_localize import render_scene
 
+pytestmark = pytest.mark.slow  # runs the shipped networks on rendered scenes
+
 
 class ScriptedRecognizer:
     """Answers each crop with the next scripted read; counts the crops it was shown."""

@@ -36,6 +36,8 @@ from gateway.lpr.recognize import (
     weights_path,
 )
 
+pytestmark = pytest.mark.slow  # runs the recognition networks (and torch for the export check)
+
 
 def text_crop(
     text: str, *, height: int = 64, font: int = cv2.FONT_HERSHEY_SIMPLEX

@@ -11,6 +11,8 @@ import pytest
 
 from gateway.core import plates
 
+pytestmark = pytest.mark.slow  # a short torch training run
+
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
 sys.path.insert(0, str(TOOLS))
 

@@ -109,7 +109,8 @@ def frames(*texts: str) -> list[Frame]:
 # --- fixtures -------------------------------------------------------------------------------
 
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# Spawns the reader's worker processes: slow.
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

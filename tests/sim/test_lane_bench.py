@@ -15,6 +15,8 @@ from gateway import cli
 from gateway.core.access import EntryDecision
 from tests.lpr.test_localize import render_scene
 
+pytestmark = pytest.mark.slow  # the lane bench with the ONNX reader (about 10 s)
+
 KEYS = {"reader", "frames", "passages", "decided_without_intercom", "opened_right",
         "wrong_decisions", "opened_as_visitor", "intercom", "refused", "skipped",
         "p50_open_ms", "p95_open_ms", "p99_open_ms", "bay_to_journal_p50_ms",

@@ -27,7 +27,7 @@ from gateway.drivers.gpio import LaneIo
 from gateway.lpr.worker import PlateResult
 from tests.conftest import EXAMPLE
 
-pytestmark = pytest.mark.filterwarnings("ignore::gpiozero.exc.DistanceSensorNoEcho")
+pytestmark = pytest.mark.slow  # runs the simulated lot
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "hardware-sim" / "scenarios"
 RATES = [0.0] * 6 + [30.0] * 12 + [0.0] * 6

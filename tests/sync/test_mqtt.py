@@ -18,6 +18,8 @@ from gateway.sync.mqtt import EventClient, Message, MqttError
 from tests.sync import mosquitto
 from tests.sync.mosquitto import Mosquitto, free_port
 
+pytestmark = pytest.mark.slow  # a real mosquitto, stopped and killed
+
 broker = mosquitto.broker  # the fixture: a fresh mosquitto per test
 WILL = "test/presence"
 

@@ -37,6 +37,8 @@ from tests.sync import mosquitto
 from tests.sync.mosquitto import BrokerTls, Mosquitto, free_port
 from tests.sync.sync_child import GATEWAY, KEY, LOT, FakeLot, bay_event, sync_settings
 
+pytestmark = pytest.mark.slow  # a real mosquitto, outages and SIGKILLs of a drain (about 30 s)
+
 SOURCE = source_uri(LOT, GATEWAY)
 broker = mosquitto.broker  # the fixture: a fresh mosquitto per test
 ROOT = Path(__file__).resolve().parents[2]
