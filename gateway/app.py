@@ -39,6 +39,7 @@ from gateway.drivers import FrameSource
 from gateway.journal import Alarm, Audit, Journal
 from gateway.lpr.worker import PlateResult, PlateSource
 from gateway.runtime.notify import Notifier
+from gateway.runtime.supervise import Part, supervise
 
 if TYPE_CHECKING:
     from gateway.drivers.modbus import ModbusBus
@@ -68,14 +69,6 @@ class NoReader:
         return PlateResult(None, 0.0, reason="worker_unavailable", frames_total=len(frames))
 
 
-@dataclass
-class _Part:
-    name: str
-    restarts: int = 0
-    last_error: str | None = None
-    running: bool = False
-
-
 class Gateway:
     """The running lot; implements :class:`gateway.core.operations.LotControl`."""
 
@@ -99,7 +92,7 @@ class Gateway:
         self._want_control = control
         self.started = asyncio.Event()
         self._stop = asyncio.Event()
-        self.parts: dict[str, _Part] = {}
+        self.parts: dict[str, Part] = {}
         self.recent: deque[RecentPlate] = deque(maxlen=200)
         self.lanes: dict[str, Lane] = {}
         self._journal: Journal | None = None
@@ -303,27 +296,7 @@ class Gateway:
         return parts
 
     async def _supervise(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
-        """Run a part; when it fails, log it and start it again, waiting longer each time."""
-        part = self.parts.setdefault(name, _Part(name))
-        delay = 0.5
-        while True:
-            started = time.monotonic()
-            part.running = True
-            try:
-                await work()
-                log.warning("gateway.part_ended", part=name)
-            except asyncio.CancelledError:
-                part.running = False
-                raise
-            except Exception as e:
-                part.last_error = repr(e)
-                log.exception("gateway.part_failed", part=name, restarts=part.restarts)
-            part.running = False
-            part.restarts += 1
-            if time.monotonic() - started > 60:
-                delay = 0.5  # it ran a good while: start again quickly
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+        await supervise(self.parts.setdefault(name, Part(name)), work)
 
     async def _maintain(self) -> None:
         """Once a second: violations, the hourly roll-up, retained state, the STATUS line."""

@@ -1,0 +1,72 @@
+"""gateway.runtime.supervise: a failing part is restarted with the backoff, and reported."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway.runtime import supervise as supervision
+from gateway.runtime.aio import Backoff
+from gateway.runtime.supervise import Part, supervise
+
+
+async def test_a_failing_part_is_restarted_longer_each_time_and_reported(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        await real_sleep(0)
+
+    monkeypatch.setattr(supervision.asyncio, "sleep", sleep)
+    part = Part("bus")
+    runs = 0
+
+    async def work() -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 4:
+            await real_sleep(3600)  # the fourth start stays up
+        raise OSError(f"port gone {runs}")
+
+    task = asyncio.create_task(supervise(part, work, backoff=Backoff(0.5, 1.5)))
+    while runs < 4:
+        await real_sleep(0.001)
+    assert part.running
+    assert (part.restarts, part.last_error) == (3, "OSError('port gone 3')")
+    assert slept == [0.5, 1.0, 1.5]  # doubling, capped
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not part.running
+
+
+async def test_a_part_that_ran_a_good_while_restarts_quickly(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+    now = [0.0]
+    ran_for = [1.0, 198.0, 1.0]  # how long each run lasts before it fails
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        await real_sleep(0)
+
+    monkeypatch.setattr(supervision.asyncio, "sleep", sleep)
+    monkeypatch.setattr(supervision.time, "monotonic", lambda: now[0])
+    runs = 0
+
+    async def work() -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 4:
+            raise asyncio.CancelledError
+        now[0] += ran_for[runs - 1]
+        raise RuntimeError("bug")
+
+    with pytest.raises(asyncio.CancelledError):
+        await supervise(Part("lane"), work, backoff=Backoff(0.5, 30.0))
+    # ran 1 s: 0.5; ran 198 s (healthy): back to 0.5; ran 1 s: doubled to 1.0
+    assert slept == [0.5, 0.5, 1.0]
