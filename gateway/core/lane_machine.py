@@ -997,6 +997,14 @@ class LaneMachine:
     # --- the journal ---
 
     def _record(self, entry: Entry, then: Step | None = None) -> None:
+        if self.unwritten:
+            # Older records wait for the journal: this one queues behind them, so the journal
+            # gets the lane's records in the order they happened (a session's end never
+            # before its start), and the lane goes on as it does after a failed write.
+            self.unwritten.append(Unwritten(entry, 0))
+            if then is not None:
+                self._resume(then)
+            return
         self._emit(Record(entry, then))
 
     def _recorded(self, record: Record) -> None:

@@ -646,12 +646,26 @@ def test_a_refused_write_while_opening_keeps_the_barrier_up_retries_and_alarms()
         "GateOpened", "StartSession", "GateClosed"]
     shell.journal_full = False
     effects = shell.feed(TimerFired("retry"))
+    # The first record failed; the two after it queued behind it untried, in order.
     assert [(type(e.entry).__name__, e.attempt) for e in effects if isinstance(e, Record)] == [
-        ("GateOpened", 2), ("StartSession", 2), ("GateClosed", 2)]
+        ("GateOpened", 2), ("StartSession", 1), ("GateClosed", 1)]
     assert effects[-1] == ClearAlarm("lane.journal:entry-1", "the lane's records are written")
     assert [type(e).__name__ for e in shell.written] == [
         "GateOpened", "StartSession", "GateClosed"]
     assert not shell.m.unwritten
+
+
+def test_a_record_made_while_an_older_one_waits_is_written_after_it() -> None:
+    """The journal is back before the retry timer: the session must not overtake its opening."""
+    shell = reach("identifying")
+    shell.journal_full = True
+    shell.feed(PlateRead(read(PERMIT), LOT))  # GateOpened fails and is kept
+    shell.journal_full = False
+    effects = shell.drive_through()  # the car passes: StartSession waits behind GateOpened
+    assert not [e for e in effects if isinstance(e, Record)]
+    assert [type(u.entry).__name__ for u in shell.m.unwritten] == ["GateOpened", "StartSession"]
+    shell.feed(TimerFired("retry"))
+    assert [type(e).__name__ for e in shell.written] == ["GateOpened", "StartSession"]
 
 
 def test_a_record_the_journal_never_takes_is_given_up_with_an_alarm() -> None:
@@ -695,11 +709,18 @@ class Watched(Shell):
     def __init__(self, m: LaneMachine) -> None:
         super().__init__(m)
         self.safety = False  # the safety loop as the events said
+        self.kept: list[Any] = []  # every record the machine kept, in the order it kept them
+        self._seen: set[int] = set()
 
     def feed(self, event: LaneEvent, after: float = 0.0) -> list[Effect]:
         if isinstance(event, LoopChanged) and event.loop == "safety":
             self.safety = event.occupied
-        return super().feed(event, after)
+        effects = super().feed(event, after)
+        for unwritten in self.m.unwritten:
+            if id(unwritten) not in self._seen:
+                self._seen.add(id(unwritten))
+                self.kept.append(unwritten.entry)
+        return effects
 
     def answer(self, effect: Effect) -> LaneEvent | None:
         if isinstance(effect, LowerBarrier):
@@ -744,7 +765,9 @@ def test_every_refused_write_is_written_once_the_journal_takes_writes_again(
     for _ in range(len(shell.failed) + 1):
         shell.feed(TimerFired("retry"))
     assert not shell.m.unwritten
-    fresh = [f.record.entry for f in shell.failed if f.record.then != "retry"]
-    assert len(shell.late) + shell.lost == len(fresh)
-    left = iter(fresh)  # written in the order they failed
+    # Kept: each record whose write failed, and each one made while older ones waited.
+    assert len(shell.late) + shell.lost == len(shell.kept)
+    left = iter(shell.kept)  # written in the order they were made
     assert all(any(entry == e for e in left) for entry in shell.late)
+    if not shell.lost:
+        assert shell.late == shell.kept
