@@ -61,6 +61,7 @@ from gateway.core.lane_machine import (
     StartSession,
     StartTimer,
     TimerFired,
+    Unwritten,
     Vend,
     Violation,
 )
@@ -703,6 +704,18 @@ STEP = st.tuples(OUTSIDE, st.booleans(), st.booleans(), PLATES,
 SETTINGS = settings(max_examples=300, derandomize=True, deadline=None)
 
 
+class _Kept(deque[Unwritten]):
+    """The machine's queue of unwritten records, noting each record as it is kept."""
+
+    def __init__(self, kept: list[Any]) -> None:
+        super().__init__()
+        self._kept = kept
+
+    def append(self, item: Unwritten) -> None:
+        self._kept.append(item.entry)
+        super().append(item)
+
+
 class Watched(Shell):
     """A shell that checks every answer: the safety rule, and what a failed write leaves."""
 
@@ -710,17 +723,12 @@ class Watched(Shell):
         super().__init__(m)
         self.safety = False  # the safety loop as the events said
         self.kept: list[Any] = []  # every record the machine kept, in the order it kept them
-        self._seen: set[int] = set()
+        m.unwritten = _Kept(self.kept)
 
     def feed(self, event: LaneEvent, after: float = 0.0) -> list[Effect]:
         if isinstance(event, LoopChanged) and event.loop == "safety":
             self.safety = event.occupied
-        effects = super().feed(event, after)
-        for unwritten in self.m.unwritten:
-            if id(unwritten) not in self._seen:
-                self._seen.add(id(unwritten))
-                self.kept.append(unwritten.entry)
-        return effects
+        return super().feed(event, after)
 
     def answer(self, effect: Effect) -> LaneEvent | None:
         if isinstance(effect, LowerBarrier):
