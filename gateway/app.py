@@ -296,7 +296,18 @@ class Gateway:
         return parts
 
     async def _supervise(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
-        await supervise(self.parts.setdefault(name, Part(name)), work)
+        await supervise(self.parts.setdefault(name, Part(name)), work,
+                        on_failed=self._part_failed, on_recovered=self._part_recovered)
+
+    async def _part_failed(self, part: Part) -> None:
+        await self.journal.raise_alarm(Alarm(
+            _part_alarm(part), "critical",
+            f"{part.name} stopped ({part.last_error}) and is being restarted",
+            {"part": part.name, "error": part.last_error or "", "restarts": part.restarts},
+            component="gateway"))
+
+    async def _part_recovered(self, part: Part) -> None:
+        await self.journal.clear_alarm(_part_alarm(part), f"{part.name} runs again")
 
     async def _maintain(self) -> None:
         """Once a second: violations, the hourly roll-up, retained state, the STATUS line."""
@@ -470,3 +481,8 @@ async def run_until_signalled(gateway: Gateway) -> None:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, gateway.stop)
     await gateway.run()
+
+
+def _part_alarm(part: Part) -> str:
+    """`gateway.part_failed:<part>`; a part's name such as `lane:entry-a` as `lane.entry-a`."""
+    return f"gateway.part_failed:{part.name.replace(':', '.')}"

@@ -1,9 +1,11 @@
-"""Supervision: a part of the daemon that fails is logged and started again, never left dead.
+"""Supervision: a part of the daemon that fails is logged, alarmed and started again.
 
-The daemon's parts (the lanes, the bus, the sync, the maintenance loop) each run as one
-coroutine. One that raises is restarted after the one :class:`~gateway.runtime.aio.Backoff`,
-longer each time it fails at once, short again after it ran a good while; its restarts and last
-error are kept for the status the technician reads.
+The daemon's parts (the lanes, the bays, the sync, the maintenance loop) each run as one
+coroutine. One that raises or returns is restarted after the one
+:class:`~gateway.runtime.aio.Backoff`, longer each time it fails at once, short again after it
+ran a good while. A failure calls ``on_failed`` (the daemon raises an alarm a technician sees in
+``status``); a restarted part that then runs ``healthy_after_s`` calls ``on_recovered`` (the
+alarm clears). Its restarts and last error are kept for the status.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ from dataclasses import dataclass
 
 import structlog
 
-from gateway.runtime.aio import Backoff
+from gateway.runtime.aio import Backoff, cancel_and_wait
 
 log = structlog.get_logger("gateway.app")  # the event names the operators' alerts know
 
 RESTART = Backoff(initial_s=0.5, max_s=30.0)
-HEALTHY_AFTER_S = 60.0  # a part that ran this long before it failed restarts quickly again
+HEALTHY_AFTER_S = 60.0  # a part that ran this long is well again: quick restarts, alarm cleared
 
 
 @dataclass
@@ -31,26 +33,53 @@ class Part:
     restarts: int = 0
     last_error: str | None = None
     running: bool = False
+    failing: bool = False  # failed, and not yet run a healthy while since
+
+
+Hook = Callable[[Part], Awaitable[None]]
 
 
 async def supervise(part: Part, work: Callable[[], Awaitable[None]], *,
-                    backoff: Backoff = RESTART) -> None:
+                    backoff: Backoff = RESTART, on_failed: Hook | None = None,
+                    on_recovered: Hook | None = None,
+                    healthy_after_s: float = HEALTHY_AFTER_S) -> None:
     """Run `work`; when it fails or ends, log it and start it again. Only cancellation stops it."""
     delays = backoff.delays()
     while True:
         started = time.monotonic()
         part.running = True
+        task = asyncio.ensure_future(work())
         try:
-            await work()
+            if part.failing:
+                done, _ = await asyncio.wait({task}, timeout=healthy_after_s)
+                if not done:
+                    part.failing = False
+                    log.info("gateway.part_recovered", part=part.name, restarts=part.restarts)
+                    await _call(on_recovered, part)
+            await task
+            part.last_error = "ended"
             log.warning("gateway.part_ended", part=part.name)
         except asyncio.CancelledError:
             part.running = False
+            await cancel_and_wait(task)
             raise
         except Exception as e:
             part.last_error = repr(e)
             log.exception("gateway.part_failed", part=part.name, restarts=part.restarts)
         part.running = False
+        part.failing = True
         part.restarts += 1
-        if time.monotonic() - started > HEALTHY_AFTER_S:
+        await _call(on_failed, part)
+        if time.monotonic() - started > healthy_after_s:
             delays = backoff.delays()  # it ran a good while: start again quickly
         await asyncio.sleep(next(delays))
+
+
+async def _call(hook: Hook | None, part: Part) -> None:
+    """A hook that fails (the journal is full) costs a log line, never the supervision."""
+    if hook is None:
+        return
+    try:
+        await hook(part)
+    except Exception:
+        log.exception("gateway.part_hook_failed", part=part.name)

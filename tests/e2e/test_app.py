@@ -143,6 +143,11 @@ async def test_a_failing_part_is_restarted_and_the_others_run_on(
         assert (runs, part.restarts, part.running) == (3, 2, True)
         assert "unplugged" in (part.last_error or "")
         assert all(gateway.parts[f"lane:{lane}"].running for lane in gateway.lanes)
+        # A technician sees it: the part's alarm stands while it is failing.
+        [alarm] = [a for a in gateway.journal.active_alarms()
+                   if a.alarm_id == "gateway.part_failed:flaky"]
+        assert (alarm.severity, alarm.details["restarts"]) == ("critical", 1)
+        assert "unplugged" in alarm.message
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

@@ -1,4 +1,4 @@
-"""gateway.runtime.supervise: a failing part is restarted with the backoff, and reported."""
+"""gateway.runtime.supervise: a failing part is restarted with the backoff, alarmed, reported."""
 
 from __future__ import annotations
 
@@ -70,3 +70,72 @@ async def test_a_part_that_ran_a_good_while_restarts_quickly(
         await supervise(Part("lane"), work, backoff=Backoff(0.5, 30.0))
     # ran 1 s: 0.5; ran 198 s (healthy): back to 0.5; ran 1 s: doubled to 1.0
     assert slept == [0.5, 0.5, 1.0]
+
+
+async def test_a_failure_calls_on_failed_and_a_healthy_while_on_recovered(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    real_sleep = asyncio.sleep
+
+    async def sleep(seconds: float) -> None:
+        await real_sleep(0)
+
+    monkeypatch.setattr(supervision.asyncio, "sleep", sleep)
+    calls: list[tuple[str, int, str | None]] = []
+
+    async def failed(part: Part) -> None:
+        calls.append(("failed", part.restarts, part.last_error))
+
+    async def recovered(part: Part) -> None:
+        calls.append(("recovered", part.restarts, part.last_error))
+
+    runs = 0
+    settled = asyncio.Event()
+
+    async def work() -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            raise OSError("bus port gone")
+        if runs == 2:
+            return  # a part that just ends is restarted too
+        settled.set()
+        await real_sleep(3600)
+
+    part = Part("bus")
+    task = asyncio.create_task(supervise(part, work, backoff=Backoff(0.01, 0.01),
+                                         on_failed=failed, on_recovered=recovered,
+                                         healthy_after_s=0.05))
+    await settled.wait()
+    assert calls == [("failed", 1, "OSError('bus port gone')"), ("failed", 2, "ended")]
+    assert part.failing
+    await real_sleep(0.2)
+    assert calls[-1] == ("recovered", 2, "ended")
+    assert not part.failing
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_a_failing_hook_does_not_stop_the_supervision() -> None:
+    runs = 0
+
+    async def work() -> None:
+        nonlocal runs
+        runs += 1
+        if runs < 3:
+            raise RuntimeError("bug")
+        await asyncio.sleep(3600)
+
+    async def failed(part: Part) -> None:
+        raise OSError("journal full")
+
+    task = asyncio.create_task(supervise(Part("x"), work, backoff=Backoff(0.001, 0.001),
+                                         on_failed=failed))
+    for _ in range(200):
+        if runs == 3:
+            break
+        await asyncio.sleep(0.005)
+    assert runs == 3
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
