@@ -60,6 +60,7 @@ class CameraHealth:
 
 
 RECONNECT = Backoff(initial_s=0.5, max_s=30.0)  # between reopenings of a lost camera
+CLOSE_WAIT_S = 1.0  # the longest a stop waits for a camera's reader thread
 
 
 def _fingerprint(image: Image) -> bytes:
@@ -222,11 +223,20 @@ class VideoCaptureSource(_LatestFrame):
         self._thread.start()
 
     async def close(self) -> None:
-        """Stop the reader thread and release the capture; waits for the thread to end."""
+        """Stop the reader thread and release the capture, waiting at most `CLOSE_WAIT_S`.
+
+        A thread caught in OpenCV's open or read of an unreachable stream cannot be
+        interrupted; it ends when that call times out, releases the capture and sees the stop.
+        A stop does not wait for it (the thread is a daemon): it is logged instead.
+        """
         self._stop.set()
         thread, self._thread = self._thread, None
-        if thread is not None:
-            await asyncio.to_thread(thread.join)
+        if thread is None:
+            return
+        await asyncio.to_thread(thread.join, CLOSE_WAIT_S)
+        if thread.is_alive():
+            log.warning("camera.close_pending", camera=self.camera_id, waited_s=CLOSE_WAIT_S,
+                        why="the capture is still opening or reading; it ends by itself")
 
     def _open_capture(self, url: str) -> Any:
         if self.kind == "v4l2":

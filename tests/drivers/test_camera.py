@@ -107,6 +107,31 @@ async def test_a_missing_camera_is_retried_with_backoff(tmp_path: Path) -> None:
     assert camera_threads() == []
 
 
+async def test_a_stop_does_not_wait_for_a_camera_stuck_opening(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unreachable RTSP camera holds its thread in OpenCV's open for seconds: stops don't."""
+    monkeypatch.setattr(camera, "CLOSE_WAIT_S", 0.2)
+    opening, release = threading.Event(), threading.Event()
+
+    def stuck_open(url: str) -> Any:
+        opening.set()
+        release.wait(10)  # OpenCV's open timeout, as far as the thread can tell
+        return FlakyCapture([])
+
+    source = VideoCaptureSource("entry-1", "rtsp://10.9.9.9/stream", clock=FakeClock(),
+                                backoff=FAST, capture_factory=stuck_open)
+    await source.start()
+    try:
+        assert await asyncio.to_thread(opening.wait, 5)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await source.close()
+        assert loop.time() - began < 1.0
+    finally:
+        release.set()  # the open "times out"; the thread sees the stop and ends
+    await until(lambda: camera_threads() == [])
+
+
 class FlakyCapture:
     """A capture that sends a bad frame, then good ones, then fails."""
 
