@@ -39,7 +39,7 @@ from gateway.drivers import FrameSource
 from gateway.journal import Alarm, Audit, Journal
 from gateway.lpr.worker import PlateResult, PlateSource
 from gateway.runtime.notify import Notifier
-from gateway.runtime.supervise import Part, supervise
+from gateway.runtime.supervise import Part, StopDeadline, supervise
 
 if TYPE_CHECKING:
     from gateway.drivers.modbus import ModbusBus
@@ -133,6 +133,11 @@ class Gateway:
     def stop(self) -> None:
         """Begin a graceful shutdown (the SIGTERM handler calls this)."""
         self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop has begun."""
+        return self._stop.is_set()
 
     async def run(self) -> None:
         began = time.monotonic()
@@ -472,14 +477,25 @@ def _async(close: Callable[[], None]) -> Callable[[], Awaitable[None]]:
     return run
 
 
-async def run_until_signalled(gateway: Gateway) -> None:
-    """Run the gateway; SIGTERM or SIGINT begins a graceful stop."""
+async def run_until_signalled(gateway: Gateway, deadline: StopDeadline | None = None) -> None:
+    """Run the gateway; SIGTERM or SIGINT begins a graceful stop, under a hard deadline.
+
+    The deadline's thread is a daemon: a stop that ends in time ends the process with it; one
+    that overruns (a stuck thread or part) is cut short by it, logged, with exit code 70.
+    """
     import signal
 
+    deadline = deadline or StopDeadline()
     loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        if not gateway.stopping:
+            deadline.start()
+        gateway.stop()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, gateway.stop)
+            loop.add_signal_handler(sig, stop)
     await gateway.run()
 
 

@@ -11,6 +11,10 @@ alarm clears). Its restarts and last error are kept for the status.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -83,3 +87,43 @@ async def _call(hook: Hook | None, part: Part) -> None:
         await hook(part)
     except Exception:
         log.exception("gateway.part_hook_failed", part=part.name)
+
+
+STOP_DEADLINE_S = 20.0  # a stop's grace (barrier movements, 10 s) and closing; systemd allows 30
+FORCED_EXIT = 70  # EX_SOFTWARE: the stop overran its deadline and was cut short
+
+
+class StopDeadline:
+    """Ends the process if a stop overruns, whatever a part or a thread is doing.
+
+    Started when the stop begins. A thread blocked in a driver, or a part that swallows its
+    cancellation, would otherwise keep the daemon alive until systemd's SIGKILL, with nothing
+    in the log to say why. After `seconds` this logs ``gateway.stop_forced`` with the threads
+    still alive, flushes the log streams and calls `exit` (``os._exit``: interpreter shutdown
+    would wait for the very threads that are stuck). The journal's transactions are durable as
+    each commits, so nothing acknowledged is lost.
+    """
+
+    def __init__(self, seconds: float = STOP_DEADLINE_S,
+                 exit: Callable[[int], object] | None = None) -> None:
+        self.seconds = seconds
+        self._exit = exit if exit is not None else os._exit
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.name = "stop-deadline"
+        self._timer.daemon = True
+
+    def start(self) -> None:
+        self._timer.start()
+
+    def cancel(self) -> None:
+        """The stop finished in time."""
+        self._timer.cancel()
+
+    def _expire(self) -> None:
+        left = sorted(t.name for t in threading.enumerate()
+                      if t.is_alive() and t is not threading.current_thread())
+        log.error("gateway.stop_forced", after_s=self.seconds, threads=left)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):  # closed or broken: exit anyway
+                stream.flush()
+        self._exit(FORCED_EXIT)

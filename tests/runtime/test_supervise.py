@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import threading
+import time
 
 import pytest
+import structlog
 
 from gateway.runtime import supervise as supervision
 from gateway.runtime.aio import Backoff
-from gateway.runtime.supervise import Part, supervise
+from gateway.runtime.supervise import FORCED_EXIT, Part, StopDeadline, supervise
 
 
 async def test_a_failing_part_is_restarted_longer_each_time_and_reported(
@@ -139,3 +144,68 @@ async def test_a_failing_hook_does_not_stop_the_supervision() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+def test_the_stop_deadline_exits_and_says_which_threads_were_left() -> None:
+    exits: list[int] = []
+    done = threading.Event()
+
+    def exit(code: int) -> None:
+        exits.append(code)
+        done.set()
+
+    stuck = threading.Event()
+    worker = threading.Thread(target=stuck.wait, name="bus-reader")
+    worker.start()
+    try:
+        with structlog.testing.capture_logs() as logs:
+            StopDeadline(0.05, exit=exit).start()
+            assert done.wait(5)
+        assert exits == [FORCED_EXIT]
+        [forced] = [entry for entry in logs if entry["event"] == "gateway.stop_forced"]
+        assert "bus-reader" in forced["threads"]
+    finally:
+        stuck.set()
+        worker.join()
+
+
+def test_a_stop_in_time_cancels_the_deadline() -> None:
+    exits: list[int] = []
+    deadline = StopDeadline(0.05, exit=exits.append)
+    deadline.start()
+    deadline.cancel()
+    time.sleep(0.15)
+    assert exits == []
+
+
+STUCK_DAEMON = """
+import asyncio, os, signal, threading
+from gateway.app import run_until_signalled
+from gateway.runtime.supervise import StopDeadline
+
+class Stuck:
+    stopping = False
+    def stop(self):
+        self.stopping = True
+    async def run(self):
+        threading.Thread(target=threading.Event().wait, name="stuck-driver").start()
+        asyncio.get_running_loop().call_later(0.2, os.kill, os.getpid(), signal.SIGTERM)
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                continue  # a part that swallows its cancellation
+
+asyncio.run(run_until_signalled(Stuck(), StopDeadline(0.5)))
+"""
+
+
+def test_a_daemon_whose_stop_hangs_exits_by_the_deadline() -> None:
+    """A part that ignores the stop and a thread that never ends: the process still exits."""
+    began = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", STUCK_DAEMON], capture_output=True,
+                          text=True, timeout=30, check=False)
+    assert done.returncode == FORCED_EXIT, done.stderr
+    assert time.monotonic() - began < 15
+    assert "gateway.stop_forced" in done.stdout + done.stderr
+    assert "stuck-driver" in done.stdout + done.stderr
