@@ -77,7 +77,6 @@ class Sync:
         self._state: dict[str, bytes] = {}
         self._client: EventClient | None = None
         self._connected = False
-        self._came_up = False  # whether the current MQTT session got as far as online
         self._down_since = time.monotonic()
         self._reconnects = 0
         self._bad_messages = 0
@@ -155,14 +154,14 @@ class Sync:
             while True:
                 client = make_client(mqtt, client_id=self.client_id,
                                      will_topic=self.topics.presence, context=context)
-                self._came_up = False
+                was_up = False
                 try:
                     await self._session(client)
                 except MqttError as e:
-                    self._link_down(str(e))
+                    was_up = self._link_down(str(e))
                 except LinkLost as e:
-                    self._link_down(f"publish failed: {e}")
-                if self._came_up:  # the link worked: the first retry is at the base again
+                    was_up = self._link_down(f"publish failed: {e}")
+                if was_up:  # the link worked: the first retry is at the base again
                     delays = backoff.delays()
                 delay = next(delays)
                 log.info("sync.reconnect_in", seconds=round(delay, 2))
@@ -171,8 +170,10 @@ class Sync:
             if fallback is not None:
                 await cancel_and_wait(fallback)
 
-    def _link_down(self, error: str) -> None:
-        if self._connected:
+    def _link_down(self, error: str) -> bool:
+        """Note the link lost; whether it had been up (online, subscribed) this session."""
+        was_up = self._connected
+        if was_up:
             self._down_since = time.monotonic()
             self._reconnects += 1
         self._connected = False
@@ -181,6 +182,7 @@ class Sync:
         self._last_error = error
         log.warning("sync.mqtt_down", error=error, host=self.sync.mqtt.host,
                     port=self.sync.mqtt.port)
+        return was_up
 
     async def _session(self, client: EventClient) -> None:
         async with client:
@@ -197,7 +199,6 @@ class Sync:
                 self._client = client
                 self._connected = True
                 self.connected_event.set()
-                self._came_up = True
                 log.info("sync.mqtt_up", host=self.sync.mqtt.host, port=self.sync.mqtt.port,
                          client_id=self.client_id, tls=self.sync.mqtt.tls is not None)
                 await self._stop_fallback()
