@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 import structlog
+from jsonschema import ValidationError
 
 from gateway.config import JournalConfig
 from gateway.core.clock import FakeClock
 from gateway.core.events import envelope_json, source_uri
 from gateway.journal import Journal
+from gateway.journal.reserve import MB, Reserve
 from tests.core.schemas import validate_cloudevent
 
 SOURCE = source_uri("test-lot", "gw-1")
@@ -22,19 +24,45 @@ EXAMPLE = Path(__file__).parent.parent / "config" / "gateway.example.toml"
 
 
 @pytest.fixture(autouse=True)
-def _validate_journaled_events(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Wrap the journal's one write path: no event reaches the outbox unvalidated."""
+def _validate_journaled_events(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Wrap the journal's one write path: no event reaches the outbox unvalidated.
+
+    A violation fails the write and, at teardown, the test: a caller that lives through a
+    failed write (a lane keeps the record and retries it) turned it into a log line, and a
+    gate.opened without the commandId its schema requires went unnoticed that way.
+    """
     original = Journal._apply
+    violations: list[str] = []
 
     async def checked(self: Journal, batch: Sequence[object]) -> list[list[int]]:
         for write in batch:
             for ev in write.events:  # type: ignore[attr-defined]
-                validate_cloudevent(json.loads(envelope_json(
-                    source=SOURCE, sequence=1, id=ev.id, type=ev.type.value, time=ev.time,
-                    data_json=ev.data_json)))
+                try:
+                    validate_cloudevent(json.loads(envelope_json(
+                        source=SOURCE, sequence=1, id=ev.id, type=ev.type.value,
+                        time=ev.time, data_json=ev.data_json)))
+                except ValidationError as e:
+                    violations.append(f"{ev.type.value} {ev.data_json}: {e.message}")
+                    raise
         return await original(self, batch)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Journal, "_apply", checked)
+    yield
+    if violations:
+        pytest.fail("events that break their schema were written:\n" + "\n".join(violations))
+
+
+@pytest.fixture(autouse=True)
+def _small_journal_reserve(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lot's journal holds a ballast of `journal.reserve_mb` (48 MB) beside it; hundreds of
+    test journals would hold GBs of disk. In tests it is at most 1 MiB (the reserve's own tests
+    use 1 MiB); a daemon started as a subprocess keeps its configured size."""
+    original = Reserve.__init__
+
+    def small(self: Reserve, journal: Path, size: int) -> None:
+        original(self, journal, min(size, MB))
+
+    monkeypatch.setattr(Reserve, "__init__", small)
 
 
 @pytest.fixture(autouse=True)

@@ -84,6 +84,7 @@ class Alarm:
     message: str
     details: dict[str, Any] = field(default_factory=dict)
     component: str = "journal"
+    raised_at: str = ""  # RFC 3339 UTC; the journal stamps it when the alarm is raised
 
     @property
     def code(self) -> str:

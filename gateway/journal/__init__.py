@@ -34,6 +34,7 @@ from gateway.journal.rows import (
     CloseSession,
     OpenSession,
     PutConfig,
+    PutSetting,
     RecordPayment,
     SetBayState,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "OutboxRecord",
     "PaymentRecord",
     "PutConfig",
+    "PutSetting",
     "RecordPayment",
     "SessionRecord",
     "SetBayState",

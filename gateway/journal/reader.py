@@ -8,12 +8,15 @@ CLI's `JournalReader` share these queries.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
+
+import structlog
 
 from gateway.core.records import (
     BayRecord,
@@ -24,6 +27,8 @@ from gateway.core.records import (
 )
 from gateway.journal.connection import DbThread
 from gateway.journal.errors import JournalError
+
+log = structlog.get_logger(__name__)
 
 _OUTBOX_COLUMNS = "seq, id, type, time, data, acked_at IS NOT NULL"
 
@@ -53,8 +58,25 @@ class JournalStats:
 
 
 def connect_read_only(path: Path) -> sqlite3.Connection:
-    """A connection that cannot write: opened on the reading thread."""
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    """A connection that cannot write, beside the daemon's writer: opened on the reading thread."""
+    return sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True,
+                           isolation_level=None)
+
+
+def connect_from_outside(path: Path) -> sqlite3.Connection:
+    """A read-only connection for a reader outside the daemon (the CLI) that leaves no file.
+
+    A read-only connection to a WAL journal creates the missing -wal and -shm files and,
+    unable to checkpoint, leaves them behind. They are missing only when no connection has
+    the journal open (the last one to close removes them): the main file then holds every
+    commit, and is read as immutable, which needs neither. Otherwise they are the daemon's,
+    and a plain read-only connection uses them. (A daemon that starts during an immutable read
+    and checkpoints into the file under it may make that read fail: it can be run again.)
+    """
+    if journal_files(path)[1].exists():
+        return connect_read_only(path)
+    return sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro&immutable=1", uri=True,
+                           isolation_level=None)
 
 
 class JournalQueries:
@@ -120,6 +142,17 @@ class JournalQueries:
         rows = await self._fetch("SELECT bay_id, state, since, source, healthy FROM bay_state")
         return {r[0]: BayRecord(r[0], r[1], r[2], r[3], bool(r[4])) for r in rows}
 
+    async def lot_settings(self) -> dict[str, Any]:
+        """The technician's settings (`lot.state`, `lane.mode:<lane>`, `bay.service:<bay>`) as
+        they were last set; a value that is not JSON is left out, and logged."""
+        found: dict[str, Any] = {}
+        for key, value in await self._fetch("SELECT key, value FROM settings ORDER BY key"):
+            try:
+                found[str(key)] = json.loads(value)
+            except (TypeError, ValueError):
+                log.error("journal.setting_unreadable", key=key)
+        return found
+
     async def integrity_check(self, full: bool = True) -> list[str]:
         """`ok` alone when the file is sound."""
         pragma = "integrity_check" if full else "quick_check"
@@ -144,7 +177,8 @@ class JournalReader(JournalQueries):
         if not await asyncio.to_thread(path.exists):
             raise JournalError(f"no journal at {path}")
         try:
-            reads = await DbThread.open("journal-cli-reader", partial(connect_read_only, path))
+            reads = await DbThread.open("journal-cli-reader",
+                                        partial(connect_from_outside, path))
         except sqlite3.Error as e:
             raise JournalError(f"cannot read the journal {path}: {e}") from e
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import ClassVar, Protocol, get_args
 
@@ -149,3 +150,52 @@ class Audit:
 
     def params(self) -> tuple[object, ...]:
         return (self.at, self.actor, self.action, self.subject, self.reason, self.details)
+
+
+@dataclass(frozen=True, slots=True)
+class PutSetting:
+    """A technician's setting (`lot.state`, `lane.mode:<lane>`, `bay.service:<bay>`), restored
+    at start."""
+
+    sql: ClassVar[str] = (
+        "INSERT INTO settings (key, value, at, actor) VALUES (?1, ?2, ?3, ?4)"
+        " ON CONFLICT (key) DO UPDATE SET value = ?2, at = ?3, actor = ?4"
+    )
+    key: str
+    value: object  # stored as JSON
+    at: str  # RFC 3339 UTC
+    actor: str
+
+    def params(self) -> tuple[object, ...]:
+        return (self.key, json.dumps(self.value, separators=(",", ":")), self.at, self.actor)
+
+
+@dataclass(frozen=True, slots=True)
+class PutAlarm:
+    """An alarm raised: kept until it is cleared or acknowledged, across restarts."""
+
+    sql: ClassVar[str] = (
+        "INSERT OR REPLACE INTO alarms (alarm_id, severity, message, details, component,"
+        " raised_at) VALUES (?, ?, ?, ?, ?, ?)"
+    )
+    alarm_id: str
+    severity: str
+    message: str
+    details: str  # JSON
+    component: str
+    raised_at: str  # RFC 3339 UTC
+
+    def params(self) -> tuple[object, ...]:
+        return (self.alarm_id, self.severity, self.message, self.details, self.component,
+                self.raised_at)
+
+
+@dataclass(frozen=True, slots=True)
+class DropAlarm:
+    """An alarm cleared or acknowledged."""
+
+    sql: ClassVar[str] = "DELETE FROM alarms WHERE alarm_id = ?"
+    alarm_id: str
+
+    def params(self) -> tuple[object, ...]:
+        return (self.alarm_id,)

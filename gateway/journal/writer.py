@@ -11,7 +11,8 @@ outbox from here; a lane never waits for the network.
   has been fsynced (`synchronous=FULL`). One fsync serves many writes.
 * Event sequences are given out by the writer inside the transaction, so a
   rolled-back write never leaves a gap; the high-water mark lives in `meta`,
-  so pruning old events never makes a sequence repeat.
+  so pruning old events never makes a sequence repeat, and ahead of it in
+  `<journal>.seq` (`seqmark`), so a corrupt or lost file never does either.
 * Each commit is announced on the change feed (`Journal.changes`), so the
   outbox's readers wait for commits instead of polling.
 * Reads use a second connection (`reader.py`), so they only ever see committed
@@ -23,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
+import json
 import os
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -38,7 +41,7 @@ from gateway.core import events
 from gateway.core.clock import Clock
 from gateway.core.events import Event, rfc3339
 from gateway.core.records import Alarm
-from gateway.journal import recovery
+from gateway.journal import recovery, seqmark
 from gateway.journal.changes import ChangeFeed
 from gateway.journal.connection import DbThread, transaction
 from gateway.journal.errors import (
@@ -51,7 +54,8 @@ from gateway.journal.errors import (
     write_error,
 )
 from gateway.journal.reader import JournalQueries, JournalStats, connect_read_only
-from gateway.journal.rows import INSERT_EVENT_SQL, Change
+from gateway.journal.reserve import MB, Reserve, free_bytes
+from gateway.journal.rows import INSERT_EVENT_SQL, Audit, Change, DropAlarm, PutAlarm
 from gateway.runtime.aio import cancel_and_wait
 
 log = structlog.get_logger(__name__)
@@ -88,8 +92,8 @@ class Journal(JournalQueries):
         self._closing = False  # no new writes are taken
         self._closed = False
         self._in_flight: Sequence[_Write | _Job] = []  # taken off the queue, not yet answered
-        self._alarms: dict[str, Alarm] = {}
-        self._unjournaled: list[Event] = []  # alarm events that could not be written yet
+        self._alarms: dict[str, Alarm] = {}  # active: restored at open, kept in `alarms`
+        self._unjournaled: list[tuple[Change, Event]] = []  # alarm writes not yet written
         self._commits = 0
         self._events_written = 0
         self._writes_done = 0
@@ -100,6 +104,7 @@ class Journal(JournalQueries):
         self._db: DbThread
         self._writer: asyncio.Task[None]
         self._maintainer: asyncio.Task[None]
+        self._seqmark: seqmark.SeqMark
 
     @classmethod
     async def open(
@@ -120,24 +125,37 @@ class Journal(JournalQueries):
         return self
 
     async def _start(self) -> None:
-        found = await self._check()
+        mark = await asyncio.to_thread(seqmark.read_mark, self.path)
+        found = await self._check(mark)
+        self._reserve = await asyncio.to_thread(Reserve.open, self.settings)
         try:
             self._db = await DbThread.open("journal-writer",
                                            partial(recovery.connect_writer, self.path))
         except sqlite3.Error as e:
             raise write_error(e, f"cannot open the journal {self.path}") from e
+        reads: DbThread | None = None
         try:
             marks = await self._db.run(partial(recovery.prepare, path=self.path,
                                                page_limit=self._page_limit))
+            if found is None and marks.last_seq == 0 and mark:
+                # A new file where a journal was (deleted, say): its sequence goes on.
+                log.warning("journal.sequence_resumed", after=mark)
+                found = recovery.Salvage(None, {})
             if found is not None:
-                marks = await self._db.run(partial(recovery.restore, found=found))
+                marks = await self._db.run(partial(recovery.restore, found=found, floor=mark))
+            # The sequence mark is rewritten on the reading thread, so it is open before
+            # the first write (the corruption alarm's).
+            self._reads = reads = await DbThread.open("journal-reader",
+                                                      partial(connect_read_only, self.path))
+            self._seqmark = seqmark.SeqMark(self.path, mark or 0, reads.run)
             self.changes.committed(marks.last_seq)
             self._acked_through = marks.acked_through
+            await self._restore_alarms()
             if self._unjournaled:  # the corruption alarm is durable before open() returns
                 await self._write_alarm_backlog()
-            self._reads = await DbThread.open("journal-reader",
-                                              partial(connect_read_only, self.path))
         except BaseException as e:
+            if reads is not None:
+                await reads.close()
             await self._db.close()  # or its thread outlives the failed open
             if isinstance(e, sqlite3.Error):
                 raise write_error(e, f"cannot prepare the journal {self.path}") from e
@@ -148,23 +166,29 @@ class Journal(JournalQueries):
         log.info("journal.opened", path=str(self.path), last_seq=self.last_seq,
                  acked_through=self._acked_through)
 
-    async def _check(self) -> recovery.Salvage | None:
-        """Check the file; move a corrupt one aside and return what could be salvaged."""
+    async def _check(self, mark: int | None) -> recovery.Salvage | None:
+        """Check the file; move a corrupt one aside and return what could be salvaged.
+
+        `mark` is the sequence mark kept beside the journal: the sequence goes on above it.
+        """
         problem = await asyncio.to_thread(recovery.check_file, self.path,
                                           self.settings.startup_check)
         if problem is None:
             return None
         moved = recovery.move_aside(self.path, self.clock)
         found = await asyncio.to_thread(recovery.salvage, moved)
+        after = max(found.last_seq or 0, mark or 0)
         log.error("journal.corrupt", path=str(self.path), problem=problem,
-                  moved_to=str(moved), salvaged_events=len(found.events))
+                  moved_to=str(moved), recovered=found.summary(), sequence_after=after)
         self._raise_internal(Alarm(
             "journal.corrupt", "critical",
             f"journal was corrupt and has been moved aside to {moved.name}; a fresh one"
-            " was started",
+            f" was started: {found.summary()}; events go on after sequence {after}",
             {"problem": problem[:500], "movedTo": str(moved),
-             "salvagedEvents": len(found.events),
-             "sequenceRecovered": found.last_seq is not None}))
+             "recovered": found.counts(), "partlyReadable": found.partly_readable(),
+             "unreadable": found.unreadable(), "configVersions": found.config_versions(),
+             "salvagedEvents": len(found.events), "sequenceAfter": after,
+             "sequenceRecovered": found.last_seq is not None or mark is not None}))
         return found
 
     # --- writing ---
@@ -202,30 +226,74 @@ class Journal(JournalQueries):
         return result
 
     async def raise_alarm(self, alarm: Alarm) -> None:
-        """Raise an alarm (once per id while active) and journal `alarm.raised`."""
+        """Raise an alarm (once per id while active) and journal `alarm.raised`.
+
+        The alarm is kept in the `alarms` table with its event, so it is still raised after a
+        restart, until its cause clears (`clear_alarm`) or a technician acknowledges it.
+        """
         if alarm.alarm_id in self._alarms:
             return
-        self._alarms[alarm.alarm_id] = alarm
+        alarm = self._stamped(alarm)
         log.warning("alarm.raised", alarm_id=alarm.alarm_id, message=alarm.message)
-        await self._append_alarm(_alarm_event(alarm, raised=True, clock=self.clock))
+        await self._write_alarm(self._alarm_raised(alarm))
 
     async def clear_alarm(self, alarm_id: str, message: str = "cleared") -> None:
         alarm = self._alarms.pop(alarm_id, None)
         if alarm is None:
             return
         log.info("alarm.cleared", alarm_id=alarm_id, message=message)
-        cleared = Alarm(alarm.alarm_id, "info", message, {}, alarm.component)
-        await self._append_alarm(_alarm_event(cleared, raised=False, clock=self.clock))
+        await self._write_alarm(self._alarm_cleared(alarm, message))
 
-    async def _append_alarm(self, event: Event) -> None:
+    async def acknowledge_alarm(self, alarm_id: str, *, actor: str) -> Alarm:
+        """A technician takes note of an alarm: it is cleared (`alarm.cleared`) and audited.
+
+        Raises KeyError for an alarm that is not active, and JournalWriteError (the alarm
+        stays) when the journal cannot write: an acknowledgement is not taken on trust.
+        """
+        alarm = self._alarms.pop(alarm_id)
+        drop, event = self._alarm_cleared(alarm, f"acknowledged by {actor}")
+        audit = Audit(rfc3339(self.clock.now()), actor, "alarm.ack", alarm_id,
+                      details=events.dumps({"message": alarm.message}))
         try:
-            await self.append(event)
+            await self.commit([drop, audit], [event])
+        except JournalWriteError:
+            self._alarms.setdefault(alarm_id, alarm)
+            raise
+        log.info("alarm.acknowledged", alarm_id=alarm_id, actor=actor)
+        return alarm
+
+    async def _write_alarm(self, write: tuple[Change, Event]) -> None:
+        try:
+            await self.commit([write[0]], [write[1]])
         except JournalClosedError:
             raise
         except JournalWriteError:
-            # The alarm stands (it is in memory and in the log); its event is written
-            # as soon as the journal can write again.
-            self._unjournaled.append(event)
+            # The alarm stands (it is in memory and in the log); it is written as soon as
+            # the journal can write again.
+            self._unjournaled.append(write)
+
+    def _stamped(self, alarm: Alarm) -> Alarm:
+        if not alarm.raised_at:
+            alarm = dataclasses.replace(alarm, raised_at=rfc3339(self.clock.now()))
+        return alarm
+
+    def _alarm_raised(self, alarm: Alarm) -> tuple[Change, Event]:
+        """Mark `alarm` active; return its row and its `alarm.raised` event."""
+        self._alarms[alarm.alarm_id] = alarm
+        row = PutAlarm(alarm.alarm_id, alarm.severity, alarm.message,
+                       events.dumps(alarm.details), alarm.component, alarm.raised_at)
+        return row, _alarm_event(alarm, raised=True, clock=self.clock)
+
+    def _alarm_cleared(self, alarm: Alarm, message: str) -> tuple[Change, Event]:
+        cleared = Alarm(alarm.alarm_id, "info", message, {}, alarm.component)
+        return DropAlarm(alarm.alarm_id), _alarm_event(cleared, raised=False, clock=self.clock)
+
+    async def _restore_alarms(self) -> None:
+        """The alarms left active by the last run are active again (no new alarm.raised)."""
+        for alarm in await self._db.run(_active_alarm_rows):
+            self._alarms.setdefault(alarm.alarm_id, alarm)
+        # A write failure of the last run is over once a write succeeds (_on_write_recovered).
+        self._failing = any(a.startswith("journal.write_failed.") for a in self._alarms)
 
     def active_alarms(self) -> list[Alarm]:
         return list(self._alarms.values())
@@ -304,6 +372,9 @@ class Journal(JournalQueries):
         except Exception as e:
             if isinstance(e, sqlite3.Error) and is_environmental(e):
                 error = write_error(e, "journal write failed")
+                if isinstance(error, JournalFullError) and await self._use_reserve(error):
+                    await self._write_batch(batch)  # once more: the reserve is gone now
+                    return
                 for w in batch:
                     _fail(w.future, error)
                 await self._on_write_failure(error)
@@ -350,6 +421,8 @@ class Journal(JournalQueries):
                 if rows:
                     conn.executemany(INSERT_EVENT_SQL, rows)
 
+        if rows:  # the mark beside the journal stays ahead of every sequence handed out
+            await self._seqmark.cover(seq)
         await self._db.run(write)
         self._commits += 1
         self._writes_done += len(batch)
@@ -408,6 +481,47 @@ class Journal(JournalQueries):
                 return
             except JournalError as e:
                 log.error("journal.maintenance_failed", error=str(e))
+            await self._watch_disk()
+
+    async def _use_reserve(self, error: JournalFullError) -> bool:
+        """The disk is full: give up the ballast, with a critical alarm. False: none left.
+
+        A disk with room for the ballast is not what is full (the page limit is): it stays.
+        """
+        try:
+            if await asyncio.to_thread(free_bytes, self.path.parent) >= self._reserve.size:
+                return False
+        except OSError:
+            pass  # cannot tell: the write failed for a full disk, so take it as one
+        if not await asyncio.to_thread(self._reserve.release):
+            return False
+        log.critical("journal.reserve_used", error=str(error))
+        self._raise_internal(Alarm(
+            "journal.reserve_used", "critical",
+            f"the journal's disk is full: its {self._reserve.size // MB} MiB reserve was given"
+            " up to keep the lot writing; free space on it now",
+            {"path": str(self.path), "reserveBytes": self._reserve.size}))
+        return True
+
+    async def _watch_disk(self) -> None:
+        """Warn while free space is low (cleared with some slack), and remake the reserve."""
+        low = self.settings.min_free_mb * MB
+        try:
+            free = await asyncio.to_thread(free_bytes, self.path.parent)
+            remade = await asyncio.to_thread(self._reserve.ensure, low)
+        except OSError as e:
+            log.error("journal.disk_check_failed", error=repr(e))
+            return
+        if free < low:
+            self._raise_internal(Alarm(
+                "journal.disk_low", "warning",
+                f"the journal's disk has {free / MB:.0f} MiB free, under {low / MB:.0f} MiB:"
+                " free space on it before writes fail",
+                {"path": str(self.path), "freeBytes": free, "minFreeBytes": low}))
+        elif free >= low + max(low // 4, 16 * MB):
+            self._clear_internal("journal.disk_low", "the journal's disk has room again")
+        if remade:
+            self._clear_internal("journal.reserve_used", "the journal's reserve is back")
 
     # --- alarms raised by the journal itself: a full disk, a read-only file, corruption ---
 
@@ -415,9 +529,9 @@ class Journal(JournalQueries):
         """Raise from inside the writer: the event is written before the next batch."""
         if alarm.alarm_id in self._alarms:
             return
-        self._alarms[alarm.alarm_id] = alarm
+        alarm = self._stamped(alarm)
         log.error("alarm.raised", alarm_id=alarm.alarm_id, message=alarm.message)
-        self._unjournaled.append(_alarm_event(alarm, raised=True, clock=self.clock))
+        self._unjournaled.append(self._alarm_raised(alarm))
         self._wake.set()
 
     def _clear_internal(self, alarm_id: str, message: str) -> None:
@@ -425,16 +539,16 @@ class Journal(JournalQueries):
         if alarm is None:
             return
         log.info("alarm.cleared", alarm_id=alarm_id, message=message)
-        cleared = Alarm(alarm_id, "info", message, {}, alarm.component)
-        self._unjournaled.append(_alarm_event(cleared, raised=False, clock=self.clock))
+        self._unjournaled.append(self._alarm_cleared(alarm, message))
         self._wake.set()
 
     async def _write_alarm_backlog(self) -> None:
-        events, self._unjournaled = self._unjournaled, []
+        writes, self._unjournaled = self._unjournaled, []
         try:
-            await self._apply([_Write((), events, asyncio.get_running_loop().create_future())])
+            await self._apply([_Write([c for c, _ in writes], [e for _, e in writes],
+                                      asyncio.get_running_loop().create_future())])
         except sqlite3.Error as e:
-            self._unjournaled = events + self._unjournaled
+            self._unjournaled = writes + self._unjournaled
             await self._on_write_failure(write_error(e, "journal write failed"))
         except Exception:
             log.exception("journal.alarm_write_crashed")  # keep the writer alive
@@ -561,6 +675,12 @@ def _used_bytes(conn: sqlite3.Connection) -> int:
 
 
 # --- helpers -----------------------------------------------------------------------------
+
+
+def _active_alarm_rows(conn: sqlite3.Connection) -> list[Alarm]:
+    rows = conn.execute("SELECT alarm_id, severity, message, details, component, raised_at"
+                        " FROM alarms ORDER BY raised_at, alarm_id").fetchall()
+    return [Alarm(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5]) for r in rows]
 
 
 def _alarm_event(alarm: Alarm, *, raised: bool, clock: Clock) -> Event:
