@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast, get_args
 
 import structlog
 
@@ -35,8 +35,8 @@ from gateway.core import events
 from gateway.core.access import Access
 from gateway.core.clock import Clock, SystemClock
 from gateway.core.operations import LaneMode, LotState, OperationRefused
-from gateway.drivers import FrameSource
-from gateway.journal import Alarm, Audit, Journal
+from gateway.drivers import FrameSource, MonitoredSource
+from gateway.journal import Alarm, Audit, Journal, JournalWriteError, PutSetting
 from gateway.lpr.worker import PlateResult, PlateSource
 from gateway.runtime.notify import Notifier
 from gateway.runtime.supervise import Part, StopDeadline, supervise
@@ -170,6 +170,8 @@ class Gateway:
         self._closers.append(journal.close)
         self._access = Access(s.lot, max_distance=s.lpr.max_match_distance)
         self._sessions = SessionBook(s, journal, self.access, self.clock)
+        settings = await journal.lot_settings()
+        self._restore_lot_state(settings.get("lot.state"))
         await self._load_pushed_config()
         restored = await self.sessions.restore()
         self._occupancy = Occupancy(s.bays, s.lot, journal, self.clock)
@@ -186,7 +188,8 @@ class Gateway:
             self._closers.append(_async(self.full_lamp.close))
         for config in s.lanes:
             io = LaneIo.build(config.id, config.gpio, config.barrier, factory=factory,
-                              alarms=journal, debounce_ms=config.timing.debounce_ms)
+                              alarms=journal, debounce_ms=config.timing.debounce_ms,
+                              timing=config.timing)
             self._closers.append(io.close)
             camera = self.hardware.cameras.get(config.id) or self._open_camera(config)
             if camera is not None:
@@ -196,7 +199,7 @@ class Gateway:
                 config, arming=io.arming, safety=io.safety, closing=io.closing,
                 barrier=io.barrier, camera=camera, plates=plates, access=self.access,
                 sessions=self.sessions, journal=journal, clock=self.clock, lot=self,
-                recent=self.recent)
+                recent=self.recent, mode=_restored_mode(config.id, settings))
             if io.lamp is not None:
                 self.lane_lamps[config.id] = io.lamp
         await self._start_bay_sensors(factory)
@@ -215,11 +218,21 @@ class Gateway:
             except Exception as e:  # the lot runs on without its technician socket
                 log.error("gateway.control_unavailable", error=str(e))
 
+    def _restore_lot_state(self, state: Any) -> None:
+        """The lot state a technician set before the restart (a closed lot stays closed)."""
+        if state is None:
+            return
+        if state not in get_args(LotState):
+            log.error("gateway.setting_unreadable", key="lot.state", value=repr(state)[:100])
+            return
+        self.access.operator_state = state
+        log.info("gateway.lot_state_restored", state=state)
+
     def _open_camera(self, config: Any) -> FrameSource | None:
         from gateway.drivers.camera import open_camera
 
         try:
-            return open_camera(config.id, config.camera, clock=self.clock)
+            return open_camera(config.id, config.camera, clock=self.clock, alarms=self.journal)
         except Exception as e:
             log.error("gateway.camera_unavailable", lane=config.id, error=str(e))
             return None
@@ -259,7 +272,8 @@ class Gateway:
         if bus is not None:
             if self.hardware.bus_port is not None:
                 bus = bus.model_copy(update={"port": self.hardware.bus_port})
-            self.bus = ModbusBus(bus, bays_on_bus(self.settings), self.clock, listener)
+            self.bus = ModbusBus(bus, bays_on_bus(self.settings), self.clock, listener,
+                                 alarms=self.journal)
             await self.bus.start()
             self._closers.append(self.bus.close)
 
@@ -329,6 +343,7 @@ class Gateway:
             if self.sync is not None:
                 self.sync.publish_state("occupancy", self.occupancy.summary())
                 self.sync.publish_state("lanes", {k: v.status() for k, v in self.lanes.items()})
+                self.sync.publish_state("settings", self.settings_view())
                 self.sync.publish_state("health", self._health())
             self._set_lamps()
             if self.started.is_set():  # READY comes first
@@ -399,6 +414,11 @@ class Gateway:
                              "lastError": p.last_error} for name, p in self.parts.items()},
             "alarms": [a.alarm_id for a in self.journal.active_alarms()],
             "bus": self.bus.health().as_dict() if self.bus is not None else None,
+            # The simulator's and the tests' cameras report nothing of their own.
+            "cameras": [lane.camera.summary() if isinstance(lane.camera, MonitoredSource)
+                        else {"cameraId": lane_id,
+                              "state": "none" if lane.camera is None else "unmonitored"}
+                        for lane_id, lane in self.lanes.items()],
         }
 
     # --- LotControl ---
@@ -407,6 +427,7 @@ class Gateway:
         sync: dict[str, Any] | None = None
         if self.sync is not None:
             sync = dataclasses.asdict(await self.sync.stats())
+        health = self._health()
         return {
             "lotState": self.lot_state(),
             "operatorState": self.access.operator_state,
@@ -414,10 +435,12 @@ class Gateway:
             "lanes": [lane.status() for lane in self.lanes.values()],
             "sync": sync or {"backlog": self.journal.last_seq - self.journal.acked_through,
                              "connected": False},
-            "alarms": [{"alarmId": a.alarm_id, "severity": a.severity, "message": a.message,
-                        "component": a.component} for a in self.journal.active_alarms()],
+            "alarms": [_alarm_view(a) for a in self.journal.active_alarms()],
+            "settings": self.settings_view(),
             "openSessions": len(self.access.inside),
-            "health": self._health(),
+            "bus": self.bus.summary() if self.bus is not None else None,
+            "cameras": health["cameras"],
+            "health": health,
         }
 
     def _lane(self, lane_id: str) -> Lane:
@@ -437,8 +460,10 @@ class Gateway:
 
     async def set_lot_state(self, state: LotState, *, actor: str) -> None:
         self.access.operator_state = state
-        await self.journal.commit([Audit(events.rfc3339(self.clock.now()), actor, "lot.state",
-                                         None, None, events.dumps({"state": state}))], [])
+        at = events.rfc3339(self.clock.now())
+        await self.journal.commit([
+            Audit(at, actor, "lot.state", None, None, events.dumps({"state": state})),
+            PutSetting("lot.state", state, at, actor)], [])
         log.info("gateway.lot_state", state=state, actor=actor)
 
     async def set_bay_service(self, bay_id: str, in_service: bool, *, actor: str) -> None:
@@ -446,6 +471,28 @@ class Gateway:
             await self.occupancy.set_service(bay_id, in_service, actor=actor)
         except KeyError:
             raise OperationRefused(f"no bay {bay_id!r}") from None
+
+    async def alarms(self) -> list[dict[str, Any]]:
+        return [_alarm_view(a) for a in self.journal.active_alarms()]
+
+    async def acknowledge_alarm(self, alarm_id: str, *, actor: str) -> dict[str, Any]:
+        try:
+            alarm = await self.journal.acknowledge_alarm(alarm_id, actor=actor)
+        except KeyError:
+            active = ", ".join(a.alarm_id for a in self.journal.active_alarms()) or "none"
+            raise OperationRefused(f"no active alarm {alarm_id!r} (active: {active})") from None
+        except JournalWriteError as e:
+            raise OperationRefused(f"the acknowledgement could not be journaled: {e}") from None
+        return _alarm_view(alarm)
+
+    def settings_view(self) -> dict[str, Any]:
+        """The technician's settings in force: in `status` and the retained `settings` state."""
+        return {
+            "lotState": self.access.operator_state,
+            "laneModes": {lane_id: lane.mode for lane_id, lane in self.lanes.items()},
+            "baysOutOfService": sorted(b.id for b in self.occupancy.bays.values()
+                                       if not b.in_service),
+        }
 
     async def open_sessions(self) -> list[dict[str, Any]]:
         return [{"sessionId": s.session_id, "plate": s.plate, "right": s.right_kind,
@@ -497,6 +544,21 @@ async def run_until_signalled(gateway: Gateway, deadline: StopDeadline | None = 
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop)
     await gateway.run()
+
+
+def _alarm_view(alarm: Alarm) -> dict[str, Any]:
+    return {"alarmId": alarm.alarm_id, "severity": alarm.severity, "message": alarm.message,
+            "component": alarm.component, "raisedAt": alarm.raised_at or None,
+            "details": alarm.details}
+
+
+def _restored_mode(lane_id: str, settings: Mapping[str, Any]) -> LaneMode | None:
+    """The mode a technician left the lane in, if any and still a mode."""
+    mode = settings.get(f"lane.mode:{lane_id}")
+    if mode is None or mode in get_args(LaneMode):
+        return cast("LaneMode | None", mode)
+    log.error("gateway.setting_unreadable", key=f"lane.mode:{lane_id}", value=repr(mode)[:100])
+    return None
 
 
 def _part_alarm(part: Part) -> str:

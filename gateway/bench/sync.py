@@ -55,6 +55,12 @@ class _NoLot:
     async def set_bay_service(self, bay_id: str, in_service: bool, *, actor: str) -> None:
         raise OperationRefused("benchmark")
 
+    async def alarms(self) -> list[dict[str, Any]]:
+        return []
+
+    async def acknowledge_alarm(self, alarm_id: str, *, actor: str) -> dict[str, Any]:
+        raise OperationRefused("benchmark")
+
     async def open_sessions(self) -> list[dict[str, Any]]:
         return []
 

@@ -40,6 +40,7 @@ from gateway.core.lane_machine import (
     FollowerRead,
     GateClosed,
     GateOpened,
+    Hold,
     KeepFollowerFrames,
     LaneEvent,
     LaneMachine,
@@ -81,7 +82,7 @@ from gateway.core.lane_machine import (
 from gateway.core.operations import LaneMode, OperationRefused
 from gateway.core.reads import PlateResult, PlateSource
 from gateway.drivers import Frame, FrameSource
-from gateway.journal import Audit, Journal
+from gateway.journal import Audit, Journal, JournalWriteError, PutSetting
 from gateway.runtime.aio import TaskSet
 
 log = structlog.get_logger("gateway.controllers.lane")
@@ -163,7 +164,9 @@ class Lane:
         clock: Clock,
         lot: LotContext,
         recent: deque[RecentPlate] | None = None,
+        mode: LaneMode | None = None,
     ) -> None:
+        """`mode` is the one a technician left the lane in (journaled), else the config's."""
         self.config = config
         self.id = config.id
         self.direction = config.direction
@@ -186,7 +189,9 @@ class Lane:
             safety_length_m=geometry.safety_length_m, max_vehicle_m=geometry.max_vehicle_m,
             closing_loop=closing is not None,
             barrier_feedback=bool(getattr(barrier, "has_feedback", False)),
-        ), access=access, price=sessions.fee_at, mode=config.mode)
+            on_journal_full=journal.settings.on_full,
+            max_held=journal.settings.max_held_records,
+        ), access=access, price=sessions.fee_at, mode=mode or config.mode)
         self._events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._identify: asyncio.Task[Read] | None = None
         self._followers: dict[int, asyncio.Task[Read]] = {}  # by the machine's cycle
@@ -370,6 +375,8 @@ class Lane:
                 self._cancel_timer(effect.timer)
             case NotePassage():
                 self.lot.note_passage(self.direction)
+            case Hold():
+                self._hold(effect.entry)
             case Remember():
                 read = effect.read
                 self.recent.append(RecentPlate(events.rfc3339(read.at.wall), self.id, read.plate,
@@ -408,21 +415,32 @@ class Lane:
             return RecordFailed(record, repr(e))
         return Recorded(record)
 
+    def _hold(self, entry: StartSession | EndSession) -> None:
+        if isinstance(entry, StartSession):
+            self.sessions.hold(entry.decision, lane_id=self.id, at=entry.at,
+                               flags=None if entry.flags is None else dict(entry.flags),
+                               record=id(entry))  # the machine holds `entry` until written
+        else:
+            self.sessions.hold_exit(entry.stay)
+
     async def _write(self, entry: Entry) -> None:
         match entry:
             case GateOpened():
                 await self.journal.commit([], [events.gate_opened(
-                    at=entry.at, lane_id=self.id, gate_id=self.gate_id, reason=entry.reason)])
+                    at=entry.at, lane_id=self.id, gate_id=self.gate_id, reason=entry.reason,
+                    command_id=entry.command_id)])
             case GateClosed():
                 await self.journal.commit([], [events.gate_closed(
-                    at=entry.at, lane_id=self.id, gate_id=self.gate_id, reason=entry.reason)])
+                    at=entry.at, lane_id=self.id, gate_id=self.gate_id, reason=entry.reason,
+                    command_id=entry.command_id)])
             case Violation():
                 await self.journal.commit([], [self._violation(entry)])
             case StartSession():
                 await self.sessions.open(
                     entry.decision, lane_id=self.id, at=entry.at, confidence=entry.confidence,
                     extra_events=[self._violation(v) for v in entry.violations],
-                    flags=None if entry.flags is None else dict(entry.flags))
+                    flags=None if entry.flags is None else dict(entry.flags),
+                    record=id(entry))
             case EndSession():
                 payments = (await self.journal.payments(entry.stay.session_id)
                             if entry.with_payments else [])
@@ -537,14 +555,29 @@ class Lane:
         """A manual vend (technician, intercom, backend): audited, then the barrier opens."""
         if self.state == "out_of_order":
             raise OperationRefused(f"lane {self.id} is out of order (barrier fault)")
-        await self.journal.commit([Audit(events.rfc3339(self.clock.now()), actor, "gate.open",
-                                         self.id, reason)], [])
+        audit = Audit(events.rfc3339(self.clock.now()), actor, "gate.open", self.id, reason)
+        try:
+            await self.journal.commit([audit], [])
+        except JournalWriteError as e:
+            # A full disk must not keep the intercom from letting a car in (the lanes may be
+            # sending every car there): the vend goes ahead, audited in the log instead.
+            log.error("lane.vend_unaudited", lane=self.id, actor=actor, reason=reason,
+                      at=audit.at, error=repr(e))
         self.post("vend", (reason, actor))
 
     async def set_mode(self, mode: LaneMode, actor: str) -> None:
-        await self.journal.commit([Audit(events.rfc3339(self.clock.now()), actor, "lane.mode",
-                                         self.id, None, events.dumps({"mode": mode}))], [])
+        """Journaled as the lane's setting too, so a restart brings the lane back in it.
+
+        Setting a mode puts the lane back in order: its out-of-order alarm is cleared (one kept
+        from before a restart too), the machine leaves out_of_order, and the barrier is tried
+        again, faulting again (a new alarm) if it still does not answer.
+        """
+        at = events.rfc3339(self.clock.now())
+        await self.journal.commit([
+            Audit(at, actor, "lane.mode", self.id, None, events.dumps({"mode": mode})),
+            PutSetting(f"lane.mode:{self.id}", mode, at, actor)], [])
         self.post("mode", (mode, actor))
+        await self.journal.clear_alarm(f"lane.out_of_order:{self.id}", f"set to {mode} by {actor}")
 
     # --- status ---
 

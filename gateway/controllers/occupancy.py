@@ -32,7 +32,7 @@ from gateway.core import events
 from gateway.core.clock import Clock
 from gateway.core.events import BaySource, BayState, BayType, Event, OccupancyGroup
 from gateway.drivers import BayReading
-from gateway.journal import Audit, Journal, SetBayState
+from gateway.journal import Audit, Journal, PutSetting, SetBayState
 
 log = structlog.get_logger("gateway.controllers.occupancy")
 
@@ -141,8 +141,14 @@ class Occupancy:
         """Begin from the journaled states, so a restart does not re-announce every bay.
 
         A bay restored as free or occupied stays so until its sensor says otherwise; one whose
-        sensor never reports again is caught by the sensor's own silence detection.
+        sensor never reports again is caught by the sensor's own silence detection. A bay a
+        technician took out of service stays out (its journaled setting).
         """
+        for key, in_service in (await self.journal.lot_settings()).items():
+            kind, _, bay_id = key.partition(":")
+            bay = self.bays.get(bay_id)
+            if kind == "bay.service" and bay is not None and isinstance(in_service, bool):
+                bay.in_service = in_service
         mono = self.clock.monotonic()
         for record in (await self.journal.bay_states()).values():
             bay = self.bays.get(record.bay_id)
@@ -222,10 +228,11 @@ class Occupancy:
             return
         self._accumulate(self.clock.monotonic())
         bay.in_service = in_service
-        at = self.clock.now()
-        await self.journal.commit([Audit(
-            events.rfc3339(at), actor, "bay.service", bay_id,
-            details=events.dumps({"inService": in_service}))], [])
+        at = events.rfc3339(self.clock.now())
+        await self.journal.commit([
+            Audit(at, actor, "bay.service", bay_id,
+                  details=events.dumps({"inService": in_service})),
+            PutSetting(f"bay.service:{bay_id}", in_service, at, actor)], [])
         log.info("occupancy.bay_service", bay=bay_id, in_service=in_service, actor=actor)
         if self._on_change is not None:
             self._on_change()

@@ -36,7 +36,14 @@ from gateway.core.tariff import (
     lost_ticket_quote,
     quote_stay,
 )
-from gateway.journal import CloseSession, Journal, OpenSession, PaymentRecord, RecordPayment
+from gateway.journal import (
+    CloseSession,
+    Journal,
+    JournalWriteError,
+    OpenSession,
+    PaymentRecord,
+    RecordPayment,
+)
 
 log = structlog.get_logger("gateway.controllers.sessions")
 
@@ -72,6 +79,7 @@ class SessionBook:
         self.tariffs: dict[str, RateTable] = dict(settings.tariffs)  # pushed ones join later
         self.paid_until: dict[str, datetime] = {}  # session id -> when its payment runs out
         self.overstay_reported: set[str] = set()
+        self._unwritten: dict[int, OpenStay] = {}  # stays inside whose start is not journaled
         self.opened = 0
         self.closed = 0
 
@@ -154,16 +162,18 @@ class SessionBook:
 
     async def open(self, decision: EntryDecision, *, lane_id: str, at: Stamp,
                    confidence: float | None, extra_events: Sequence[Event] = (),
-                   flags: dict[str, Any] | None = None) -> OpenStay:
-        """A vehicle has come in: its session opens, with the right it came in under."""
-        session_id = events.uuid7()
-        data: dict[str, Any] = dict(flags or {})
-        if decision.rate_table is not None:
-            data["rateTable"] = decision.rate_table
-        elif decision.right_kind in ("permit", "account"):
-            data["rateTable"] = PERMIT_FREE
-        stay = OpenStay(session_id, decision.plate, decision.right_kind, decision.right_ref,
-                        lane_id, at, data)
+                   flags: dict[str, Any] | None = None, record: int | None = None) -> OpenStay:
+        """A vehicle has come in: its session opens, with the right it came in under.
+
+        `record` names a lane's record that is retried until the journal takes it (a full
+        disk): it opens the stay `hold` put inside for it, under the same session id.
+        """
+        if record is None:
+            stay = self._new_stay(decision, lane_id, at, flags)
+        else:
+            stay = self.hold(decision, lane_id=lane_id, at=at, flags=flags, record=record)
+        session_id = stay.session_id
+        data = stay.data
         clock: ClockStatus = {"synchronized": at.synced, "reliable": at.synced}
         if not at.synced:
             clock["reason"] = "wall clock not synchronised at entry"
@@ -177,9 +187,38 @@ class SessionBook:
                              lane_id, events.rfc3339(at.wall), at.mono, at.boot_id, at.synced,
                              json.dumps(data))
         await self.journal.commit([change], [ev, *extra_events])
+        if record is not None:
+            del self._unwritten[record]
         self.access.admit(stay)
         self.opened += 1
         return stay
+
+    def hold(self, decision: EntryDecision, *, lane_id: str, at: Stamp,
+             flags: dict[str, Any] | None, record: int) -> OpenStay:
+        """A car let in while its session's start waits for the journal (a full disk): it is
+        inside now, under the session id its start will be written with, so the lanes decide
+        on it (an exit finds it) before the record is written. Its end waits for its start
+        (`close`)."""
+        stay = self._unwritten.get(record)
+        if stay is None:
+            stay = self._new_stay(decision, lane_id, at, flags)
+            self._unwritten[record] = stay
+            self.access.admit(stay)
+        return stay
+
+    def hold_exit(self, stay: OpenStay) -> None:
+        """A car let out while its session's end waits for the journal: no longer inside."""
+        self.access.release(stay.session_id)
+
+    def _new_stay(self, decision: EntryDecision, lane_id: str, at: Stamp,
+                  flags: dict[str, Any] | None) -> OpenStay:
+        data: dict[str, Any] = dict(flags or {})
+        if decision.rate_table is not None:
+            data["rateTable"] = decision.rate_table
+        elif decision.right_kind in ("permit", "account"):
+            data["rateTable"] = PERMIT_FREE
+        return OpenStay(events.uuid7(), decision.plate, decision.right_kind, decision.right_ref,
+                        lane_id, at, data)
 
     async def close(self, stay: OpenStay, *, lane_id: str, at: Stamp, exit_reason: ExitReason,
                     payments: Sequence[PaymentRecord] = (), collected: bool = True,
@@ -187,8 +226,12 @@ class SessionBook:
         """A vehicle has left: its session closes with the tariff's fee.
 
         `collected` False (let out offline with no payment, or a tailgater) records the fee as
-        an ``uncollected`` transaction, for the backend to pursue.
+        an ``uncollected`` transaction, for the backend to pursue. Raises JournalWriteError
+        while the session's start is still waiting to be written (the exit lane retries), so
+        the backend never hears of an end before its start.
         """
+        if any(s.session_id == stay.session_id for s in self._unwritten.values()):
+            raise JournalWriteError(f"session {stay.session_id}: its start is not written yet")
         priced = self.price(stay, at)
         fee = _quote(priced)
         span_seconds, reliable, why = _span(priced, stay, at)

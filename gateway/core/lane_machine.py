@@ -33,9 +33,12 @@ any order of events, and ignores an answer it did not ask for.
 
 Failures: a journal write that fails comes back as :class:`RecordFailed`. The lane goes on (the
 barrier is where it was, the machine knows it), the record is kept and retried in order on a
-timer with a growing delay, and an alarm stands until every kept record is written. After
-:data:`RETRY_S` runs out a record is given up with a critical alarm and an error log that holds
-it whole.
+timer with a growing delay (then every :data:`RETRY_S`'s last, for as long as it takes: a full
+disk may last hours), and an alarm stands until every kept record is written. Nothing is ever
+given up. While records are held, the setup's `on_journal_full` policy decides the next cars:
+``admit`` lets them in as ever (their records are held with the rest), ``intercom`` refuses
+each to the intercom. Past `max_held` held records the lane goes to the intercom whatever the
+policy (with an alarm): memory, not time, bounds what is held.
 """
 
 from __future__ import annotations
@@ -54,8 +57,9 @@ from gateway.core.reads import PlateResult
 from gateway.core.records import Alarm, PaymentRecord
 
 RECHECK_S = 3.0  # how often a refused lane looks again at what stands on its arming loop
-# Delays before each retry of a journal write that failed; after the last, it is given up.
-RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+# Delays before each retry of a journal write that failed; the last repeats until it is written,
+# so held records go at most that long after the disk has room again.
+RETRY_S = (1.0, 2.0, 5.0, 10.0)
 
 LaneState = Literal[
     "idle", "identifying", "refused", "opening", "open", "passing", "closing", "locked_open",
@@ -83,6 +87,8 @@ class LaneSetup:
     max_vehicle_m: float
     closing_loop: bool  # the lane has a closing loop (else the safety loop's edge closes)
     barrier_feedback: bool  # the barrier reports "down" (else lowering is taken as done)
+    on_journal_full: Literal["admit", "intercom"] = "admit"  # cars while records are held
+    max_held: int = 20_000  # records held at most before every car goes to the intercom
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,12 +229,14 @@ LaneEvent = (Started | LoopChanged | BarrierMoved | PlateRead | Rechecked | Foll
 class GateOpened:
     reason: GateOpenReason
     at: datetime
+    command_id: str | None = None  # the remote command that opened it
 
 
 @dataclass(frozen=True, slots=True)
 class GateClosed:
     reason: GateCloseReason
     at: datetime
+    command_id: str | None = None  # the remote command that locked it closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,6 +404,14 @@ class Remember:
 
 
 @dataclass(frozen=True, slots=True)
+class Hold:
+    """A session's start or end is held for the journal: the lot's memory of who is inside
+    changes now (SessionBook.hold), so the lanes decide on it before the record is written."""
+
+    entry: StartSession | EndSession
+
+
+@dataclass(frozen=True, slots=True)
 class Log:
     level: Literal["info", "warning", "error"]
     event: str
@@ -404,7 +420,7 @@ class Log:
 
 Effect = (RaiseBarrier | LowerBarrier | StartRead | CancelRead | Recheck | StartFollowerRead
           | KeepFollowerFrames | ReadFollower | DropFollower | FetchPayments | Record | RaiseAlarm
-          | ClearAlarm | StartTimer | CancelTimer | NotePassage | Remember | Log)
+          | ClearAlarm | StartTimer | CancelTimer | NotePassage | Remember | Hold | Log)
 
 
 # --- the machine ----------------------------------------------------------------------------
@@ -420,6 +436,7 @@ class Cycle:
     exit: ExitDecision | None = None
     read: Read | None = None
     vend_reason: str | None = None
+    command_id: str | None = None  # a vend by a remote command (actor `backend:<id>`)
     passed: int = 0
     hidden_followers: int = 0  # vehicles found by length, too close behind to be seen apart
     cleared_at: list[float] = field(default_factory=list)  # closing loop trailing edges
@@ -476,6 +493,7 @@ class LaneMachine:
         self._exit_pending: _ExitPending | None = None
         self._closing_reason: GateCloseReason = "vehicle_passed"
         self._lower_pending: GateCloseReason | None = None
+        self._lock_command: str | None = None  # the remote command that locked the lane closed
         self._passing: Cycle | None = None  # the cycle whose passages are being recorded
         self._due = 0  # passages of it still to record
         self._extra_at: Stamp | None = None  # when the passage waiting for its follower was
@@ -483,6 +501,8 @@ class LaneMachine:
         self._closing_recorded = False  # gate.closed is being written
         self._retry_armed = False  # the retry timer runs
         self._retrying = False  # a kept record is being written again
+        self._refused_for_journal = False  # the refused car was sent to the intercom for that
+        self._held_full = False  # as many records are held as the setup allows
 
     @property
     def cycle(self) -> int | None:
@@ -772,6 +792,10 @@ class LaneMachine:
             return
         self._reading = False
         now = self._now
+        if self._to_intercom():
+            self._emit(Remember(read, "journal_full", False))
+            self._refuse(read, "journal_full", read.plate, None)
+            return
         if self.setup.direction == "entry":
             decision = self.access.entry(read.plate, at=now.wall, free_bays=lot.free_bays)
             self._emit(Remember(read, decision.reason, decision.allow))
@@ -803,11 +827,18 @@ class LaneMachine:
         else:
             self._refuse(read, decision.reason, decision.plate, None)
 
+    def _to_intercom(self) -> bool:
+        """Records are held and the policy (or the memory they take) wants a person to decide."""
+        held = len(self.unwritten)
+        return held > 0 and (self.setup.on_journal_full == "intercom"
+                             or held >= self.setup.max_held)
+
     def _refuse(self, read: Read, reason: str, plate: str | None, deny_reason: str | None
                 ) -> None:
         self.refusals += 1
         self.state = "refused"
         self._refused_read = read
+        self._refused_for_journal = reason == "journal_full"
         self._log("info", "lane.refused", plate=plate, reason=reason)
         self._emit(StartTimer("recheck", RECHECK_S))
         if reason == "deny_listed":
@@ -827,6 +858,11 @@ class LaneMachine:
         if self.state != "refused":
             return
         before = self._refused_read.plate if self._refused_read else None
+        if self._refused_for_journal and not self._to_intercom():
+            self._log("info", "lane.journal_back", plate=read.plate)  # decide it now
+            self.state = "identifying"
+            self._on_read(read, lot)
+            return
         if read.plate is not None and read.plate != before:
             self._log("info", "lane.next_vehicle", plate=read.plate, refused=before)
             self.state = "identifying"
@@ -840,7 +876,7 @@ class LaneMachine:
         self._cycle = cycle
         self.state = "opening"
         self._raise(cycle.reason)
-        self._record(GateOpened(cycle.reason, self._now.wall), then="opened")
+        self._record(GateOpened(cycle.reason, self._now.wall, cycle.command_id), then="opened")
 
     def _raise(self, reason: GateOpenReason) -> None:
         self.commanded = "up"
@@ -882,7 +918,8 @@ class LaneMachine:
     def _lowered(self, purpose: LowerFor, reason: GateCloseReason) -> None:
         self.commanded = "down"
         if purpose == "lock":
-            self._record(GateClosed(reason, self._now.wall))
+            self._record(GateClosed(reason, self._now.wall,
+                                    self._lock_command if reason == "command" else None))
             return
         if self.state != "closing":
             return
@@ -970,8 +1007,10 @@ class LaneMachine:
         if self.state in ("open", "passing", "locked_open", "opening"):
             return  # already up
         self._cancel_read()
-        open_reason: GateOpenReason = "command" if actor.startswith("backend") else "manual"
-        cycle = self._new_cycle(open_reason, read=self._refused_read, vend_reason=reason)
+        command_id = actor.removeprefix("backend:") if actor.startswith("backend:") else None
+        open_reason: GateOpenReason = "manual" if command_id is None else "command"
+        cycle = self._new_cycle(open_reason, read=self._refused_read, vend_reason=reason,
+                                command_id=command_id)
         self._refused_read = None
         self._open_for(cycle)
 
@@ -985,7 +1024,13 @@ class LaneMachine:
         elif mode == "locked_closed":
             self._cancel_read()
             self.state = "locked_closed"
-            self._lower_when_clear("lock_released" if previous == "locked_open" else "command")
+            # A remote command's lock carries its id; a technician's (or one restored at start)
+            # is manual.
+            command_id = (actor.removeprefix("backend:")
+                          if actor is not None and actor.startswith("backend:") else None)
+            self._lock_command = command_id
+            self._lower_when_clear("lock_released" if previous == "locked_open"
+                                   else "command" if command_id is not None else "manual")
         else:
             self.state = "idle" if self.position != "up" else "open"
             if previous == "locked_open":
@@ -1001,7 +1046,7 @@ class LaneMachine:
             # Older records wait for the journal: this one queues behind them, so the journal
             # gets the lane's records in the order they happened (a session's end never
             # before its start), and the lane goes on as it does after a failed write.
-            self.unwritten.append(Unwritten(entry, 0))
+            self._hold(Unwritten(entry, 0))
             if then is not None:
                 self._resume(then)
             return
@@ -1018,12 +1063,26 @@ class LaneMachine:
         if record.then == "retry":
             self._retry_failed(record, error)
             return
-        self.unwritten.append(Unwritten(record.entry, 1))
+        self._hold(Unwritten(record.entry, 1))
         self._log("error", "lane.record_failed", entry=type(record.entry).__name__, error=error)
         self._emit(RaiseAlarm(self._journal_alarm(error)))
         self._arm_retry()
         if record.then is not None:
             self._resume(record.then)
+
+    def _hold(self, kept: Unwritten) -> None:
+        self.unwritten.append(kept)
+        if isinstance(kept.entry, StartSession | EndSession):
+            self._emit(Hold(kept.entry))
+        if len(self.unwritten) >= self.setup.max_held and not self._held_full:
+            self._held_full = True
+            self._log("error", "lane.records_held_full", held=len(self.unwritten))
+            self._emit(RaiseAlarm(Alarm(
+                f"lane.records_held:{self.setup.lane_id}", "critical",
+                f"{self.setup.name}: {len(self.unwritten)} records wait for the journal; every"
+                " car goes to the intercom until they are written",
+                {"laneId": self.setup.lane_id, "held": len(self.unwritten)},
+                component="lane")))
 
     def _resume(self, step: Step) -> None:
         if step == "opened":
@@ -1046,7 +1105,7 @@ class LaneMachine:
             return
         self._retry_armed = True
         failures = self.unwritten[0].failures
-        self._emit(StartTimer("retry", RETRY_S[min(failures, len(RETRY_S)) - 1]))
+        self._emit(StartTimer("retry", RETRY_S[min(max(failures, 1), len(RETRY_S)) - 1]))
 
     def _retry(self) -> None:
         """Write the oldest kept record again; the rest follow it, in order."""
@@ -1065,26 +1124,18 @@ class LaneMachine:
                   attempt=record.attempt)
         if self.unwritten:
             self._retry()
-        else:
-            self._emit(ClearAlarm(f"lane.journal:{self.setup.lane_id}",
+            return
+        if self._held_full:
+            self._held_full = False
+            self._emit(ClearAlarm(f"lane.records_held:{self.setup.lane_id}",
                                   "the lane's records are written"))
+        self._emit(ClearAlarm(f"lane.journal:{self.setup.lane_id}",
+                              "the lane's records are written"))
 
     def _retry_failed(self, record: Record, error: str) -> None:
         if not self.unwritten or self.unwritten[0].entry != record.entry:
             return
         self._retrying = False
-        head = self.unwritten[0]
-        head.failures += 1
+        self.unwritten[0].failures += 1
         self._emit(RaiseAlarm(self._journal_alarm(error)))
-        if head.failures > len(RETRY_S):
-            self.unwritten.popleft()
-            self._log("error", "lane.record_lost", entry=repr(head.entry), error=error)
-            self._emit(RaiseAlarm(Alarm(
-                f"lane.records_lost:{self.setup.lane_id}", "critical",
-                f"{self.setup.name}: a record was given up after {head.failures} tries; "
-                "the log holds it", {"laneId": self.setup.lane_id, "error": error},
-                component="lane")))
-            if not self.unwritten:
-                self._emit(ClearAlarm(f"lane.journal:{self.setup.lane_id}",
-                                      "no record is waiting"))
         self._arm_retry()

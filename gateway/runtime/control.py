@@ -177,6 +177,10 @@ class _BayService(_Params):
     in_service: bool
 
 
+class _AlarmAck(_Params):
+    alarm_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
 class _RecentPlates(_Params):
     limit: int = Field(50, ge=1, le=1000)
 
@@ -207,6 +211,14 @@ async def _bay_service(lot: LotControl, p: _BayService, peer: Peer) -> None:
     await lot.set_bay_service(p.bay, p.in_service, actor=peer.actor)
 
 
+async def _alarms(lot: LotControl, _p: _NoParams, _peer: Peer) -> Any:
+    return await lot.alarms()
+
+
+async def _alarm_ack(lot: LotControl, p: _AlarmAck, peer: Peer) -> Any:
+    return await lot.acknowledge_alarm(p.alarm_id, actor=peer.actor)
+
+
 async def _status(lot: LotControl, _p: _NoParams, _peer: Peer) -> Any:
     return await lot.status()
 
@@ -225,6 +237,8 @@ METHODS: Mapping[str, _Method] = {
     "lane.mode": _Method(_LaneMode, _lane_mode, changes_lot=True),
     "lot.state": _Method(_LotState, _lot_state, changes_lot=True),
     "bay.service": _Method(_BayService, _bay_service, changes_lot=True),
+    "alarms.list": _Method(_NoParams, _alarms, changes_lot=False),
+    "alarms.ack": _Method(_AlarmAck, _alarm_ack, changes_lot=True),
     "sessions.open": _Method(_NoParams, _sessions, changes_lot=False),
     "plates.recent": _Method(_RecentPlates, _plates, changes_lot=False),
 }

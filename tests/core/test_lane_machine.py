@@ -669,23 +669,6 @@ def test_a_record_made_while_an_older_one_waits_is_written_after_it() -> None:
     assert [type(e).__name__ for e in shell.written] == ["GateOpened", "StartSession"]
 
 
-def test_a_record_the_journal_never_takes_is_given_up_with_an_alarm() -> None:
-    shell = reach("identifying")
-    shell.journal_full = True
-    shell.feed(PlateRead(read(DENIED), LOT))
-    delays = []
-    for _ in RETRY_S[1:]:
-        effects = shell.feed(TimerFired("retry"))
-        delays += [e.seconds for e in effects if isinstance(e, StartTimer)]
-    assert delays == list(RETRY_S[1:])  # each retry waits longer
-    assert len(shell.m.unwritten) == 1
-    effects = shell.feed(TimerFired("retry"))
-    assert [e.alarm.alarm_id for e in effects if isinstance(e, RaiseAlarm)] == [
-        "lane.journal:entry-1", "lane.records_lost:entry-1"]
-    assert effects[-1] == ClearAlarm("lane.journal:entry-1", "no record is waiting")
-    assert not shell.m.unwritten
-
-
 # --- properties over random event orders -------------------------------------------------
 
 PLATES = st.sampled_from([None, PERMIT, VISITOR, DENIED, FOLLOWER])
@@ -779,3 +762,15 @@ def test_every_refused_write_is_written_once_the_journal_takes_writes_again(
     assert all(any(entry == e for e in left) for entry in shell.late)
     if not shell.lost:
         assert shell.late == shell.kept
+
+
+@pytest.mark.parametrize(("actor", "reason", "command_id"), [
+    ("backend:cmd-9", "command", "cmd-9"), ("cli:alice", "manual", None)])
+def test_a_lock_closed_records_who_locked_it(actor: str, reason: str,
+                                             command_id: str | None) -> None:
+    """gate.closed with reason `command` must carry the command's id (its schema says so); a
+    technician's lock is manual."""
+    shell = reach("open")
+    shell.feed(ModeSet("locked_closed", actor))
+    (closed,) = [e for e in shell.written if isinstance(e, GateClosed)]
+    assert (closed.reason, closed.command_id) == (reason, command_id)

@@ -69,6 +69,15 @@ class FakeLot:
     async def set_bay_service(self, bay_id: str, in_service: bool, *, actor: str) -> None:
         self.calls.append(("set_bay_service", bay_id, in_service, actor))
 
+    async def alarms(self) -> list[dict[str, Any]]:
+        return [{"alarmId": "bus.port:rs485", "severity": "critical"}]
+
+    async def acknowledge_alarm(self, alarm_id: str, *, actor: str) -> dict[str, Any]:
+        if alarm_id != "bus.port:rs485":
+            raise OperationRefused(f"no active alarm {alarm_id!r}")
+        self.calls.append(("acknowledge_alarm", alarm_id, actor))
+        return {"alarmId": alarm_id}
+
     async def open_sessions(self) -> list[dict[str, Any]]:
         return [{"session_id": "s-1", "plate": "AB123"}]
 
@@ -598,3 +607,19 @@ async def test_a_stranger_is_refused_even_through_a_wrong_socket_mode(lot):
         assert server.counters["refused"] == 1
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_cli_alarms_list_and_ack(daemon):
+    path, lot, _ = daemon
+    sock = ("--socket", str(path))
+    listed = _run("alarms", "list", *sock)
+    assert listed.exit_code == 0
+    assert "bus.port:rs485" in listed.stdout
+    assert "1 active alarms" in listed.stdout
+    result = _run("alarms", "ack", "bus.port:rs485", *sock, "--json")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout) == {"ok": True, "alarm": "bus.port:rs485"}
+    assert lot.calls == [("acknowledge_alarm", "bus.port:rs485", ME)]
+    refused = _run("alarms", "ack", "camera.stale:exit", *sock)
+    assert refused.exit_code == 1
+    assert "no active alarm 'camera.stale:exit'" in refused.stderr
