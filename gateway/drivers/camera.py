@@ -7,7 +7,11 @@ does). A snapshot camera is polled. Either way:
 * a lost connection is retried with exponential backoff, forever, and counted;
 * a camera that stops sending, or keeps sending the same picture (a frozen encoder), goes
   *stale* after ``stale_after_s``: ``latest()`` is then None and ``health.stale`` is True;
-* a frame that cannot be decoded is counted and logged, never raised.
+* a frame that cannot be decoded is counted and logged, never raised;
+* with an alarm sink, a camera that has not answered for ``unreachable_alarm_s`` raises
+  ``camera.unreachable:<camera>``, and one that answers but has sent no new frame for
+  ``stale_alarm_s`` raises ``camera.stale:<camera>`` (warnings: the lane goes on, through the
+  intercom); each clears when its condition ends.
 
 Timestamps and staleness use the event loop's clock and the injected Clock, so the simulator
 can run them on its virtual-time loop; only the stream reader thread, which waits on the real
@@ -34,7 +38,8 @@ import structlog
 
 from gateway.config import CameraConfig, CaptureKind
 from gateway.core.clock import Clock
-from gateway.drivers import Frame, FrameSource
+from gateway.core.records import Alarm
+from gateway.drivers import AlarmLatch, AlarmSink, Frame, FrameSource
 from gateway.drivers.image import MAX_BYTES, BadImage, decode_image
 from gateway.runtime.aio import Backoff, cancel_and_wait
 
@@ -61,6 +66,7 @@ class CameraHealth:
 
 RECONNECT = Backoff(initial_s=0.5, max_s=30.0)  # between reopenings of a lost camera
 CLOSE_WAIT_S = 1.0  # the longest a stop waits for a camera's reader thread
+CHECK_S = 1.0  # how often a camera's alarms are checked (at most)
 
 
 def _fingerprint(image: Image) -> bytes:
@@ -79,14 +85,23 @@ class _LatestFrame:
         *,
         stale_after_s: float,
         detect_repeats: bool,
+        alarms: AlarmSink | None = None,
+        unreachable_alarm_s: float = 60.0,
+        stale_alarm_s: float = 60.0,
     ) -> None:
-        if stale_after_s <= 0:
-            raise ValueError("stale_after_s must be > 0")
+        if min(stale_after_s, unreachable_alarm_s, stale_alarm_s) <= 0:
+            raise ValueError("stale_after_s and the alarm delays must be > 0")
         self.camera_id = camera_id
         self.health = CameraHealth()
         self._clock = clock
         self._stale_after_s = stale_after_s
         self._detect_repeats = detect_repeats
+        self._alarms = AlarmLatch(alarms, "camera", camera=camera_id)
+        self._unreachable_alarm_s = unreachable_alarm_s
+        self._stale_alarm_s = stale_alarm_s
+        self._started_at: float | None = None  # loop time
+        self._failing_since: float | None = None  # loop time of the first failure since an answer
+        self._watch_task: asyncio.Task[None] | None = None
         self._frame: Frame | None = None
         self._fresh_at: float | None = None  # loop time of the newest frame that was new
         self._fingerprint: bytes | None = None
@@ -97,8 +112,78 @@ class _LatestFrame:
     def _loop_time(self) -> float:
         return asyncio.get_running_loop().time()
 
+    def _start_watch(self) -> None:
+        self._started_at = self._loop_time()
+        self._watch_task = asyncio.ensure_future(self._watch())
+
+    async def _stop_watch(self) -> None:
+        await cancel_and_wait(self._watch_task)
+        self._watch_task = None
+        self._alarms.close()
+
+    async def _watch(self) -> None:
+        every_s = min(CHECK_S, self._unreachable_alarm_s / 4, self._stale_alarm_s / 4)
+        while True:
+            self.check_alarms()
+            await asyncio.sleep(every_s)
+
+    def check_alarms(self) -> None:
+        """Raise or clear the camera's alarms for what it does now (its watch calls this)."""
+        now = self._loop_time()
+        unreachable_id, stale_id = (f"camera.unreachable:{self.camera_id}",
+                                    f"camera.stale:{self.camera_id}")
+        if self._failing_since is not None:
+            down_s = now - self._failing_since
+            if down_s >= self._unreachable_alarm_s:
+                self._alarms.set(Alarm(
+                    unreachable_id, "warning",
+                    f"camera {self.camera_id} unreachable for over"
+                    f" {self._unreachable_alarm_s:g} s ({self.health.last_error}): its lane"
+                    " sends every vehicle to the intercom",
+                    {"camera": self.camera_id, "error": self.health.last_error or "",
+                     "downS": round(down_s)}, component="camera"))
+            return  # an unreachable camera sends nothing: not stale besides
+        self._alarms.clear(unreachable_id, f"camera {self.camera_id} answers again")
+        age = self.frame_age_s(now)
+        if age is not None and age >= self._stale_alarm_s:
+            self._alarms.set(Alarm(
+                stale_id, "warning",
+                f"camera {self.camera_id} answers but sent no new picture for over"
+                f" {self._stale_alarm_s:g} s (frozen or covered): its lane sends every"
+                " vehicle to the intercom",
+                {"camera": self.camera_id, "repeats": self.health.repeats,
+                 "frameAgeS": round(age)}, component="camera"))
+        else:
+            self._alarms.clear(stale_id, f"camera {self.camera_id} sends pictures again")
+
+    def frame_age_s(self, now: float | None = None) -> float | None:
+        """Seconds since the newest new frame, or since the start if none came; None before."""
+        since = self._fresh_at if self._fresh_at is not None else self._started_at
+        if since is None:
+            return None
+        return (self._loop_time() if now is None else now) - since
+
+    def summary(self) -> dict[str, Any]:
+        """The camera for `status`: connected, unreachable or stale, and its last frame's age."""
+        if self._failing_since is not None:
+            state = "unreachable"
+        elif self._check_stale(self._loop_time()):
+            state = "stale"
+        else:
+            state = "connected"
+        age = self.frame_age_s() if self._fresh_at is not None else None
+        return {"cameraId": self.camera_id, "state": state,
+                "lastFrameAgeS": None if age is None else round(age, 1),
+                "frames": self.health.frames, "errors": self.health.errors,
+                "lastError": self.health.last_error}
+
+    def _reached(self) -> None:
+        """The camera answered (a frame, even a bad or repeated one)."""
+        self._failing_since = None
+
     def _publish(self, image: Image, meta: dict[str, Any]) -> None:
         """Take a decoded frame (on the loop's thread)."""
+        self._reached()
         now = self._loop_time()
         if self._detect_repeats:
             digest = _fingerprint(image)
@@ -152,6 +237,8 @@ class _LatestFrame:
                 await asyncio.wait_for(self._new_frame.wait(), remaining)
 
     def _error(self, what: str, error: str) -> None:
+        if self._failing_since is None:
+            self._failing_since = self._loop_time()
         self.health.errors += 1
         self.health.last_error = f"{what}: {error}"
         log.warning("camera.error", camera=self.camera_id, what=what, error=error)
@@ -197,9 +284,13 @@ class VideoCaptureSource(_LatestFrame):
         open_timeout_s: float = 5.0,
         detect_repeats: bool = True,
         capture_factory: CaptureFactory | None = None,
+        alarms: AlarmSink | None = None,
+        unreachable_alarm_s: float = 60.0,
+        stale_alarm_s: float = 60.0,
     ) -> None:
         super().__init__(camera_id, clock, stale_after_s=stale_after_s,
-                         detect_repeats=detect_repeats)
+                         detect_repeats=detect_repeats, alarms=alarms,
+                         unreachable_alarm_s=unreachable_alarm_s, stale_alarm_s=stale_alarm_s)
         self.url = url  # no credentials: safe to log
         self.kind = kind or _guess_kind(url)
         self._open_url = _with_credentials(url, username, password)
@@ -221,6 +312,7 @@ class VideoCaptureSource(_LatestFrame):
         self._thread = threading.Thread(target=self._read_forever,
                                         name=f"camera-{self.camera_id}", daemon=True)
         self._thread.start()
+        self._start_watch()
 
     async def close(self) -> None:
         """Stop the reader thread and release the capture, waiting at most `CLOSE_WAIT_S`.
@@ -230,6 +322,7 @@ class VideoCaptureSource(_LatestFrame):
         A stop does not wait for it (the thread is a daemon): it is logged instead.
         """
         self._stop.set()
+        await self._stop_watch()
         thread, self._thread = self._thread, None
         if thread is None:
             return
@@ -314,6 +407,7 @@ class VideoCaptureSource(_LatestFrame):
             self._publish(image, {"source": self.kind})
 
     def _corrupt(self, why: str) -> None:
+        self._reached()
         self.health.corrupt += 1
         log.warning("camera.corrupt_frame", camera=self.camera_id, why=why)
 
@@ -354,8 +448,13 @@ class HttpSnapshotSource(_LatestFrame):
         stale_after_s: float = 3.0,
         backoff: Backoff = RECONNECT,
         transport: httpx.AsyncBaseTransport | None = None,
+        alarms: AlarmSink | None = None,
+        unreachable_alarm_s: float = 60.0,
+        stale_alarm_s: float = 60.0,
     ) -> None:
-        super().__init__(camera_id, clock, stale_after_s=stale_after_s, detect_repeats=True)
+        super().__init__(camera_id, clock, stale_after_s=stale_after_s, detect_repeats=True,
+                         alarms=alarms, unreachable_alarm_s=unreachable_alarm_s,
+                         stale_alarm_s=stale_alarm_s)
         self.url = url
         self._interval_s = interval_s
         self._backoff = backoff
@@ -367,10 +466,12 @@ class HttpSnapshotSource(_LatestFrame):
     async def start(self) -> None:
         if self._task is None:
             self._task = asyncio.ensure_future(self._poll_forever())
+            self._start_watch()
 
     async def close(self) -> None:
         await cancel_and_wait(self._task)
         self._task = None
+        await self._stop_watch()
         await self._client.aclose()
 
     async def _poll_forever(self) -> None:
@@ -404,6 +505,7 @@ class HttpSnapshotSource(_LatestFrame):
             self._check_stale(self._loop_time())
             return False
         self.health.connected = True
+        self._reached()
         try:
             if content is None:
                 raise BadImage(f"more than {MAX_BYTES // 2**20} MiB")
@@ -459,17 +561,21 @@ class _ChallengeAuth(httpx.Auth):
 
 
 def open_camera(
-    camera_id: str, config: CameraConfig, *, clock: Clock, stale_after_s: float = 3.0
+    camera_id: str, config: CameraConfig, *, clock: Clock, stale_after_s: float = 3.0,
+    alarms: AlarmSink | None = None,
 ) -> FrameSource:
     """The frame source for a lane's camera config (not started)."""
     password = None if config.password is None else config.password.get_secret_value()
     if config.kind == "http":
-        return HttpSnapshotSource(camera_id, config.url, clock=clock, username=config.username,
-                                  password=password, stale_after_s=stale_after_s)
+        return HttpSnapshotSource(
+            camera_id, config.url, clock=clock, username=config.username, password=password,
+            stale_after_s=stale_after_s, alarms=alarms,
+            unreachable_alarm_s=config.unreachable_alarm_s, stale_alarm_s=config.stale_alarm_s)
     still = config.kind == "file" and Path(config.url).suffix.lower() in IMAGE_SUFFIXES
     return VideoCaptureSource(
         camera_id, config.url, clock=clock, kind=config.kind, username=config.username,
         password=password, stale_after_s=stale_after_s,
         # A still image is the same picture every time: that is no frozen camera.
-        detect_repeats=not still,
+        detect_repeats=not still, alarms=alarms,
+        unreachable_alarm_s=config.unreachable_alarm_s, stale_alarm_s=config.stale_alarm_s,
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import statistics
 import threading
@@ -23,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import structlog
 from gpiozero import (  # type: ignore[import-untyped]
@@ -34,23 +35,15 @@ from gpiozero import (  # type: ignore[import-untyped]
 )
 from gpiozero.pins import Factory  # type: ignore[import-untyped]
 
-from gateway.config import BarrierConfig, LaneGpio, PinFactoryKind, UltrasonicSensor
+from gateway.config import BarrierConfig, LaneGpio, LaneTiming, PinFactoryKind, UltrasonicSensor
 from gateway.core.clock import Clock
+from gateway.core.events import Severity
 from gateway.core.lane_machine import Position
 from gateway.core.records import Alarm
-from gateway.drivers import BayListener, BayReading, BayReadingState
+from gateway.drivers import AlarmLatch, AlarmSink, BayListener, BayReading, BayReadingState
 from gateway.runtime.aio import TaskSet, cancel_and_wait
 
 log = structlog.get_logger(__name__)
-
-
-
-class AlarmSink(Protocol):
-    """Where drivers raise and clear alarms; :class:`~gateway.journal.Journal` is one."""
-
-    async def raise_alarm(self, alarm: Alarm) -> None: ...
-
-    async def clear_alarm(self, alarm_id: str, message: str = "cleared") -> None: ...
 
 
 class BarrierRefusedError(Exception):
@@ -211,6 +204,102 @@ class VehicleLoop:
                 listener(raw)
             except Exception:
                 log.exception("loop.listener_failed", loop=self.name)
+
+
+class LoopWatch:
+    """Alarms for a lane's loops that are stuck occupied or dead.
+
+    *Stuck*: occupied for longer than any vehicle takes (``loop_stuck_after_s``). The safety
+    loop gets its own, longer bound (``safety_stuck_after_s``): with the barrier held open, a
+    slow queue can cover it for a long time. *Dead*: reading free with no change for
+    ``loop_dead_after_s`` while every other loop of the lane saw at least
+    ``DEAD_AFTER_VEHICLES`` vehicles: traffic went through, so this loop should have seen it.
+    Every other loop, not any: cars refused at an entry cross only the arming loop, and must
+    not make the safety loop look dead. A loop that fails occupied (as fail-safe detectors do)
+    is stuck, not dead, so one fault raises one alarm.
+    """
+
+    DEAD_AFTER_VEHICLES = 3
+
+    def __init__(self, loops: Mapping[str, VehicleLoop], timing: LaneTiming, alarms: AlarmSink,
+                 *, lane_id: str, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._loops = dict(loops)
+        self._timing = timing
+        self._loop = loop or asyncio.get_event_loop()
+        self._latch = AlarmLatch(alarms, "loops", lane=lane_id)
+        self._stuck_timers: dict[str, asyncio.TimerHandle] = {}
+        self._arrivals = dict.fromkeys(self._loops, 0)
+        # Each loop's last change (loop time) and the other loops' arrival counts then.
+        self._since = {role: (self._loop.time(), dict(self._arrivals)) for role in self._loops}
+        self._unsubscribe = [vloop.subscribe(functools.partial(self._changed, role))
+                             for role, vloop in self._loops.items()]
+        for role, vloop in self._loops.items():
+            self._changed(role, vloop.occupied)
+
+    def close(self) -> None:
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        for timer in self._stuck_timers.values():
+            timer.cancel()
+        self._stuck_timers.clear()
+        self._latch.close()
+
+    def _changed(self, role: str, occupied: bool) -> None:
+        name = self._loops[role].name
+        timer = self._stuck_timers.pop(role, None)
+        if timer is not None:
+            timer.cancel()
+        if occupied:
+            self._arrivals[role] += 1
+            self._stuck_timers[role] = self._loop.call_later(
+                self._stuck_after_s(role), self._stuck, role)
+        else:
+            self._latch.clear(f"loop.stuck:{name}", f"loop {name} is free again")
+        self._latch.clear(f"loop.dead:{name}", f"loop {name} detects again")
+        self._since[role] = (self._loop.time(), dict(self._arrivals))
+        for other in self._loops:
+            if other != role and self._dead(other):
+                self._latch.set(self._dead_alarm(other))
+
+    def _stuck_after_s(self, role: str) -> float:
+        if role == "safety":
+            return self._timing.safety_stuck_after_s
+        return self._timing.loop_stuck_after_s
+
+    def _stuck(self, role: str) -> None:
+        self._stuck_timers.pop(role, None)
+        name, after_s = self._loops[role].name, self._stuck_after_s(role)
+        log.error("loop.stuck", loop=name, after_s=after_s)
+        self._latch.set(Alarm(
+            f"loop.stuck:{name}", "critical",
+            f"loop {name} has been occupied for over {after_s:g} s, longer than any vehicle "
+            "takes: a stalled vehicle, or a loop or detector fault",
+            {"loop": name, "afterS": after_s}, component="gpio"))
+
+    def _dead(self, role: str) -> bool:
+        if self._loops[role].occupied:
+            return False
+        changed_at, arrivals_then = self._since[role]
+        return (self._loop.time() - changed_at >= self._timing.loop_dead_after_s
+                and all(self._arrivals[other] - arrivals_then[other] >= self.DEAD_AFTER_VEHICLES
+                        for other in self._loops if other != role))
+
+    def _dead_alarm(self, role: str) -> Alarm:
+        name = self._loops[role].name
+        changed_at, arrivals_then = self._since[role]
+        quiet_s = round(self._loop.time() - changed_at)
+        seen = {other: self._arrivals[other] - arrivals_then[other]
+                for other in self._loops if other != role}
+        log.error("loop.dead", loop=name, quiet_s=quiet_s, others=seen)
+        # A dead closing loop only delays a closing (the pass timeout closes); the others
+        # miss vehicles at the gate or under the barrier.
+        severity: Severity = "warning" if role == "closing" else "critical"
+        return Alarm(
+            f"loop.dead:{name}", severity,
+            f"loop {name} has not changed for {quiet_s} s while the lane's other loops saw "
+            f"vehicles ({', '.join(f'{k} {v}' for k, v in seen.items())}): a cut loop or a "
+            "dead detector",
+            {"loop": name, "quietS": quiet_s, "otherLoopVehicles": seen}, component="gpio")
 
 
 # --- barrier ------------------------------------------------------------------------------
@@ -764,6 +853,7 @@ class LaneIo:
     closing: VehicleLoop | None
     barrier: Barrier
     lamp: Lamp | None
+    watch: LoopWatch | None = None
 
     @classmethod
     def build(
@@ -775,25 +865,38 @@ class LaneIo:
         factory: Factory | None = None,
         alarms: AlarmSink | None = None,
         debounce_ms: float = 150.0,
+        timing: LaneTiming | None = None,
     ) -> LaneIo:
-        """The lane's loops, barrier and lamp; the barrier refuses to lower onto the safety loop."""
+        """The lane's loops, barrier and lamp; the barrier refuses to lower onto the safety loop.
+
+        With an alarm sink, the loops are watched for being stuck or dead (bounds from
+        ``timing``, else the defaults).
+        """
+        arming = VehicleLoop(f"{lane_id}.arming", pins.arming_loop, debounce_ms=debounce_ms,
+                             factory=factory)
         safety = VehicleLoop(f"{lane_id}.safety", pins.safety_loop, debounce_ms=debounce_ms,
                              factory=factory)
+        closing = None if pins.closing_loop is None else VehicleLoop(
+            f"{lane_id}.closing", pins.closing_loop, debounce_ms=debounce_ms, factory=factory)
+        loops = {"arming": arming, "safety": safety}
+        if closing is not None:
+            loops["closing"] = closing
         return cls(
-            arming=VehicleLoop(f"{lane_id}.arming", pins.arming_loop, debounce_ms=debounce_ms,
-                               factory=factory),
+            arming=arming,
             safety=safety,
-            closing=None if pins.closing_loop is None else VehicleLoop(
-                f"{lane_id}.closing", pins.closing_loop, debounce_ms=debounce_ms,
-                factory=factory),
+            closing=closing,
             # Defence in depth: the safety loop, raw input included, checked at the last moment.
             barrier=Barrier(lane_id, pins, barrier, factory=factory, alarms=alarms,
                             lower_guard=lambda: not safety.present),
             lamp=None if pins.lamp is None else Lamp(f"{lane_id}.lamp", pins.lamp,
                                                      factory=factory),
+            watch=None if alarms is None else LoopWatch(loops, timing or LaneTiming(), alarms,
+                                                        lane_id=lane_id),
         )
 
     async def close(self) -> None:
+        if self.watch is not None:
+            self.watch.close()
         await self.barrier.close()
         for loop in (self.arming, self.safety, self.closing):
             if loop is not None:

@@ -27,16 +27,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import serial  # type: ignore[import-untyped]
 import structlog
 
 from gateway.config import BusConfig, ModbusSensor, Settings
 from gateway.core.clock import Clock, Stamp
-from gateway.drivers import BayListener, BayReading, BayReadingState
+from gateway.core.records import Alarm
+from gateway.drivers import AlarmLatch, AlarmSink, BayListener, BayReading, BayReadingState
 from gateway.runtime.aio import cancel_and_wait
 
 log = structlog.get_logger(__name__)
@@ -397,6 +399,7 @@ class NodeHealth:
     deviation_mg: int | None = None
     distance_cm: int | None = None
     last_reply: Stamp | None = None
+    silent_since: float | None = None  # loop time of the first unanswered poll; None: answers
     counters: Counters = field(default_factory=Counters)
 
     def as_dict(self) -> dict[str, Any]:
@@ -408,10 +411,15 @@ class NodeHealth:
         return out
 
 
+PortState = Literal["ok", "missing", "failing"]  # missing: it cannot be opened
+
+
 @dataclass(frozen=True, slots=True)
 class BusHealth:
     port: str
     open: bool
+    port_state: PortState
+    port_error: str | None
     cycles: int
     last_cycle_ms: float | None
     nodes_faulty: int
@@ -441,6 +449,12 @@ class _RateLimitedLog:
         log.warning(f"modbus.{kind}", unit_id=unit, suppressed=self._held.pop(key, 0), **kw)
 
 
+def bus_name(port: str) -> str:
+    """The bus's name in alarm ids: the port's last path part, as an alarm id may spell it."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", port.rstrip("/").rpartition("/")[2])[:64]
+    return name or "bus"
+
+
 def bays_on_bus(settings: Settings) -> dict[int, str]:
     """Unit id -> bay id of every bay with a Modbus detector."""
     return {bay.sensor.unit_id: bay.id for bay in settings.bays
@@ -452,19 +466,32 @@ class ModbusBus:
 
     ``start()`` opens the port and starts polling; ``poll_once()`` runs one cycle by hand
     (tests, the benchmark). Nothing from the line is ever raised out of the poll loop.
+
+    Two alarms, each raised once the condition has lasted ``alarm_after_s``:
+    ``bus.port:<bus>`` (critical) while the port cannot be opened or its I/O fails, and
+    ``bus.nodes_silent:<bus>``, one for the whole bus however many nodes are silent (critical
+    when all are). The latter keeps the list of its raising (one alarm, not a stream of them
+    as nodes come and go: a flaky node must not flood the backend); the current list is in
+    :meth:`summary`, which `status` shows. It is not judged while the port is down: the
+    nodes are not silent then, just not asked, and the port's alarm names the cause.
     """
 
     def __init__(self, config: BusConfig, bays: Mapping[int, str], clock: Clock,
-                 listener: BayListener, *, link: RtuLink | None = None) -> None:
+                 listener: BayListener, *, link: RtuLink | None = None,
+                 alarms: AlarmSink | None = None) -> None:
         self.config = config
         self.clock = clock
         self.listener = listener
         self.link = link or RtuLink(config)
         self.nodes = {unit: NodeHealth(unit, bay) for unit, bay in sorted(bays.items())}
+        self.name = bus_name(config.port)
         self.cycles = 0
         self.last_cycle_s: float | None = None
         self._task: asyncio.Task[None] | None = None
         self._log = _RateLimitedLog()
+        self._alarms = AlarmLatch(alarms, "modbus", port=config.port)
+        self._port_down_since: float | None = None  # loop time; None: the port works
+        self._port_error: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Clock,
@@ -481,20 +508,32 @@ class ModbusBus:
     async def close(self) -> None:
         await cancel_and_wait(self._task)
         self._task = None
+        self._alarms.close()
         self.link.close()
 
     def _open(self) -> bool:
+        now = asyncio.get_running_loop().time()
         try:
             self.link.open()
         except (OSError, ValueError) as exc:  # SerialException is an OSError
             self.link.counters.io_errors += 1
+            self._port_failed(now, f"cannot open: {exc}")
             # Retried every second while the adapter is missing: one line per interval.
-            self._log.warning(asyncio.get_running_loop().time(), 0, "open_failed",
-                              port=self.config.port, error=str(exc))
+            self._log.warning(now, 0, "open_failed", port=self.config.port, error=str(exc))
             return False
         log.info("modbus.opened", port=self.config.port, baudrate=self.config.baudrate,
                  nodes=len(self.nodes))
+        for node in self.nodes.values():
+            if node.silent_since is not None:  # unasked while the port was down: from now
+                node.silent_since = now
+        if not self.nodes:  # no transaction will ever say so
+            self._port_down_since = self._port_error = None
         return True
+
+    def _port_failed(self, now: float, error: str) -> None:
+        if self._port_down_since is None:
+            self._port_down_since = now
+        self._port_error = error
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -503,6 +542,7 @@ class ModbusBus:
             if not self.link.is_open and not self._open():
                 for node in self.nodes.values():
                     self._failed(node, LinkDown("serial port unavailable"))
+                self._check_alarms()
                 await asyncio.sleep(REOPEN_INTERVAL_S)
                 continue
             try:
@@ -524,6 +564,7 @@ class ModbusBus:
             await self._poll_node(node)
         self.cycles += 1
         self.last_cycle_s = loop.time() - started
+        self._check_alarms()
         return self.last_cycle_s
 
     async def _poll_node(self, node: NodeHealth) -> None:
@@ -534,10 +575,16 @@ class ModbusBus:
                 reply = await self.link.transact(node.unit_id, pdu, POLL_REPLY_BYTES,
                                                  node.counters)
             except ModbusError as exc:
-                self._log.warning(asyncio.get_running_loop().time(), node.unit_id, exc.kind,
-                                  bay_id=node.bay_id, error=str(exc), attempt=attempt)
+                now = asyncio.get_running_loop().time()
+                if isinstance(exc, LinkDown):
+                    self._port_failed(now, str(exc))
+                else:  # the port carried the request; the node did not answer well
+                    self._port_down_since = self._port_error = None
+                self._log.warning(now, node.unit_id, exc.kind, bay_id=node.bay_id,
+                                  error=str(exc), attempt=attempt)
                 last = exc
                 continue
+            self._port_down_since = self._port_error = None
             self._answered(node, reply)
             return
         self._failed(node, last)
@@ -548,6 +595,7 @@ class ModbusBus:
         node.status_bits, node.magnitude_mg, node.deviation_mg = status, magnitude, deviation
         node.distance_cm = None if distance == NO_DISTANCE else distance
         node.last_reply = self.clock.stamp()
+        node.silent_since = None
         if node.faulty:
             log.info("modbus.node_recovered", unit_id=node.unit_id, bay_id=node.bay_id,
                      failures=node.consecutive_failures)
@@ -563,6 +611,8 @@ class ModbusBus:
         self._set(node, state, fault, float(magnitude), node.last_reply)
 
     def _failed(self, node: NodeHealth, error: ModbusError) -> None:
+        if node.silent_since is None:
+            node.silent_since = asyncio.get_running_loop().time()
         node.consecutive_failures += 1
         if node.consecutive_failures < self.config.fault_after_failures:
             return
@@ -608,6 +658,42 @@ class ModbusBus:
             return
         raise last
 
+    def _check_alarms(self) -> None:
+        """Raise or clear the bus's alarms for what the port and the nodes do now."""
+        now = asyncio.get_running_loop().time()
+        after_s = self.config.alarm_after_s
+        port_id = f"bus.port:{self.name}"
+        if self._port_down_since is None:
+            self._alarms.clear(port_id, f"RS-485 port {self.config.port} works again")
+        elif now - self._port_down_since >= after_s:
+            self._alarms.set(Alarm(
+                port_id, "critical",
+                f"RS-485 port {self.config.port} {self._port_state()} for over {after_s:g} s"
+                f" ({self._port_error}): the {len(self.nodes)} bays on the bus read unknown",
+                {"port": self.config.port, "state": self._port_state(),
+                 "error": self._port_error or "", "nodes": len(self.nodes)},
+                component="modbus"))
+            return  # the nodes are not asked: they are not judged
+        silent = [node for node in self.nodes.values() if node.silent_since is not None
+                  and now - node.silent_since >= after_s]
+        nodes_id = f"bus.nodes_silent:{self.name}"
+        if not silent:
+            self._alarms.clear(nodes_id, f"every node on {self.config.port} answers")
+            return
+        units = [node.unit_id for node in silent]
+        self._alarms.set(Alarm(
+            nodes_id, "critical" if len(silent) == len(self.nodes) else "warning",
+            f"{len(silent)} of {len(self.nodes)} nodes on {self.config.port} silent for over"
+            f" {after_s:g} s (units {_ranges(units)}); their bays read unknown",
+            {"port": self.config.port, "count": len(silent), "nodes": len(self.nodes),
+             "units": units, "bays": [node.bay_id for node in silent]},
+            component="modbus"))
+
+    def _port_state(self) -> PortState:
+        if self._port_down_since is None and self.link.is_open:
+            return "ok"
+        return "failing" if self.link.is_open else "missing"
+
     def readings(self) -> dict[str, BayReadingState]:
         return {node.bay_id: node.state for node in self.nodes.values()}
 
@@ -615,6 +701,8 @@ class ModbusBus:
         return BusHealth(
             port=self.config.port,
             open=self.link.is_open,
+            port_state=self._port_state(),
+            port_error=self._port_error,
             cycles=self.cycles,
             last_cycle_ms=None if self.last_cycle_s is None else self.last_cycle_s * 1000,
             nodes_faulty=sum(node.faulty for node in self.nodes.values()),
@@ -622,3 +710,25 @@ class ModbusBus:
             nodes=tuple(node.as_dict() for node in self.nodes.values()),
         )
 
+
+    def summary(self) -> dict[str, Any]:
+        """The bus in a few fields, for `status`: the port's state, which nodes are silent."""
+        now = asyncio.get_running_loop().time()
+        silent = [{"unitId": n.unit_id, "bayId": n.bay_id, "silentS": round(now - n.silent_since)}
+                  for n in self.nodes.values() if n.silent_since is not None]
+        return {"port": self.config.port, "portState": self._port_state(),
+                "portError": self._port_error, "nodes": len(self.nodes),
+                "nodesAnswering": sum(n.last_reply is not None and n.silent_since is None
+                                      for n in self.nodes.values()),
+                "nodesSilent": silent}
+
+
+def _ranges(units: list[int]) -> str:
+    """`1-4, 7`: sorted unit ids, runs folded, so 24 silent nodes fit in one line."""
+    runs: list[list[int]] = []
+    for unit in sorted(units):
+        if runs and unit == runs[-1][-1] + 1:
+            runs[-1].append(unit)
+        else:
+            runs.append([unit])
+    return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
