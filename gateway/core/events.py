@@ -150,7 +150,7 @@ ViolationKind = Literal[
 ]
 PaymentMethod = Literal["card", "cash", "app", "account", "other"]
 PaymentSource = Literal["pay_station", "backend", "manual"]
-CommandOutcome = Literal["accepted", "rejected", "failed"]
+CommandOutcome = Literal["accepted", "rejected", "failed", "dropped"]
 ConfigKind = Literal["tariffs", "permits", "reservations", "deny_list", "settings"]
 ConfigOutcome = Literal["applied", "rejected"]
 ConfigSource = Literal["mqtt", "http", "local"]

@@ -28,6 +28,23 @@ async def cancel_and_wait(task: asyncio.Future[Any] | None) -> None:
         await task
 
 
+def first_of(group: BaseExceptionGroup[Any], kinds: type[BaseException] | tuple[
+        type[BaseException], ...]) -> BaseException | None:
+    """The first exception of `kinds` in a (nested) exception group, as a TaskGroup raises them.
+
+    Used with a plain ``except BaseExceptionGroup`` instead of ``except*``: re-raising from an
+    ``except*`` block wraps the exception again on CPython before 3.11.4, and Debian bookworm
+    (a Raspberry Pi's Python) has 3.11.2.
+    """
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            if (found := first_of(error, kinds)) is not None:
+                return found
+        elif isinstance(error, kinds):
+            return error
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Backoff:
     """The one retry policy: delays doubling from `initial_s` up to `max_s`.

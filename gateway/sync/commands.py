@@ -6,15 +6,18 @@ gateway's key. Signing the exact text needs no canonical JSON. The payload is
 `{"commandId", "command", "args", "issuedAt", "nonce", "issuedBy"?, "replyTo"?}`.
 
 A command is accepted only if it is small enough, its signature matches, it
-was issued within the time window, and its nonce was never seen. Nonces are
-kept in the journal's config cache (kind `command_nonces`) for the window, so a
-restart does not open a replay door. Every command, accepted or rejected, is
-audited and reported as `command.executed`; nothing rejected ever reaches the
-lot.
+was issued within the time window, its nonce was never seen, and its `replyTo`
+(if any) is a topic under the gateway's `replies`. Nonces are kept in the
+journal's config cache (kind `command_nonces`) for the window, so a restart
+does not open a replay door. Every command, accepted or rejected, is audited
+and reported as `command.executed`; nothing rejected ever reaches the lot.
+Messages a flood made the gateway drop are audited in aggregate
+(`report_dropped`), not one by one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -24,13 +27,14 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import structlog
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from gateway.core import events
 from gateway.core.clock import Clock
 from gateway.core.events import CommandOutcome
 from gateway.core.operations import LaneMode, LotControl, LotState, OperationRefused
 from gateway.journal import Audit, Journal, PutConfig
+from gateway.sync.topics import check_reply_to
 
 log = structlog.get_logger(__name__)
 
@@ -72,7 +76,7 @@ class SetLaneModeArgs(_Model):
 
 
 class ResendArgs(_Model):
-    fromSequence: int = Field(ge=1)
+    fromSequence: StrictInt = Field(ge=1, le=2**63 - 1)  # SQLite's integers
 
 
 class NoArgs(_Model):
@@ -120,7 +124,7 @@ class CommandHandler:
         control: LotControl,
         window_s: float,
         max_bytes: int,
-        reply_prefix: str,
+        replies: str,
         resend: Callable[[int], Awaitable[dict[str, Any]]],
         sync_status: Callable[[], Awaitable[dict[str, Any]]],
     ) -> None:
@@ -130,7 +134,7 @@ class CommandHandler:
         self.control = control
         self.window_s = window_s
         self.max_bytes = max_bytes
-        self.reply_prefix = reply_prefix
+        self.replies = replies  # the topic replies go to, or one under it that a command names
         self._resend = resend
         self._sync_status = sync_status
         self._nonces: dict[str, float] = {}  # nonce -> expiry (epoch seconds)
@@ -151,6 +155,27 @@ class CommandHandler:
         except (ValueError, AttributeError, TypeError):
             log.error("sync.nonces_unreadable", version=row.version)
 
+    def screen(self, raw: bytes) -> str | None:
+        """The nonce of a command signed with our key and not used yet, else None.
+
+        Only an HMAC and a parse, no journal: cheap enough to sort every inbound message
+        before it is queued, so a flood of junk cannot crowd out a signed command.
+        """
+        if len(raw) > self.max_bytes:
+            return None
+        try:
+            signed = SignedCommand.model_validate_json(raw)
+            if not self._signed_by_us(signed):
+                return None
+            nonce = Command.model_validate_json(signed.payload).nonce
+        except ValidationError:
+            return None
+        return None if nonce in self._nonces else nonce
+
+    def _signed_by_us(self, signed: SignedCommand) -> bool:
+        return self._key is not None and hmac.compare_digest(
+            sign(self._key, signed.payload), signed.signature.lower())
+
     async def handle(self, raw: bytes) -> Reply:
         """Handle one message from the commands topic; never raises on bad input."""
         command: Command | None = None
@@ -162,11 +187,12 @@ class CommandHandler:
             signed = _parse(SignedCommand, raw, "not a signed command")
             if self._key is None:
                 raise Rejected("remote commands are disabled on this gateway (no HMAC key)")
-            if not hmac.compare_digest(sign(self._key, signed.payload),
-                                       signed.signature.lower()):
+            if not self._signed_by_us(signed):
                 raise Rejected("bad signature")
             authenticated = True
             command = _parse(Command, signed.payload.encode(), "malformed command")
+            if command.replyTo is not None:
+                self._check_reply_to(command.replyTo)
             self._check_time(command.issuedAt)
             await self._use_nonce(command.nonce)
             args_model = COMMANDS.get(command.command)
@@ -183,6 +209,12 @@ class CommandHandler:
             log.exception("sync.command_crashed", command=command.command)
             return await self._finish(raw, command, "failed", f"internal error: {e!r}", True, {})
         return await self._finish(raw, command, "accepted", None, True, result)
+
+    def _check_reply_to(self, topic: str) -> None:
+        try:
+            check_reply_to(self.replies, topic)
+        except ValueError as e:
+            raise Rejected(str(e)) from None
 
     def _check_time(self, issued_at: datetime) -> None:
         skew = abs((self.clock.now() - issued_at).total_seconds())
@@ -242,15 +274,31 @@ class CommandHandler:
                                      outcome=outcome, reason=short, issued_by=issued_by,
                                      details=details),))
         topic = None
-        if (command is not None and authenticated and command.replyTo is not None
-                and command.replyTo.startswith(self.reply_prefix)):
-            topic = command.replyTo
+        if command is not None and authenticated and command.replyTo is not None:
+            with contextlib.suppress(Rejected):  # rejected for it: the reply goes to `replies`
+                self._check_reply_to(command.replyTo)
+                topic = command.replyTo
         reply: dict[str, Any] = {"commandId": command_id, "command": name, "outcome": outcome}
         if short is not None:
             reply["reason"] = short
         if result:
             reply["result"] = result
         return Reply(topic, reply)
+
+    async def report_dropped(self, count: int, signed: int) -> None:
+        """Audit, in one row and one `command.executed` (outcome `dropped`), `count` inbound
+        messages a flood made the gateway drop unread; `signed` of them were signed commands."""
+        now = self.clock.now()
+        command_id = f"dropped:{events.rfc3339(now)}"
+        reason = (f"{count} inbound messages dropped unread: more came than the gateway could"
+                  " take (a flood)")
+        details = {"count": count, "signed": signed}
+        log.warning("sync.inbound_dropped", count=count, signed=signed)
+        await self.journal.commit(
+            (Audit(events.rfc3339(now), "backend:unknown", "command.dropped", command_id,
+                   reason, json.dumps({"outcome": "dropped", **details})),),
+            (events.command_executed(at=now, command_id=command_id, command="unparsed",
+                                     outcome="dropped", reason=reason, details=details),))
 
 
 def _parse(model: type[_Model], raw: bytes, what: str) -> Any:

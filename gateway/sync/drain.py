@@ -30,6 +30,7 @@ from typing import Protocol
 import structlog
 
 from gateway.journal import Journal, JournalClosedError, JournalWriteError, OutboxRecord
+from gateway.runtime.aio import first_of
 from gateway.sync.pacing import TokenBucket
 
 log = structlog.get_logger(__name__)
@@ -68,7 +69,9 @@ class SyncStats:
     commands_rejected: int
     configs_applied: int
     configs_rejected: int
+    configs_ignored: int  # not applied and not reported again: stale, repeated, unknown kind
     bad_messages: int
+    inbound_dropped: int  # inbound messages dropped unread in a flood (audited in aggregate)
     last_error: str | None
 
 
@@ -147,8 +150,10 @@ class OutboxDrain:
                     tg.create_task(self._lane(sender, start, backlog_end, bucket),
                                    name="sync-backlog")
                 tg.create_task(self._lane(sender, backlog_end, None, None), name="sync-live")
-        except* LinkLost as group:
-            raise group.exceptions[0] from None
+        except BaseExceptionGroup as group:
+            if (lost := first_of(group, LinkLost)) is not None:
+                raise lost from None
+            raise
         finally:
             try:
                 await self.flush_acks()
@@ -178,7 +183,12 @@ class OutboxDrain:
                 # Everything up to what was committed is acked already (by another lane).
                 after = seen if until is None else min(until, seen)
                 continue
-            futures = await sender.send(batch)
+            try:
+                futures = await sender.send(batch)
+            except LinkLost:
+                raise
+            except Exception as e:  # the transport failed mid-send (a broker gone)
+                raise LinkLost(f"send failed: {e}") from e
             self.published += len(batch)
             for record, future in zip(batch, futures, strict=True):
                 future.add_done_callback(self._delivered_callback(record.seq))

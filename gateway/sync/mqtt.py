@@ -257,6 +257,20 @@ class EventClient:
         self._inbox.put_nowait(None)  # for any other reader
         raise MqttError(self._ended)
 
+    def take_unread(self) -> list[Message]:
+        """The messages that arrived but were not read from `messages`, taken out of the client.
+
+        For after the link is over: a reader cancelled first would otherwise lose them with
+        the client.
+        """
+        unread = []
+        while not self._inbox.empty():
+            if (message := self._inbox.get_nowait()) is not None:
+                unread.append(message)
+        if self._ended is not None:
+            self._inbox.put_nowait(None)  # `messages` still ends
+        return unread
+
     def abandon_pending(self) -> int:
         """Cancel every publish still waiting for its PUBACK (the link is gone)."""
         pending = list(self._acks.values())

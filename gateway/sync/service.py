@@ -2,8 +2,13 @@
 
 It owns the outbox drain, the retained state and presence topics, inbound
 config and remote commands. It reads only the journal (and writes acks,
-config versions and audit to it); it never touches a lane, and a lane never
-waits for it.
+config versions, audit and its one alarm to it); it never touches a lane, and a
+lane never waits for it.
+
+The alarm `sync.backend_unreachable` stands while the backend has been out of
+reach for `sync.unreachable_alarm_s`: no MQTT session, or HTTP requests
+failing, with no delivery acked in that time. The lanes do not need the
+backend, so it is a warning; the events wait in the journal.
 """
 
 from __future__ import annotations
@@ -23,12 +28,14 @@ from gateway.config import Settings
 from gateway.core.clock import Clock
 from gateway.core.events import ConfigSource, source_uri
 from gateway.core.operations import LotControl
+from gateway.core.records import Alarm
+from gateway.drivers import AlarmLatch
 from gateway.journal import Journal, JournalReader
-from gateway.runtime.aio import Backoff, TaskSet, cancel_and_wait
+from gateway.runtime.aio import Backoff, TaskSet, cancel_and_wait, first_of
 from gateway.sync.commands import CommandHandler, Reply
 from gateway.sync.drain import LinkLost, OutboxDrain, SyncStats
 from gateway.sync.http import HttpBackend, HttpSender, HttpSyncError
-from gateway.sync.inbound import KINDS, ConfigInbox
+from gateway.sync.inbound import KINDS, ConfigInbox, FloodWatch, InboundQueue, to_the_end
 from gateway.sync.mqtt import (
     PUBACK_TIMEOUT_S,
     EventClient,
@@ -43,7 +50,10 @@ from gateway.sync.topics import Topics
 log = structlog.get_logger(__name__)
 
 INBOX_SIZE = 256  # inbound messages waiting for the handler; more are dropped and counted
+SIGNED_INBOX_SIZE = 64  # signed commands waiting, in a lane of their own (InboundQueue)
 RESEND_MAX = 100_000  # events one resend command may ask for
+LINK_CHECK_S = 1.0  # how often the backend's reachability is judged
+UNREACHABLE_ALARM = "sync.backend_unreachable"
 
 
 class SyncConfigError(Exception):
@@ -72,7 +82,9 @@ class Sync:
             key=None if key is None else key.get_secret_value().encode(),
             journal=journal, clock=clock, control=control,
             window_s=self.sync.command_window_s, max_bytes=self.sync.max_command_bytes,
-            reply_prefix=self.topics.replies, resend=self.resend, sync_status=self._status_dict)
+            replies=self.topics.replies, resend=self.resend, sync_status=self._status_dict)
+        self.inbound = InboundQueue(INBOX_SIZE, SIGNED_INBOX_SIZE)  # outlives a connection
+        self.flood = FloodWatch(self.inbound, journal, self.commands.report_dropped)
         self._rng = rng or random.Random()
         self._state: dict[str, bytes] = {}
         self._client: EventClient | None = None
@@ -82,6 +94,8 @@ class Sync:
         self._bad_messages = 0
         self._last_error: str | None = None
         self._tasks = TaskSet("sync")  # replies, resends, retained state: off the inbound loop
+        self._alarms = AlarmLatch(journal, "sync")
+        self._unreachable_since: float | None = None  # clock.monotonic(); None: reached
         self._http_task: asyncio.Task[None] | None = None
         self.connected_event = asyncio.Event()  # set while the MQTT link is up (for tests)
 
@@ -90,13 +104,17 @@ class Sync:
     async def run(self) -> None:
         """Keep the link up until cancelled; on cancel say `offline` and disconnect cleanly."""
         await self.commands.load()
+        self._unreachable_since = self.clock.monotonic()  # not reached yet
+        watch = asyncio.create_task(self._watch_link(), name="sync-link-watch")
         try:
             if self.sync.transport == "http":
                 await self._run_http()
             else:
                 await self._run_mqtt()
         finally:
+            await cancel_and_wait(watch)
             await self._tasks.cancel_and_wait()
+            self._alarms.close()
 
     def publish_state(self, name: str, payload: Mapping[str, Any]) -> None:
         """Set a retained state document (occupancy, lanes, health); sent now if the link is
@@ -120,7 +138,9 @@ class Sync:
             acked=self.drain.acked, reconnects=self._reconnects,
             commands_accepted=self.commands.accepted, commands_rejected=self.commands.rejected,
             configs_applied=self.inbox.applied, configs_rejected=self.inbox.rejected,
-            bad_messages=self._bad_messages, last_error=self._last_error)
+            configs_ignored=self.inbox.ignored,
+            bad_messages=self._bad_messages, inbound_dropped=self.inbound.dropped,
+            last_error=self._last_error)
 
     async def resend(self, from_seq: int) -> dict[str, Any]:
         """Publish stored events from `from_seq` through `acked_through` again (a backend asked
@@ -180,6 +200,7 @@ class Sync:
         self._client = None
         self.connected_event.clear()
         self._last_error = error
+        self._backend_lost()
         log.warning("sync.mqtt_down", error=error, host=self.sync.mqtt.host,
                     port=self.sync.mqtt.port)
         return was_up
@@ -199,6 +220,7 @@ class Sync:
                 self._client = client
                 self._connected = True
                 self.connected_event.set()
+                self._backend_reached()
                 log.info("sync.mqtt_up", host=self.sync.mqtt.host, port=self.sync.mqtt.port,
                          client_id=self.client_id, tls=self.sync.mqtt.tls is not None)
                 await self._stop_fallback()
@@ -215,41 +237,55 @@ class Sync:
                 await sender.close()
 
     async def _serve(self, client: EventClient, sender: MqttSender) -> None:
-        """Drain and take inbound messages until the link fails (raises its first error)."""
-        queue: asyncio.Queue[Message] = asyncio.Queue(INBOX_SIZE)
+        """Drain and take inbound messages until the link fails (raises its first error).
+
+        Inbound messages wait in `self.inbound`, which outlives the link: what arrived and was
+        not handled when it failed is handled after the reconnect.
+        """
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.drain.run(sender), name="sync-drain")
-                tg.create_task(self._receive(client, queue), name="sync-receive")
-                tg.create_task(self._handle_inbound(client, queue), name="sync-inbound")
-        except* (MqttError, LinkLost) as group:
-            raise group.exceptions[0] from None
+                tg.create_task(self._receive(client), name="sync-receive")
+                tg.create_task(self._handle_inbound(client), name="sync-inbound")
+                tg.create_task(self.flood.run(), name="sync-flood-watch")
+        except BaseExceptionGroup as group:
+            if (lost := first_of(group, (MqttError, LinkLost))) is not None:
+                raise lost from None
+            raise
+        finally:
+            for message in client.take_unread():
+                self._route(message)
 
-    async def _receive(self, client: EventClient, queue: asyncio.Queue[Message]) -> None:
+    async def _receive(self, client: EventClient) -> None:
         async for message in client.messages:  # raises MqttError when the link drops
-            try:
-                queue.put_nowait(message)
-            except asyncio.QueueFull:
-                self._bad_messages += 1
-                log.warning("sync.inbound_dropped", topic=message.topic)
+            self._route(message)
 
-    async def _handle_inbound(self, client: EventClient,
-                              queue: asyncio.Queue[Message]) -> None:
+    def _route(self, message: Message) -> None:
+        """Queue a message; a command is screened first, so a signed one goes ahead of junk."""
+        if message.topic == self.topics.commands:
+            self.inbound.put(message, self.commands.screen(message.payload))
+        elif self.topics.config_kind(message.topic) is not None:
+            self.inbound.put(message)
+        else:
+            self._bad_messages += 1
+
+    async def _handle_inbound(self, client: EventClient) -> None:
         while True:
-            message = await queue.get()
-            topic, raw = message.topic, message.payload
-            try:
-                if topic == self.topics.commands:
-                    reply = await self.commands.handle(raw)
-                    self._tasks.spawn(self._reply(client, reply))
-                elif (kind := self.topics.config_kind(topic)) is not None:
-                    if raw:  # an empty retained message clears the topic: nothing to apply
-                        await self.inbox.apply(kind, raw, "mqtt")
-                else:
-                    self._bad_messages += 1
-            except Exception:  # a journal failure: counted, logged, the loop lives
-                self._bad_messages += 1
-                log.exception("sync.inbound_failed", topic=topic)
+            message = await self.inbound.get()
+            await to_the_end(self._handle(client, message))  # the link may fail meanwhile
+
+    async def _handle(self, client: EventClient, message: Message) -> None:
+        topic, raw = message.topic, message.payload
+        try:
+            if topic == self.topics.commands:
+                reply = await self.commands.handle(raw)
+                self._tasks.spawn(self._reply(client, reply))
+            elif (kind := self.topics.config_kind(topic)) is not None and raw:
+                # (an empty retained message clears the topic: nothing to apply)
+                await self.inbox.apply(kind, raw, "mqtt")
+        except Exception:  # a journal failure: counted, logged, the loop lives
+            self._bad_messages += 1
+            log.exception("sync.inbound_failed", topic=topic)
 
     async def _reply(self, client: EventClient, reply: Reply) -> None:
         topic = reply.topic or self.topics.replies
@@ -301,6 +337,7 @@ class Sync:
                 await self.drain.run(HttpSender(backend, self.source))
             except LinkLost as e:
                 self._last_error = str(e)
+                self._backend_lost()
                 log.warning("sync.http_down", error=str(e))
                 await asyncio.sleep(next(delays))
 
@@ -317,8 +354,10 @@ class Sync:
                 pulled = await backend.pull_config(kind)
             except HttpSyncError as e:
                 self._last_error = str(e)
+                self._backend_lost()
                 log.warning("sync.config_pull_failed", kind=kind, error=str(e))
                 continue
+            self._backend_reached()
             if pulled is not None:
                 await self.inbox.apply(kind, pulled.body, source)
 
@@ -347,6 +386,40 @@ class Sync:
             task.cancel()
             await asyncio.wait([task])  # our own cancellation still propagates
             log.info("sync.http_fallback_ended")
+
+    # --- the backend's reachability ---
+
+    def _backend_reached(self) -> None:
+        self._unreachable_since = None
+        self._alarms.clear(UNREACHABLE_ALARM, "the backend is reachable again")
+
+    def _backend_lost(self) -> None:
+        if self._unreachable_since is None:
+            self._unreachable_since = self.clock.monotonic()
+
+    async def _watch_link(self) -> None:
+        """Judge the backend's reachability every `LINK_CHECK_S`; an ack is proof of it."""
+        acked = self.drain.acked
+        while True:
+            if self.drain.acked != acked:
+                acked = self.drain.acked
+                self._backend_reached()
+            self._check_link()
+            await asyncio.sleep(LINK_CHECK_S)
+
+    def _check_link(self) -> None:
+        since, after_s = self._unreachable_since, self.sync.unreachable_alarm_s
+        if since is None or self.clock.monotonic() - since < after_s:
+            return
+        backlog = self.journal.last_seq - self.journal.acked_through
+        target = (f"{self.sync.http.base_url}" if self.sync.transport == "http"
+                  else f"MQTT broker {self.sync.mqtt.host}:{self.sync.mqtt.port}")
+        self._alarms.set(Alarm(
+            UNREACHABLE_ALARM, "warning",
+            f"backend unreachable for over {after_s:g} s ({target}: {self._last_error});"
+            f" {backlog} events wait in the journal, none is lost",
+            {"transport": self.sync.transport, "error": self._last_error or "",
+             "backlog": backlog}, component="sync"))
 
     # --- helpers ---
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 CONFIG_KINDS = ("tariffs", "permits", "reservations", "deny_list")
@@ -52,3 +53,23 @@ class Topics:
         """The config kind a topic carries, or None if it is not a config topic of ours."""
         head = f"{self.base}/config/"
         return topic[len(head):] if topic.startswith(head) else None
+
+
+def check_reply_to(replies: str, topic: str) -> None:
+    """Raise ValueError (saying why) unless `topic` is `replies` or a topic below it.
+
+    The topic comes from the backend, so it must be one a publish can carry: a wildcard
+    makes paho raise, a NUL makes it send a packet the broker drops the link for, and a
+    plain prefix test would let `.../repliesX/...` through.
+    """
+    if topic != replies and not topic.startswith(replies + "/"):
+        raise ValueError(f"replyTo must be {replies} or a topic under it")
+    if _BAD_TOPIC_CHARS.search(topic):
+        raise ValueError("replyTo holds a wildcard (+ or #) or a control character")
+    if "" in topic[len(replies):].split("/")[1:]:
+        raise ValueError("replyTo has an empty topic level")
+
+
+# Not in a topic we publish to: MQTT's wildcards, NUL and the other control characters
+# (MQTT 3.1.1 section 1.5.3). A lone surrogate never gets here: the JSON parser refuses it.
+_BAD_TOPIC_CHARS = re.compile("[+#\x00-\x1f\x7f-\x9f]")

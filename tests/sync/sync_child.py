@@ -77,6 +77,12 @@ class FakeLot:
     async def set_bay_service(self, bay_id: str, in_service: bool, *, actor: str) -> None:
         self.calls.append(("set_bay_service", bay_id, in_service, actor))
 
+    async def alarms(self) -> list[dict[str, Any]]:
+        return []
+
+    async def acknowledge_alarm(self, alarm_id: str, *, actor: str) -> dict[str, Any]:
+        raise OperationRefused(f"no active alarm {alarm_id!r}")
+
     async def open_sessions(self) -> list[dict[str, Any]]:
         return []
 

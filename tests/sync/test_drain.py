@@ -133,3 +133,30 @@ async def test_an_idle_drain_sleeps_and_a_commit_wakes_it_at_once(journal_path: 
         with pytest.raises(asyncio.CancelledError):
             await task
         await journal.close()
+
+
+class BrokenSender(FakeSender):
+    """The transport fails while sending (a broker gone mid-publish: paho raises)."""
+
+    async def send(self, batch: Sequence[OutboxRecord]) -> list[asyncio.Future[None]]:
+        raise OSError("broker connection reset")
+
+
+async def test_a_send_that_fails_outright_is_a_lost_link_not_an_exception_group(
+        journal: Journal, clock: FakeClock) -> None:
+    """The service reconnects on LinkLost; anything else ended the sync part (a restart with a
+    part_failed alarm) on every broker drop mid-publish."""
+    await journal.commit((), [bay_event(clock, i) for i in range(5)])
+    drain = OutboxDrain(journal, batch_size=5)
+    with pytest.raises(LinkLost, match="broker connection reset"):
+        await asyncio.wait_for(drain.run(BrokenSender()), 5)
+    assert journal.acked_through == 0
+
+
+def test_first_of_finds_the_wanted_error_in_nested_groups() -> None:
+    from gateway.runtime.aio import first_of
+
+    lost = LinkLost("gone")
+    group = BaseExceptionGroup("outer", [ValueError("x"), BaseExceptionGroup("inner", [lost])])
+    assert first_of(group, LinkLost) is lost
+    assert first_of(group, KeyError) is None

@@ -120,6 +120,22 @@ async def test_inbound_messages_carry_topic_payload_and_retain(broker: Mosquitto
     assert live == Message("test/config/permits", b"[]", retain=False)
 
 
+async def test_messages_unread_when_the_link_ends_can_be_taken_out(broker: Mosquitto) -> None:
+    async with client(broker.port, "gateway") as gateway:
+        await gateway.subscribe("test/commands", qos=1)
+        for i in range(3):
+            await gateway.publish("test/commands", b"%d" % i)
+        await asyncio.sleep(0.3)  # delivered back to us, not read
+        broker.stop()
+        await asyncio.sleep(0.5)
+        with pytest.raises(MqttError):
+            await gateway.publish("test/events", b"x", timeout=1)  # the link is over
+        unread = gateway.take_unread()
+        with pytest.raises(MqttError):
+            await asyncio.wait_for(anext(gateway.messages), 1)  # still ends
+    assert [m.payload for m in unread] == [b"0", b"1", b"2"]
+
+
 async def test_a_clean_exit_says_goodbye_so_the_will_is_not_published(
         broker: Mosquitto) -> None:
     # (The will of a gateway that dies is checked by the SIGKILL test in test_sync.py.)

@@ -32,7 +32,9 @@ from gateway.journal import Journal
 from gateway.sync import Sync
 from gateway.sync.commands import signed_command
 from gateway.sync.http import HttpBackend
-from gateway.sync.mqtt import tls_context
+from gateway.sync.inbound import FLOOD_ALARM
+from gateway.sync.mqtt import EventClient, tls_context
+from gateway.sync.service import INBOX_SIZE
 from tests.sync import mosquitto
 from tests.sync.mosquitto import BrokerTls, Mosquitto, free_port
 from tests.sync.sync_child import GATEWAY, KEY, LOT, FakeLot, bay_event, sync_settings
@@ -272,9 +274,10 @@ async def test_bad_commands_are_rejected_and_audited_and_never_executed(
                 signed_command(key, command(clock, "set_lot_state",
                                             {"state": "closed", "pad": "x" * 2000})),
             ]
-            for raw in cases:
+            for n, raw in enumerate(cases, start=2):  # one by one: signed ones would go ahead
                 await backend.push_raw(topic, raw)
-            await wait_until(lambda: len(journaled(journal_path, "command.executed")) == 7)
+                await wait_until(
+                    lambda n=n: len(journaled(journal_path, "command.executed")) == n)
             replied = await backend.wait_reply(unknown["commandId"])
     outcomes = journaled(journal_path, "command.executed")
     assert [o["outcome"] for o in outcomes] == ["accepted"] + ["rejected"] * 6
@@ -295,6 +298,90 @@ async def test_bad_commands_are_rejected_and_audited_and_never_executed(
     actions = [a[1] for a in audited(journal_path)]
     assert actions.count("command.open_gate") == 2  # accepted, then its replay rejected
     assert len(actions) == 7
+
+
+class HeldLot(FakeLot):
+    """A lot whose `status` waits for `release`: the command handler is busy meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def status(self) -> dict[str, Any]:
+        self.calls.append(("status",))
+        await self.release.wait()
+        return {"lotState": "open"}
+
+
+async def test_a_flood_of_junk_cannot_drown_a_signed_command(
+        broker: Mosquitto, journal: Journal, clock: FakeClock, journal_path: Path) -> None:
+    lot = HeldLot()
+    key = KEY.encode()
+    topic = f"parking/v1/{LOT}/{GATEWAY}/commands"
+
+    def executed() -> list[dict[str, Any]]:
+        return journaled(journal_path, "command.executed")
+
+    busy, good = command(clock, "request_status"), command(clock, "set_lot_state",
+                                                           {"state": "full"})
+    async with BackendSim(mqtt_port=broker.port) as backend:
+        await backend.ready.wait()
+        sync = Sync(sync_settings(broker.port), journal, clock, lot)
+        async with (running(sync),
+                    EventClient("127.0.0.1", broker.port, client_id="attacker",
+                                will_topic="attacker/gone") as attacker):
+            await sync.connected_event.wait()
+            await backend.push_raw(topic, signed_command(key, busy))
+            await wait_until(lambda: lot.calls == [("status",)])  # the handler is busy
+            # 400 garbage messages back-to-back, then a valid signed command.
+            sent = [attacker.publish_nowait(topic, b"garbage %d" % i) for i in range(400)]
+            sent.append(attacker.publish_nowait(topic, signed_command(key, good)))
+            await asyncio.gather(*sent)
+            await wait_until(lambda: sync.inbound.dropped + len(sync.inbound) == 401)
+            await wait_until(lambda: FLOOD_ALARM in {a.alarm_id for a in journal.active_alarms()})
+            lot.release.set()
+            reply = await backend.wait_reply(good["commandId"])
+            await wait_until(lambda: sum(e["details"].get("count", 1) for e in executed()) == 402)
+            stats = await sync.stats()
+    assert reply["outcome"] == "accepted"
+    assert lot.calls == [("status",), ("set_lot_state", "full", f"backend:{good['commandId']}")]
+    outcomes = [e for e in executed() if e["outcome"] != "dropped"]
+    # The signed command went ahead of the garbage that was queued before it.
+    assert [e["commandId"] for e in outcomes[:2]] == [busy["commandId"], good["commandId"]]
+    assert [e["outcome"] for e in outcomes[2:]] == ["rejected"] * INBOX_SIZE
+    # The rest was counted, and audited in aggregate: an event per report, not per message.
+    dropped = [e for e in executed() if e["outcome"] == "dropped"]
+    assert sum(e["details"]["count"] for e in dropped) == 400 - INBOX_SIZE == stats.inbound_dropped
+    assert len(dropped) <= 2
+    assert len(audited(journal_path)) == 2 + INBOX_SIZE + len(dropped)
+
+
+async def test_messages_not_handled_when_the_link_drops_are_handled_after_the_reconnect(
+        broker: Mosquitto, journal: Journal, clock: FakeClock, journal_path: Path) -> None:
+    lot = HeldLot()
+    key = KEY.encode()
+    busy = command(clock, "request_status")
+    waiting = [command(clock, "set_lot_state", {"state": s}) for s in ("full", "open")]
+    async with BackendSim(mqtt_port=broker.port) as backend:
+        await backend.ready.wait()
+        sync = Sync(sync_settings(broker.port), journal, clock, lot)
+        async with running(sync):
+            await sync.connected_event.wait()
+            await backend.send_command(LOT, GATEWAY, key, busy)
+            await wait_until(lambda: lot.calls == [("status",)])
+            for c in waiting:
+                await backend.send_command(LOT, GATEWAY, key, c)
+            await wait_until(lambda: len(sync.inbound) == 2)  # arrived, not yet handled
+            broker.stop()
+            await asyncio.sleep(0.5)  # the link is down while the command in hand still runs
+            lot.release.set()
+            broker.start()
+            await wait_until(lambda: len(journaled(journal_path, "command.executed")) == 3)
+            await backend.wait_reply(waiting[1]["commandId"])  # over the new link
+    executed = journaled(journal_path, "command.executed")
+    assert [(e["commandId"], e["outcome"]) for e in executed] == [
+        (c["commandId"], "accepted") for c in (busy, *waiting)]
+    assert [c[0] for c in lot.calls] == ["status", "set_lot_state", "set_lot_state"]
 
 
 async def test_tls_with_a_client_certificate_and_a_password(
