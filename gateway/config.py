@@ -17,8 +17,10 @@ import tomllib
 from collections import Counter
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from types import NoneType, UnionType
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -106,17 +108,30 @@ def _dotted(loc: Loc) -> str:
 _MESSAGES = {
     "extra_forbidden": "unknown key (check its spelling and its section)",
     "missing": "required, but not set",
+    "finite_number": "must be a finite number, not nan or inf",
 }
 
 
-def _problems_from(error: ValidationError) -> list[ConfigProblem]:
+def _problems_from(error: ValidationError, variables: Mapping[tuple[str, ...], str]
+                   ) -> list[ConfigProblem]:
+    """Each problem at its dotted path; an unknown key that a variable set, at the variable."""
     problems: list[ConfigProblem] = []
-    # include_input=False: an error's input may be a table that holds a secret.
-    for err in error.errors(include_url=False, include_input=False):
+    # An error's input may be a table that holds a secret: only a `_Rejected` one is read.
+    for err in error.errors(include_url=False):
         loc = _without_union_tags(err["loc"])
+        # A variable below no section is passed on under its own name (see _VariablesSource).
+        variable = variables.get(tuple(str(part).lower() for part in loc)) or next(
+            (name for name in map(str, loc[:1]) if name.upper().startswith(ENV_PREFIX)), None)
         if err["type"] == _PROBLEMS:
             for sub, message in err["ctx"]["problems"]:
                 problems.append(ConfigProblem(_dotted((*loc, *sub)), message))
+        elif err["type"] == "extra_forbidden" and variable is not None:
+            setting = variable.lower().removeprefix(ENV_PREFIX.lower()).replace(
+                ENV_NESTED_DELIMITER, ".")
+            problems.append(ConfigProblem(
+                variable, f"unknown environment variable: there is no setting {setting}"))
+        elif isinstance(rejected := err.get("input"), _Rejected):
+            problems.append(ConfigProblem(_dotted(loc), rejected.reason))
         else:
             message = _MESSAGES.get(err["type"], err["msg"].removeprefix("Value error, "))
             problems.append(ConfigProblem(_dotted(loc), message))
@@ -155,6 +170,8 @@ Ident = Annotated[
 ]
 # A Broadcom (BCM) GPIO number on the Pi's 40-pin header.
 Pin = Annotated[int, Field(ge=0, le=27)]
+# The longest stay a limit may name: a year (of 366 days), in minutes.
+MAX_STAY_MINUTES = 366 * 24 * 60
 
 
 def _secret_of_at_least(characters: int) -> AfterValidator:
@@ -171,12 +188,78 @@ Secret = Annotated[SecretStr, _secret_of_at_least(1)]
 NonEmpty = Annotated[str, Field(min_length=1)]
 
 
+class EnvironmentText(str):
+    """The text of an environment variable or credential: the one place a number is text."""
+
+
+def _kind(annotation: Any) -> type | None:
+    """int, float or bool when a field holds one (maybe optional, or a Literal of ints)."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _kind(get_args(annotation)[0])
+    if origin in (Union, UnionType):
+        kinds = {_kind(arg) for arg in get_args(annotation) if arg is not NoneType}
+        return kinds.pop() if len(kinds) == 1 else None
+    if origin is Literal:
+        values = get_args(annotation)
+        return int if all(type(value) is int for value in values) else None
+    return annotation if annotation in (int, float, bool) else None
+
+
+@cache
+def _number_fields(model: type[BaseModel]) -> dict[str, tuple[type, bool]]:
+    """A section's number and boolean fields: name -> (kind, whether a table of them)."""
+    found = {}
+    for name, field in model.model_fields.items():
+        annotation, table = field.annotation, get_origin(field.annotation) is dict
+        if (kind := _kind(get_args(annotation)[1] if table else annotation)) is not None:
+            found[name] = (kind, table)
+    return found
+
+
+def _surprise(kind: type, value: Any) -> str | None:
+    """Why `value` would become a `kind` by a coercion nobody meant (`true` read as pin 1)."""
+    if isinstance(value, EnvironmentText):
+        return None  # parsed as usual: a variable cannot say 8883 other than as text
+    if kind is bool:
+        return None if isinstance(value, bool) else "must be true or false"
+    if isinstance(value, bool):
+        return "must be a number, not true or false"
+    if isinstance(value, str):
+        return "must be a number, written without quotes"
+    if kind is int and isinstance(value, float):
+        return "must be a whole number, written without a decimal point"
+    return None
+
+
 class _Section(BaseModel):
     # hide_input_in_errors: a table in an error's input may hold a secret.
     # coerce_numbers_to_str: `floor = 1` means the floor named "1".
+    # allow_inf_nan=False: `nan` passes every bound (each comparison with it is false).
     model_config = ConfigDict(
-        extra="forbid", frozen=True, hide_input_in_errors=True, coerce_numbers_to_str=True
+        extra="forbid", frozen=True, hide_input_in_errors=True, coerce_numbers_to_str=True,
+        allow_inf_nan=False,
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_surprising_coercion(cls, data: Any) -> Any:
+        """Numbers and booleans are written as such: pydantic's lax mode would read `true` as 1,
+        "512" as 512 and 8883.0 as 8883. Environment variables, text by nature, still parse.
+
+        A value refused here becomes `_Rejected`, which its field reports with the reason, so
+        that the section's other problems are reported too.
+        """
+        if not isinstance(data, dict):
+            return data
+        checked = dict(data)
+        for key, (kind, table) in _number_fields(cls).items():
+            if key not in data:
+                continue
+            values = data[key].values() if table and isinstance(data[key], dict) else [data[key]]
+            if reason := next(filter(None, (_surprise(kind, each) for each in values)), None):
+                checked[key] = _Rejected(reason)
+        return checked
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,17 +307,29 @@ class _SectionWithSecrets(_Section):
         return data
 
 
-def _read_text(path: Path) -> str:
+# A lot of 10,000 bays takes about 1 MiB; checking a config costs about a second per MiB.
+MAX_CONFIG_BYTES = 4 * 2**20
+MAX_SECRET_BYTES = 64 * 2**10
+
+
+def _read_text(path: Path, limit: int) -> str:
+    """The file's text, refused past `limit` bytes before any of it is parsed (`/dev/zero` too)."""
     try:
-        return path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            data = file.read(limit + 1)
     except OSError as exc:
         raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise ValueError(f"{path} is larger than {limit // 2**10:,} KiB")
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError:  # its message would quote a byte of the file, maybe of a secret
         raise ValueError(f"{path} is not UTF-8 text") from None
 
 
 def _read_secret_file(path: Path) -> str:
-    secret = _read_text(path).rstrip("\r\n")  # `echo secret > file` adds a newline
+    # `echo secret > file` adds a newline.
+    secret = _read_text(path, MAX_SECRET_BYTES).rstrip("\r\n")
     if not secret:
         raise ValueError(f"{path} is empty")
     return secret
@@ -311,6 +406,10 @@ class CameraConfig(_SectionWithSecrets):
     username: str | None = None
     password: Secret | None = None
     password_file: SecretFile | None = None
+    # Alarms: no answer for this long (camera.unreachable), or answering with no new picture
+    # for this long (camera.stale: frozen, covered).
+    unreachable_alarm_s: float = Field(60.0, ge=1, le=86400)
+    stale_alarm_s: float = Field(60.0, ge=1, le=86400)
 
     @field_validator("url")
     @classmethod
@@ -358,6 +457,13 @@ class LaneTiming(_Section):
     # The barrier stays up this long for a vehicle that does not move on, then closes
     # (never over an occupied safety loop).
     pass_timeout_s: float = Field(30.0, gt=0, le=600)
+    # A loop occupied longer than this is stuck (an alarm): far longer than any car takes. The
+    # safety loop's bound is longer: under a barrier held open a slow queue may cover it.
+    loop_stuck_after_s: float = Field(600.0, ge=10, le=86400)
+    safety_stuck_after_s: float = Field(1800.0, ge=10, le=86400)
+    # A loop reading free, unchanged this long while the lane's other loops saw vehicles, is
+    # dead (an alarm).
+    loop_dead_after_s: float = Field(1800.0, ge=10, le=86400)
 
 
 class LoopGeometry(_Section):
@@ -420,7 +526,7 @@ class UltrasonicSensor(_Section):
     trigger_pin: Pin
     echo_pin: Pin
     threshold_cm: float = Field(150.0, gt=2, le=400)
-    hysteresis_cm: float = Field(10.0, ge=0)
+    hysteresis_cm: float = Field(10.0, ge=0, le=400)
     min_dwell_s: float = Field(3.0, ge=0, le=600)  # a reading must hold this long to count
 
     @model_validator(mode="after")
@@ -463,7 +569,7 @@ class BayConfig(_Section):
     type: BayTypeName = "regular"
     sensor: SensorConfig
     # Overrides the lot's limit for this bay's type (lot.max_stay_minutes).
-    max_stay_minutes: int | None = Field(None, ge=1)
+    max_stay_minutes: int | None = Field(None, ge=1, le=MAX_STAY_MINUTES)
 
 
 # --- lot policy ---------------------------------------------------------------------------
@@ -478,25 +584,26 @@ class LotConfig(_Section):
 
     # The lot is full (visitors refused, permits and reservations admitted) when at most this
     # many bays are free; unknown and out-of-service bays never count as free.
-    full_when_free_at_most: int = Field(0, ge=0)
+    full_when_free_at_most: int = Field(0, ge=0, le=100_000)
     initial_state: InitialState = "open"
     # hard: refuse a plate already inside; soft: let it in and flag it; timed: refuse for
     # passback_minutes after its entry, then close the stale session as a lost ticket and let in.
     anti_passback: AntiPassback = "soft"
-    passback_minutes: int = Field(120, ge=1)
+    passback_minutes: int = Field(120, ge=1, le=MAX_STAY_MINUTES)
     # A reservation admits from start - grace to end + grace; it also holds a bay.
-    reservation_grace_minutes: int = Field(15, ge=0)
+    reservation_grace_minutes: int = Field(15, ge=0, le=1440)
     # A visitor's paid session may leave within this time of paying.
-    payment_grace_minutes: int = Field(15, ge=0)
+    payment_grace_minutes: int = Field(15, ge=0, le=1440)
     # A visitor with no payment while the backend is unreachable: let out and record the fee as
     # uncollected, or hold the barrier for the intercom.
     offline_exit: OfflineExit = "let_out"
     # The backend counts as unreachable after this long without a successful sync.
-    offline_after_s: float = Field(120.0, gt=0)
+    offline_after_s: float = Field(120.0, gt=0, le=86400)
     # A plate at an exit with no entry record: charge the lost-ticket fee, or hold for the intercom.
     no_entry_record: NoEntryRecord = "lost_ticket"
     # Longest stay per bay type, in minutes, before an overstay violation.
-    max_stay_minutes: dict[BayTypeName, int] = Field(default_factory=_default_max_stays)
+    max_stay_minutes: dict[BayTypeName, Annotated[int, Field(ge=1, le=MAX_STAY_MINUTES)]] = Field(
+        default_factory=_default_max_stays)
 
 
 def _duplicates(values: Iterable[tuple[Loc, Hashable]]) -> Iterator[tuple[Loc, Loc]]:
@@ -534,19 +641,40 @@ class BusConfig(_Section):
     retries: int = Field(1, ge=0, le=5)  # extra attempts within one poll cycle
     fault_after_failures: int = Field(3, ge=1, le=1000)  # failed cycles before "unknown"
     poll_interval_s: float = Field(0.5, ge=0, le=60)  # 0: poll back to back
+    # How long the port may fail, or a node stay silent, before an alarm.
+    alarm_after_s: float = Field(30.0, gt=0, le=3600)
 
 
 # --- journal ------------------------------------------------------------------------------
 
 
+def _not_a_directory(path: Path) -> Path:
+    # Found only when the journal opens, it would fail as an unwritable file: an operational
+    # failure, which systemd meets by restarting the daemon for ever.
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory; name the journal's file in it, e.g. "
+                         f"{path / DEFAULT_JOURNAL_PATH.name}")
+    return path
+
+
 class JournalConfig(_Section):
-    path: Path = DEFAULT_JOURNAL_PATH
+    path: Annotated[Path, AfterValidator(_not_a_directory)] = DEFAULT_JOURNAL_PATH
     group_commit_ms: float = Field(2.0, ge=0, le=50)
     max_batch: int = Field(512, ge=1, le=65536)
-    retention_days: int = Field(30, ge=1)
-    max_size_mb: int = Field(512, ge=1)
+    retention_days: int = Field(30, ge=1, le=3660)  # ten years
+    max_size_mb: int = Field(512, ge=1, le=1_048_576)  # a TiB
     startup_check: Literal["quick", "full", "off"] = "quick"
-    maintenance_interval_s: float = Field(60.0, gt=0)
+    maintenance_interval_s: float = Field(60.0, gt=0, le=86400)
+    # A ballast file of this size beside the journal, given up when the disk fills so that
+    # writing goes on for hours after the alarm (0: none).
+    reserve_mb: int = Field(48, ge=0, le=1024)
+    # `journal.disk_low` (warning) when the journal's file system has less free than this.
+    min_free_mb: int = Field(256, ge=0, le=65536)
+    # When the journal takes no writes at all: the lanes let cars in and hold the records in
+    # memory until it does (admit), or send each car to the intercom (intercom).
+    on_full: Literal["admit", "intercom"] = "admit"
+    # Records a lane holds in memory at most; past it the lane sends cars to the intercom.
+    max_held_records: int = Field(20_000, ge=10, le=1_000_000)
 
 
 # --- sync ---------------------------------------------------------------------------------
@@ -614,18 +742,21 @@ class SyncConfig(_SectionWithSecrets):
     # Tuning of gateway.sync (docs/sync.md): transport, topics, drain, reconnect, commands.
     transport: Literal["mqtt", "http"] = "mqtt"
     topic_prefix: str = Field("parking/v1", pattern=r"^[^#+/\s][^#+\s]*[^#+/\s]$")  # no wildcard
-    http_fallback_after_s: float | None = Field(None, gt=0)  # needs http.base_url
+    http_fallback_after_s: float | None = Field(None, gt=0, le=86400)  # needs http.base_url
     batch_size: int = Field(500, ge=1, le=10000)
     inflight_window: int = Field(256, ge=1, le=65535)
     # Events per MQTT message when draining a backlog (a CloudEvents JSON batch); 1: one each.
     events_per_message: int = Field(100, ge=1, le=1000)
-    backlog_rate_per_s: float | None = Field(500.0, gt=0)  # None: drain a backlog unthrottled
-    backlog_burst: int = Field(500, ge=1)
-    reconnect_min_s: float = Field(1.0, gt=0)
-    reconnect_max_s: float = Field(60.0, gt=0)
+    # None: drain a backlog unthrottled.
+    backlog_rate_per_s: float | None = Field(500.0, gt=0, le=1_000_000)
+    backlog_burst: int = Field(500, ge=1, le=1_000_000)
+    reconnect_min_s: float = Field(1.0, gt=0, le=3600)
+    reconnect_max_s: float = Field(60.0, gt=0, le=86400)
     command_window_s: float = Field(300.0, gt=0, le=86400)
     max_command_bytes: int = Field(16384, ge=256, le=1048576)
-    config_poll_s: float = Field(300.0, gt=0)
+    config_poll_s: float = Field(300.0, gt=0, le=86400)
+    # The backend out of reach this long raises sync.backend_unreachable.
+    unreachable_alarm_s: float = Field(300.0, gt=0, le=86400)
 
     @model_validator(mode="after")
     def _reconnect_bounds_in_order(self) -> SyncConfig:
@@ -672,7 +803,7 @@ class LprConfig(_Section):
     queue_size: int = Field(8, ge=1, le=256)  # frames waiting for the reader; oldest dropped
     timeout_s: float = Field(2.0, gt=0, le=60)  # per passage
     capture_dir: Path | None = None  # keep crops of reads below the threshold here
-    capture_max_mb: int = Field(100, ge=1)
+    capture_max_mb: int = Field(100, ge=1, le=65536)
     # Where plate candidates come from: "detector" (a learned text detector, shipped),
     # "glyphs" (hand-made glyph-row rules, tuned on openalpr-dev), or "detector+glyphs".
     localizer: Literal["detector", "glyphs", "detector+glyphs"] = "detector"
@@ -824,12 +955,31 @@ class _VariablesSource(EnvSettingsSource):
             field = name.lower().removeprefix(prefix).split(ENV_NESTED_DELIMITER)[0]
             if field not in Settings.model_fields:
                 data[name] = value
-        return data
+        marked: dict[str, Any] = _as_environment_text(data)
+        return marked
+
+
+def _as_environment_text(value: Any) -> Any:
+    """Every text in a source's tables and lists as `EnvironmentText`."""
+    if isinstance(value, str):
+        return EnvironmentText(value)
+    if isinstance(value, dict):
+        return {key: _as_environment_text(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_as_environment_text(item) for item in value]
+    return value
+
+
+def _variables_by_location(names: Iterable[str]) -> dict[tuple[str, ...], str]:
+    """Each `PARKING_GATEWAY__A__B` variable under the location it sets, ("a", "b")."""
+    prefix = ENV_PREFIX.lower()
+    return {tuple(name.lower().removeprefix(prefix).split(ENV_NESTED_DELIMITER)): name
+            for name in names if name.lower().startswith(prefix)}
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        text = _read_text(path)
+        text = _read_text(path, MAX_CONFIG_BYTES)
     except ValueError as exc:
         raise ConfigError([ConfigProblem("<file>", str(exc))]) from None
     try:
@@ -859,8 +1009,11 @@ def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
     environ = os.environ if env is None else env
     file = InitSettingsSource(Settings, _read_toml(path))
     sources: list[PydanticBaseSettingsSource] = [_VariablesSource(environ)]
+    variables = _variables_by_location(environ)
     if credentials := environ.get("CREDENTIALS_DIRECTORY"):
-        sources.append(_VariablesSource(_read_credentials(Path(credentials))))
+        named = _read_credentials(Path(credentials))
+        sources.append(_VariablesSource(named))
+        variables = _variables_by_location(named) | variables
     sources.append(file)
     try:
         # The file and the environment are per call, which the class-level
@@ -868,7 +1021,7 @@ def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
         return Settings(_build_sources=(tuple(sources), {}))
     except ValidationError as exc:
         # `from None`: the pydantic error, printed in a traceback, would show the inputs.
-        raise ConfigError(_problems_from(exc)) from None
+        raise ConfigError(_problems_from(exc, variables)) from None
 
 
 # --- summary ------------------------------------------------------------------------------

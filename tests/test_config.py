@@ -11,6 +11,7 @@ import pytest
 from pydantic import SecretStr
 
 from gateway.config import (
+    MAX_CONFIG_BYTES,
     ConfigError,
     ConfigProblem,
     Settings,
@@ -159,12 +160,31 @@ def test_no_env_argument_means_the_process_environment(
     assert load_settings(write(tmp_path, MINIMAL)).journal.max_batch == 64
 
 
-def test_unknown_environment_variables_are_errors(tmp_path: Path) -> None:
+def test_unknown_environment_variables_are_errors_named_as_such(tmp_path: Path) -> None:
     env = {"PARKING_GATEWAY__JOURNEL__PATH": "/tmp/j.db", "PARKING_GATEWAY__JOURNAL__SIZE": "9"}
-    found = problems(tmp_path, MINIMAL, env)
+    found = problems(tmp_path, MINIMAL + "\n[journal]\ncolour = 'red'\n", env)
 
-    assert set(found) == {"PARKING_GATEWAY__JOURNEL__PATH", "journal.size"}
-    assert "unknown key" in found["journal.size"]
+    # The technician looks for the variable in the unit's environment, not for a key in the file.
+    assert found == {
+        "PARKING_GATEWAY__JOURNEL__PATH":
+            "unknown environment variable: there is no setting journel.path",
+        "PARKING_GATEWAY__JOURNAL__SIZE":
+            "unknown environment variable: there is no setting journal.size",
+        "journal.colour": "unknown key (check its spelling and its section)",
+    }
+
+
+def test_numbers_from_the_environment_are_text_and_still_parse(tmp_path: Path) -> None:
+    env = {"PARKING_GATEWAY__GPIO__LOT_FULL_LAMP": "7", "PARKING_GATEWAY__LPR__ENABLED": "false",
+           "PARKING_GATEWAY__JOURNAL__GROUP_COMMIT_MS": "2.5",
+           "PARKING_GATEWAY__LOT__MAX_STAY_MINUTES": '{"ev": 120}',
+           "PARKING_GATEWAY__TARIFFS__STANDARD__GRACE_MINUTES": "10"}
+    settings = load(tmp_path, MINIMAL, env)
+
+    assert (settings.gpio.lot_full_lamp, settings.lpr.enabled) == (7, False)
+    assert settings.journal.group_commit_ms == 2.5
+    assert settings.lot.max_stay_minutes == {"ev": 120}
+    assert settings.tariffs["standard"].grace_minutes == 10
 
 
 def test_a_table_from_the_environment_must_be_json(tmp_path: Path) -> None:
@@ -448,6 +468,91 @@ def test_a_toml_syntax_error_names_line_and_column(tmp_path: Path) -> None:
     found = problems(tmp_path, text)
     assert set(found) == {"<toml>"}
     assert f"(at line {line}, column 8)" in found["<toml>"]
+
+
+# --- what would break the daemon --------------------------------------------------------------
+
+
+def test_a_coercion_nobody_meant_is_refused(tmp_path: Path) -> None:
+    """pydantic's lax mode took each of these: `true` became GPIO pin 1."""
+    text = MINIMAL + """
+[journal]
+max_batch = "512"
+group_commit_ms = true
+
+[sync.mqtt]
+port = 8883.0
+
+[gpio]
+lot_full_lamp = true
+
+[lot]
+max_stay_minutes = { ev = true }
+
+[lpr]
+enabled = 1
+
+[tariffs.staff]
+currency = "EUR"
+lines = [{ flat_minor = true }]
+"""
+    found = problems(tmp_path, text)
+
+    assert found == {
+        "journal.max_batch": "must be a number, written without quotes",
+        "journal.group_commit_ms": "must be a number, not true or false",
+        "sync.mqtt.port": "must be a whole number, written without a decimal point",
+        "gpio.lot_full_lamp": "must be a number, not true or false",
+        "lot.max_stay_minutes": "must be a number, not true or false",
+        "lpr.enabled": "must be true or false",
+        "tariffs.staff.lines.0.flat_minor":
+            "must be a whole number, written without quotes or a decimal point",
+    }
+
+
+@pytest.mark.parametrize(("setting", "path"), [
+    ("[journal]\nretention_days = 999999", "journal.retention_days"),  # OverflowError in a prune
+    ("[journal]\nmax_size_mb = 99999999999999999", "journal.max_size_mb"),
+    ("[sync]\nreconnect_min_s = 1e300", "sync.reconnect_min_s"),
+    ("[lot]\npassback_minutes = 99999999999", "lot.passback_minutes"),
+    ("[lot]\nmax_stay_minutes = { ev = 99999999999 }", "lot.max_stay_minutes.ev"),
+    ("[tariffs.big]\ncurrency = 'EUR'\nlines = [{ flat_minor = 1000000000000000000 }]",
+     "tariffs.big.lines.0.flat_minor"),
+    ("[tariffs.big]\ncurrency = 'EUR'\nlines = [{ per_minutes = 1000000000000000000, "
+     "amount_minor = 1 }]", "tariffs.big.lines.0.per_minutes"),
+])
+def test_every_number_has_an_upper_bound(tmp_path: Path, setting: str, path: str) -> None:
+    found = problems(tmp_path, f"{MINIMAL}\n{setting}\n")
+    assert list(found) == [path]
+    assert "less than or equal to" in found[path]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-nan"])
+def test_nan_and_inf_are_not_numbers_here(tmp_path: Path, value: str) -> None:
+    """`nan` passes every bound (each comparison with it is false): it said "must be ≤ 50"."""
+    found = problems(tmp_path, f"{MINIMAL}\n[journal]\ngroup_commit_ms = {value}\n")
+    assert found == {"journal.group_commit_ms": "must be a finite number, not nan or inf"}
+
+
+def test_a_file_too_large_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
+    """A 50 MB config took 45 s and 1.46 GB to check; a lot of 10,000 bays is about 1 MiB."""
+    path = write(tmp_path, MINIMAL + "#" * MAX_CONFIG_BYTES)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+    assert [str(p) for p in info.value.problems] == [
+        f"<file>: {path} is larger than 4,096 KiB"]
+
+
+def test_an_endless_file_is_refused_too() -> None:
+    with pytest.raises(ConfigError, match="larger than"):
+        load_settings(Path("/dev/zero"), env={})
+
+
+def test_a_directory_as_the_journal_is_a_config_error(tmp_path: Path) -> None:
+    """Found when the journal opened, it was an operational failure that systemd retried."""
+    found = problems(tmp_path, f"{MINIMAL}\n[journal]\npath = '{tmp_path}'\n")
+    assert found == {"journal.path": f"{tmp_path} is a directory; name the journal's file in"
+                                     f" it, e.g. {tmp_path / 'journal.db'}"}
 
 
 def test_a_missing_file_is_an_error(tmp_path: Path) -> None:

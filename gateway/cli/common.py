@@ -147,6 +147,15 @@ def config_option(f: F) -> F:
     )(f)
 
 
+def png_path(_ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """A callback for an option naming a chart to write: matplotlib picks the format by the
+    name's suffix, and raised a traceback for `x.txt`."""
+    if value is not None and value.suffix.lower() != ".png":
+        option = max(param.opts, key=len)
+        raise InvalidInput(f"{option} {value}: the chart is a PNG; name a file ending in .png")
+    return value
+
+
 def config_problems(path: Path, error: ConfigError) -> InvalidInput:
     """Print every problem of a config on stderr; the caller raises what this returns."""
     for problem in error.problems:

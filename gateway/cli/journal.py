@@ -42,6 +42,13 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 PROGRESS_EVERY = 10_000  # rows between progress counts of a long export
+SQLITE_MAX_INT = 2**63 - 1
+
+
+def _at_most_sqlite_int(_ctx: click.Context, _param: click.Parameter, value: int) -> int:
+    """SQLite's integers have 64 bits: a larger count or sequence means the same as the largest
+    (every event; none after it), as `tail -n` takes a count past the file's end."""
+    return min(value, SQLITE_MAX_INT)
 
 
 @click.group()
@@ -149,7 +156,8 @@ def _record_row(record: OutboxRecord) -> tuple[str, ...]:
 @config_option
 @journal_option
 @click.option("-n", "--lines", "count", type=click.IntRange(min=1), default=20,
-              show_default=True, help="How many of the newest events.")
+              callback=_at_most_sqlite_int, show_default=True,
+              help="How many of the newest events.")
 @json_option
 def journal_tail(config_path: Path, journal_path: Path | None, count: int,
                  as_json: bool) -> None:
@@ -179,7 +187,7 @@ def journal_tail(config_path: Path, journal_path: Path | None, count: int,
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
               default="-", show_default=True, help="The file to write; - is stdout.")
 @click.option("--after", type=click.IntRange(min=0), default=0, metavar="SEQ",
-              help="Only events with a sequence above SEQ.")
+              callback=_at_most_sqlite_int, help="Only events with a sequence above SEQ.")
 @click.option("--source", metavar="URN",
               help="CloudEvents source for jsonl; default: urn:parking:<lot_id>:<gateway_id>"
                    " from the config.")
@@ -208,7 +216,7 @@ def journal_export(config_path: Path, journal_path: Path | None, fmt: str, outpu
     try:
         done = run(with_reader(target.path, export))
     except BrokenPipeError:
-        raise  # `| head`: click ends quietly
+        raise  # `| head`: the root command ends quietly
     except OSError as e:
         raise OperationalError(f"cannot write {name}: {e.strerror or e}") from None
     seqs = f" (seq {done.first} to {done.last})" if done.count else ""

@@ -30,7 +30,7 @@ from gateway.cli.common import (
     terminal,
 )
 from gateway.core.plates import formats_for
-from gateway.drivers.image import BadImage, check_image, decode_image
+from gateway.drivers.image import BadImage, check_image, decode_image, read_image_file
 from gateway.lpr.consensus import DEFAULT_CHAR_THRESHOLD, DEFAULT_THRESHOLD, vote
 from gateway.lpr.recognize import DEFAULT_NETWORKS, DEFAULT_WEIGHTS
 from gateway.lpr.worker import (
@@ -117,7 +117,7 @@ def lpr_read(images: tuple[Path, ...], factory: str, localizer: str, engine: str
     decoded: list[tuple[Path, npt.NDArray[np.uint8] | str]] = []
     for path in images:
         try:
-            decoded.append((path, decode_image(path.read_bytes())))
+            decoded.append((path, decode_image(read_image_file(path))))
         except BadImage as e:
             decoded.append((path, str(e)))
         except OSError as e:

@@ -7,9 +7,11 @@ commands come in as plugins through entry points.
 
 from __future__ import annotations
 
+import os
 import platform
 import sqlite3
 import sys
+from typing import Any
 
 import click
 
@@ -20,8 +22,8 @@ from gateway.runtime.log import LEVELS, configure_logging
 
 PLUGINS = "parking_gateway.cli"  # entry point group: commands of other distributions
 
-SERVICE_COMMANDS = ("status", "gate", "lane", "lot", "bay", "sensors", "sessions", "plates",
-                    "report")
+SERVICE_COMMANDS = ("status", "gate", "lane", "lot", "bay", "alarms", "sensors", "sessions",
+                    "plates", "report")
 COMMANDS = {
     "config": "gateway.cli.config:config",
     "tariff": "gateway.cli.tariff:tariff",
@@ -33,7 +35,20 @@ COMMANDS = {
 }
 
 
-@click.group(cls=LazyGroup, lazy=COMMANDS, plugins=PLUGINS,
+class RootGroup(LazyGroup):
+    """The root command: a reader that stops reading (`| head`) ends any command quietly."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            # Exit 0, as Unix tools do. What stdout still buffers goes to /dev/null, or the
+            # interpreter's last flush would fail on the pipe again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(0)
+
+
+@click.group(cls=RootGroup, lazy=COMMANDS, plugins=PLUGINS,
              expected={"sim": SIMULATOR, "demo": SIMULATOR},
              epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(

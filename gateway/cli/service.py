@@ -1,6 +1,6 @@
 """The technician's commands that talk to the running daemon over its control socket.
 
-`status`, `gate open`, `lane mode`, `lot state`, `bay service`, `sensors watch`,
+`status`, `gate open`, `lane mode`, `lot state`, `bay service`, `alarms`, `sensors watch`,
 `sessions open`, `plates recent`, and `report` (which reads the journal, not the socket).
 Handlers stay thin, as in the rest of gateway.cli: ask the daemon, print.
 """
@@ -11,7 +11,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Mapping, Sequence
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from gateway.cli.common import (
     config_option,
     json_option,
     number,
+    png_path,
     print_json,
     print_sections,
     run,
@@ -119,6 +120,9 @@ def status_sections(report: Mapping[str, Any]) -> list[Section]:
              "OUT OF ORDER" if lane.get("outOfOrder") else "ok")
             for lane in lanes
         ], header=("lane", "direction", "mode", "state", "barrier", "health")))
+    hardware = _hardware_rows(report)
+    if hardware:
+        sections.append(Section("hardware", hardware, header=("device", "state"), wrap=1))
     for key, title in (("byFloor", "floor"), ("byZone", "zone"), ("byType", "type")):
         groups: Mapping[str, Mapping[str, int]] = occupancy.get(key) or {}
         if groups:
@@ -135,6 +139,49 @@ def status_sections(report: Mapping[str, Any]) -> list[Section]:
 
 
 COUNT_KEYS = ("free", "occupied", "unknown", "outOfService")
+
+
+def _hardware_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The sensor bus and each lane's camera, one line each, what is wrong first in the line."""
+    rows = []
+    bus = report.get("bus")
+    if bus:
+        rows.append(("sensor bus", _bus_line(bus)))
+    for camera in report.get("cameras") or []:
+        rows.append((f"camera {camera.get('cameraId', '?')}", _camera_line(camera)))
+    return rows
+
+
+def _bus_line(bus: Mapping[str, Any]) -> str:
+    """`port ok, 22 of 24 nodes answering; silent: unit 3 (A-03) 41 s, ...`."""
+    port = str(bus.get("portState", "?"))
+    line = f"{bus.get('port', '?')}: port {port}"
+    if port != "ok":
+        return line + (f" ({bus['portError']})" if bus.get("portError") else "")
+    line += f", {bus.get('nodesAnswering', 0)} of {bus.get('nodes', 0)} nodes answering"
+    silent = bus.get("nodesSilent") or []
+    if silent:
+        line += "; silent: " + ", ".join(
+            f"unit {n.get('unitId')} ({n.get('bayId')}) {_age(float(n.get('silentS', 0)))}"
+            for n in silent)
+    return line
+
+
+def _camera_line(camera: Mapping[str, Any]) -> str:
+    """`connected, last frame 0.2 s ago` or `unreachable (cannot open ...), no frame yet`."""
+    state = str(camera.get("state", "?"))
+    if state in ("none", "unmonitored"):
+        return {"none": "none (the lane runs on the intercom)",
+                "unmonitored": "not monitored (a simulated camera)"}[state]
+    line = state
+    if state == "unreachable" and camera.get("lastError"):
+        line += f" ({camera['lastError']})"
+    age = camera.get("lastFrameAgeS")
+    if isinstance(age, int | float):
+        line += f", last frame {age:.1f} s ago" if age < 120 else f", last frame {_age(age)} ago"
+    else:
+        line += ", no frame yet"
+    return line
 
 
 def _lot_state_line(report: Mapping[str, Any]) -> str:
@@ -249,6 +296,36 @@ def bay_service(bay_id: str, setting: str, socket_path: Path, as_json: bool) -> 
     _call(socket_path, "bay.service", {"bay": bay_id, "in_service": in_service})
     _done(as_json, f"{bay_id}: {'in service' if in_service else 'out of service'}",
           bay=bay_id, in_service=in_service)
+
+
+@click.group()
+def alarms() -> None:
+    """Alarms: raised, they stay (across restarts) until their cause clears or are acknowledged."""
+
+
+@alarms.command("list", epilog=DAEMON_EXIT_CODES)
+@socket_option
+@json_option
+def alarms_list(socket_path: Path, as_json: bool) -> None:
+    """The active alarms, oldest first."""
+    rows = _call(socket_path, "alarms.list")
+    if as_json:
+        print_json(rows)
+        return
+    print_sections([_records(f"{len(rows)} active alarms", rows, (
+        ("raisedAt", "raised (UTC)"), ("severity", "severity"), ("alarmId", "alarm"),
+        ("message", "message")))])
+
+
+@alarms.command("ack", epilog=DAEMON_EXIT_CODES)
+@click.argument("alarm_id", metavar="ALARM")
+@socket_option
+@json_option
+def alarms_ack(alarm_id: str, socket_path: Path, as_json: bool) -> None:
+    """Acknowledge ALARM (its id, as `alarms list` shows it): it is cleared, and audited with
+    your user name. A condition that is still there raises it again."""
+    _call(socket_path, "alarms.ack", {"alarm_id": alarm_id})
+    _done(as_json, f"{alarm_id}: acknowledged", alarm=alarm_id)
 
 
 # --- reads -------------------------------------------------------------------------------
@@ -393,16 +470,22 @@ def _json_line(value: Any) -> str:
 
 def _parse_day(_ctx: click.Context, _param: click.Parameter, value: str) -> date:
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a date such as 2026-03-02") from None
+    # A day's hours run from its local midnight to the next: both must be on the calendar.
+    first, last = date.min + timedelta(days=1), date.max - timedelta(days=1)
+    if not first <= day <= last:
+        raise InvalidInput(f"--day {value}: give a day from {first} to {last}")
+    return day
 
 
 @click.command("report", epilog=EXIT_CODES)
 @click.option("--day", required=True, metavar="DATE", callback=_parse_day,
               help="The lot-local day, e.g. 2026-03-02.")
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
-              help="The PNG to write; default: report-<lot>-<DATE>.png here.")
+              callback=png_path,
+              help="The PNG to write (NAME.png); default: report-<lot>-<DATE>.png here.")
 @click.option("--no-png", is_flag=True, help="Only the table (no matplotlib needed).")
 @config_option
 @journal_option

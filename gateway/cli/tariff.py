@@ -40,8 +40,16 @@ def _parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None)
 
 
 def _instant(value: datetime, tz: ZoneInfo) -> datetime:
-    """A naive time is lot-local wall time, read as the tariff reads band edges (DST)."""
-    return local_to_utc(value, tz) if value.tzinfo is None else value.astimezone(UTC)
+    """A naive time is lot-local wall time, read as the tariff reads band edges (DST).
+
+    Raises ValueError for a time whose instant is beyond the calendar's end (year 1, 9999).
+    """
+    if value.tzinfo is None:
+        return local_to_utc(value, tz)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{value.isoformat()} is beyond the calendar's end") from None
 
 
 @click.group()
@@ -107,6 +115,9 @@ def tariff_quote(
     print_sections([Section("stay", stay), _fee_section(result, tz)])
 
 
+SHOWN_LINES = 200  # a century's quote has some 180,000 lines: a person reads the first ones
+
+
 def _fee_section(result: Quote, tz: ZoneInfo) -> Section:
     total = ("total", money(result.amount_minor, result.currency))
     if not any(line.start for line in result.lines):  # a lost ticket: no stretch of time
@@ -117,8 +128,10 @@ def _fee_section(result: Quote, tz: ZoneInfo) -> Section:
     timed = [
         (_local(line.start, tz) if line.start else "", _local(line.end, tz) if line.end else "",
          line.description, money(line.amount_minor, result.currency))
-        for line in result.lines
+        for line in result.lines[:SHOWN_LINES]
     ]
+    if (hidden := len(result.lines) - SHOWN_LINES) > 0:
+        timed.append(("", "", f"... and {hidden:,} more lines (--json lists them all)", ""))
     return Section("fee", [*timed, ("", "", *total)], header=("from", "to", "line", "amount"),
                    right_last=True, wrap=2)
 

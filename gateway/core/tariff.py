@@ -31,18 +31,27 @@ How `quote(table, start, end, tz=...)` prices a stay:
    validations are taken off in the order given (a percentage of what is left,
    rounded half up to the minor unit). The fee never goes below 0.
 
+Each validation counts once per stay, as at a pay station: a name given again adds a
+line saying so and takes nothing off.
+
 The `Quote` lists every step as a `QuoteLine`, in the order above (charges in
 time order); the lines always sum to the fee.
 
 A wall time a DST jump skips (02:30 on a spring-forward day in Berlin) is read
 as the instant of the jump, and a repeated one (02:30 on a fall-back day) as
 its first occurrence, so band and day edges keep their order in real time.
+
+Every number is bounded (`MAX_MINOR`, `MAX_MINUTES`), and so is a stay (`EARLIEST`
+to `LATEST`, at most `MAX_STAY`): a fee and each of its lines stay within
+`MAX_FEE_MINOR`, which SQLite and every JSON reader hold exactly, or the quote is
+refused with a ValueError.
 """
 
 from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -53,10 +62,9 @@ from zoneinfo import ZoneInfo
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
-    NonNegativeInt,
-    PositiveInt,
     field_validator,
     model_validator,
 )
@@ -65,6 +73,12 @@ from gateway.core.clock import Elapsed, Stamp, elapsed
 from gateway.core.events import FeeLine, rfc3339
 
 __all__ = [
+    "EARLIEST",
+    "LATEST",
+    "MAX_FEE_MINOR",
+    "MAX_MINOR",
+    "MAX_MINUTES",
+    "MAX_STAY",
     "PERMIT_FREE",
     "WEEKDAYS",
     "Band",
@@ -96,6 +110,20 @@ WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun"
 _DAY = timedelta(days=1)
 _WEEK = timedelta(days=7)
 
+MAX_MINOR = 10**9
+"""The most one amount of a tariff may be: 10,000,000.00 EUR, ample in any currency."""
+MAX_MINUTES = 366 * 24 * 60
+"""The most minutes a tariff may name (a tier's bound, an increment, a grace): a year."""
+MAX_TIERS = 50  # duration tiers of one table or band
+MAX_FEE_MINOR = 2**53 - 1
+"""The largest fee or line a quote gives: exact in SQLite and in every JSON reader."""
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+"""A stay is priced between these: the calendar's own ends leave no room for the days
+around it that bands and caps look at."""
+MAX_STAY = timedelta(days=36_525)
+"""The longest stay priced, a century: the lines of a longer one would fill memory."""
+
 # ISO 4217 minor units where they are not 2; only used to write amounts in descriptions.
 _MINOR_DIGITS = {
     "BIF": 0, "CLP": 0, "DJF": 0, "GNF": 0, "ISK": 0, "JPY": 0, "KMF": 0, "KRW": 0,
@@ -110,6 +138,22 @@ class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _whole_number(value: Any) -> Any:
+    """Refuse what pydantic's lax mode would take for an int: `true` (1), 250.0 and "250".
+
+    Text of a subclass of str still parses: that is how the config hands over an
+    environment variable, the one place where a number can only be text.
+    """
+    if isinstance(value, bool | float) or type(value) is str:
+        raise ValueError("must be a whole number, written without quotes or a decimal point")
+    return value
+
+
+Minor = Annotated[int, BeforeValidator(_whole_number), Field(ge=0, le=MAX_MINOR)]
+"""An amount in minor units of the table's currency."""
+Minutes = Annotated[int, BeforeValidator(_whole_number), Field(ge=1, le=MAX_MINUTES)]
+
+
 class RateLine(_Config):
     """One duration tier: `flat_minor`, or `amount_minor` per started `per_minutes`.
 
@@ -118,10 +162,10 @@ class RateLine(_Config):
     none: it runs on for ever, so every minute of a stay has a price.
     """
 
-    until_minutes: PositiveInt | None = None
-    flat_minor: NonNegativeInt | None = None
-    per_minutes: PositiveInt | None = None
-    amount_minor: NonNegativeInt | None = None
+    until_minutes: Minutes | None = None
+    flat_minor: Minor | None = None
+    per_minutes: Minutes | None = None
+    amount_minor: Minor | None = None
 
     @model_validator(mode="after")
     def _one_price(self) -> Self:
@@ -136,6 +180,10 @@ class RateLine(_Config):
 
 
 def _check_tiers(lines: tuple[RateLine, ...]) -> tuple[RateLine, ...]:
+    # Counted here rather than by Field(min_length=...), which also reports a tuple with a bad
+    # line as one that is too short.
+    if not 1 <= len(lines) <= MAX_TIERS:
+        raise ValueError(f"a tariff takes at least 1 and at most {MAX_TIERS} tiers")
     previous = 0
     for i, line in enumerate(lines[:-1]):
         if line.until_minutes is None:
@@ -150,7 +198,7 @@ def _check_tiers(lines: tuple[RateLine, ...]) -> tuple[RateLine, ...]:
     return lines
 
 
-Tiers = Annotated[tuple[RateLine, ...], Field(min_length=1), AfterValidator(_check_tiers)]
+Tiers = Annotated[tuple[RateLine, ...], AfterValidator(_check_tiers)]
 """Duration tiers in order: `until_minutes` increasing, the last one unbounded."""
 
 
@@ -186,7 +234,7 @@ class Band(_Config):
 class DailyCap(_Config):
     """The most charged per window: 24 h from entry, or one lot-local calendar day."""
 
-    amount_minor: NonNegativeInt
+    amount_minor: Minor
     mode: Literal["rolling_24h", "calendar_day"]
 
 
@@ -199,7 +247,7 @@ class SpecialEvent(_Config):
     name: str = Field(min_length=1)
     start: datetime
     end: datetime
-    flat_minor: NonNegativeInt
+    flat_minor: Minor
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
@@ -213,9 +261,9 @@ class SpecialEvent(_Config):
 class Validation(_Config):
     """A discount the operator hands out (a shop's stamp): exactly one of the three kinds."""
 
-    amount_minor: NonNegativeInt | None = None
-    percent: int | None = Field(default=None, ge=0, le=100)
-    free_minutes: PositiveInt | None = None
+    amount_minor: Minor | None = None
+    percent: Annotated[int, BeforeValidator(_whole_number), Field(ge=0, le=100)] | None = None
+    free_minutes: Minutes | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> Self:
@@ -230,14 +278,15 @@ class RateTable(_Config):
     """One tariff (APDS RateTable), e.g. `[tariffs.standard]` in the config."""
 
     currency: str
-    grace_minutes: NonNegativeInt = 0
+    grace_minutes: Annotated[int, BeforeValidator(_whole_number),
+                             Field(ge=0, le=MAX_MINUTES)] = 0
     lines: Tiers
-    bands: tuple[Band, ...] = ()
+    bands: tuple[Band, ...] = Field(default=(), max_length=50)
     daily_cap: DailyCap | None = None
-    max_fee_minor: NonNegativeInt | None = None
-    lost_ticket_minor: NonNegativeInt | None = None
-    special_events: tuple[SpecialEvent, ...] = ()
-    validations: dict[str, Validation] = Field(default_factory=dict)
+    max_fee_minor: Minor | None = None
+    lost_ticket_minor: Minor | None = None
+    special_events: tuple[SpecialEvent, ...] = Field(default=(), max_length=1000)
+    validations: dict[str, Validation] = Field(default_factory=dict, max_length=100)
 
     @field_validator("currency")
     @classmethod
@@ -385,17 +434,23 @@ def quote(
 ) -> Quote:
     """The fee for a stay from `start` to `end` (tz-aware) at a lot in zone `tz`.
 
-    `validations` are names from `table.validations`, applied in that order.
-    Raises ValueError if `end` is before `start` or a time is naive, and
+    `validations` are names from `table.validations`, applied in that order, each once.
+    Raises ValueError if `end` is before `start`, a time is naive, the stay is not within
+    `EARLIEST`..`LATEST` and `MAX_STAY`, or a line or the fee would pass `MAX_FEE_MINOR`;
     `UnknownValidationError` for a name the table does not define.
     """
     start, end = _utc(start, "start"), _utc(end, "end")
     if end < start:
         raise ValueError(f"end {end.isoformat()} is before start {start.isoformat()}")
+    if start < EARLIEST or end > LATEST:
+        raise ValueError(f"a stay is priced from {EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d} (UTC)")
+    if end - start > MAX_STAY:
+        raise ValueError(f"a stay longer than {MAX_STAY.days:,} days (a century) is not priced")
     unknown = [name for name in validations if name not in table.validations]
     if unknown:
         raise UnknownValidationError(unknown[0], list(table.validations))
-    chosen = [(name, table.validations[name]) for name in validations]
+    given = Counter(validations)
+    chosen = [(name, table.validations[name]) for name in given]  # each once, in order
     currency = table.currency
 
     if end - start <= timedelta(minutes=table.grace_minutes):
@@ -436,7 +491,9 @@ def quote(
     for name, validation in chosen:
         if validation.amount_minor is not None:
             off = min(total, validation.amount_minor)
-            what = f"{money(validation.amount_minor, currency)} off"
+            what = f"{money(off, currency)} off"
+            if off < validation.amount_minor:  # the line says what it took, as the total does
+                what += f" (worth up to {money(validation.amount_minor, currency)})"
         elif validation.percent is not None:
             off = (total * validation.percent + 50) // 100  # half up; total >= 0
             what = f"{validation.percent}% off"
@@ -444,7 +501,13 @@ def quote(
             continue  # free minutes, applied above
         lines.append(QuoteLine(f"discount:{name}", f"validation {name}: {what}", -off))
         total -= off
+    lines += [QuoteLine(f"discount:{name}",
+                        f"validation {name}: given {count} times, counted once", 0)
+              for name, count in given.items() if count > 1]
 
+    if total > MAX_FEE_MINOR or any(abs(line.amount_minor) > MAX_FEE_MINOR for line in lines):
+        raise ValueError(f"the fee runs past {money(MAX_FEE_MINOR, currency)}: this tariff "
+                         "cannot price so long a stay")
     return Quote(total, currency, tuple(lines))
 
 
@@ -492,12 +555,21 @@ def money(amount_minor: int, currency: str) -> str:
 def _utc(at: datetime, name: str) -> datetime:
     if at.tzinfo is None or at.utcoffset() is None:
         raise ValueError(f"{name} must be tz-aware")
-    return at.astimezone(UTC)
+    try:
+        return at.astimezone(UTC)
+    except OverflowError:  # year 1 east of UTC, year 9999 west of it
+        raise ValueError(f"{name} {at.isoformat()} is beyond the calendar's end") from None
 
 
 def local_to_utc(wall: datetime, tz: ZoneInfo) -> datetime:
-    """The instant a naive lot-local wall time names (see the module docstring for DST)."""
-    instant = wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
+    """The instant a naive lot-local wall time names (see the module docstring for DST).
+
+    Raises ValueError for a wall time whose instant is beyond the calendar's end.
+    """
+    try:
+        instant = wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{wall.isoformat()} in {tz.key} is beyond the calendar's end") from None
     if instant.astimezone(tz).replace(tzinfo=None) == wall:
         return instant  # it exists; fold=0 picks the first of a repeated hour
     # Skipped by a forward jump: read with the offset from after the jump (fold=1) it lands

@@ -9,7 +9,10 @@ missing part grey, and the reader would see half a car).
 
 from __future__ import annotations
 
+import os
+import stat
 import struct
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -41,6 +44,22 @@ def check_image(image: object) -> Image:
         raise BadImage(f"image too small: {width}x{height} (at least {MIN_SIDE}x{MIN_SIDE})")
     _check_pixels(width, height)
     return image
+
+
+def read_image_file(path: Path) -> bytes:
+    """A photo file's bytes, at most `MAX_BYTES` of them; raises `BadImage` or OSError.
+
+    Only a regular file is read: a FIFO would block (it is opened without waiting for a
+    writer), and a device such as /dev/zero would never end.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise BadImage("not a regular file (a device, a FIFO or a socket)")
+        data = file.read(MAX_BYTES + 1)
+    if len(data) > MAX_BYTES:
+        raise BadImage(f"image too large: over {MAX_BYTES / 2**20:.0f} MiB")
+    return data
 
 
 def decode_image(data: bytes) -> Image:

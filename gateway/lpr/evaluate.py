@@ -27,7 +27,7 @@ import structlog
 
 from gateway.core.plates import PlateFormat
 from gateway.core.stats import percentile
-from gateway.drivers.image import BadImage, decode_image
+from gateway.drivers.image import BadImage, decode_image, read_image_file
 from gateway.lpr.consensus import (
     DEFAULT_CHAR_THRESHOLD,
     DEFAULT_THRESHOLD,
@@ -223,7 +223,11 @@ def run_samples(
     with `misses`, every photo whose best read is wrong leaves its files there (`write_miss`).
     """
     for sample in samples:
-        data = sample.image.read_bytes()
+        try:
+            data = read_image_file(sample.image)
+        except (BadImage, OSError) as e:  # a FIFO or a device among the photos: undecodable
+            log.warning("lpr.eval.unreadable", image=str(sample.image), error=str(e))
+            data = b""
         start = time.perf_counter()
         image = decode(data)
         reading = _read_one(reader, image, sample) if image is not None else None

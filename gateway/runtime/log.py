@@ -3,10 +3,16 @@
 No stdlib `logging` on the way: a bound logger filters by level itself and writes the
 rendered line to the stream. Every line passes `redact_secrets`, so a password, token or
 key handed to a log call by mistake is written as `[redacted]`.
+
+OpenCV and FFmpeg write lines of their own to stderr, past all this (360 in half an hour
+with cameras out of reach), which would break the JSON stream that `journalctl -o cat | jq`
+reads. They are silenced through their environment variables, which the plate reader's
+worker process inherits; the camera driver logs and alarms on what they would have said.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Mapping
@@ -37,6 +43,9 @@ _NOT_SECRET_KEYS = frozenset({
     "public_key", "idempotency_key",
 })
 _CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+# Read when OpenCV is imported, and when FFmpeg's first capture opens; -8 is AV_LOG_QUIET.
+NATIVE_QUIET = {"OPENCV_LOG_LEVEL": "SILENT", "OPENCV_FFMPEG_LOGLEVEL": "-8"}
 
 
 @lru_cache(maxsize=1024)  # log calls repeat the same few keys
@@ -105,9 +114,14 @@ def configure_logging(
     `json` writes one object per line with `ts` (ISO 8601 UTC), `level`, `event` and
     `logger`, for journald; `console` writes aligned, coloured lines; `auto` picks console
     when the stream is a terminal and JSON otherwise. May be called again to reconfigure.
+
+    OpenCV and FFmpeg are silenced (`NATIVE_QUIET`), unless the environment already says
+    how loud they are: that is the way to hear them when debugging a camera.
     """
     if level.lower() not in LEVELS:
         raise ValueError(f"unknown log level {level!r}; use one of {', '.join(LEVELS)}")
+    for name, value in NATIVE_QUIET.items():
+        os.environ.setdefault(name, value)
     out = sys.stdout if stream is None else stream
     console = fmt == "console" or (fmt == "auto" and out.isatty())
     renderer: Processor

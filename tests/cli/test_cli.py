@@ -22,6 +22,7 @@ from gateway import __version__
 from gateway.bench import journal as benchmarks
 from gateway.cli import common
 from gateway.cli import journal as journal_cli
+from gateway.cli import tariff as tariff_cli
 from gateway.cli.main import cli
 from gateway.config import JournalConfig, describe, load_settings
 from gateway.core import events
@@ -307,6 +308,45 @@ def test_quote_refuses_bad_input_with_exit_2(args: tuple[str, ...], message: str
     assert "Traceback" not in result.stderr
 
 
+PRICED_FROM = "a stay is priced from 1900-01-01 to 9999-01-01 (UTC)"
+
+
+@pytest.mark.parametrize(
+    ("entry", "exit_", "message"),
+    [
+        # Each was an OverflowError's traceback from the date arithmetic around the stay.
+        ("0001-01-01T00:00", "0001-01-02T00:00",
+         "0001-01-01T00:00:00 in Europe/Berlin is beyond the calendar's end"),
+        ("0001-01-01T12:00", "0001-01-02T12:00", PRICED_FROM),
+        ("9999-12-30T10:00", "9999-12-31T12:00", PRICED_FROM),
+        ("1901-01-01T00:00", "2026-01-01T00:00",
+         "a stay longer than 36,525 days (a century) is not priced"),
+    ],
+)
+def test_quote_beyond_the_calendar_is_one_line_and_exit_2(entry: str, exit_: str,
+                                                          message: str) -> None:
+    result = run("tariff", "quote", "--config", EXAMPLE, "--entry", entry, "--exit", exit_)
+
+    assert result.exit_code == 2
+    assert result.stderr == f"Error: {message}\n"
+
+
+def test_a_long_quote_shows_its_first_lines_and_says_how_many_more() -> None:
+    """A 100-year quote printed 182,623 lines; --json still has every one."""
+    args = ("--entry", "2026-01-01T10:00", "--exit", "2026-05-01T10:00")
+    every = quote_json(*args)["lines"]
+    result = run("tariff", "quote", "--config", EXAMPLE, *args)
+
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    hidden = len(every) - tariff_cli.SHOWN_LINES
+    assert hidden > 300
+    assert lines[-2].split() == ["...", "and", f"{hidden:,}", "more", "lines", "(--json", "lists",
+                                 "them", "all)"]
+    assert len(lines) < tariff_cli.SHOWN_LINES + 12  # and the stay, the header, the total
+    assert lines[-1].split()[1] == f"{quote_json(*args)['amount_minor'] / 100:.2f}"
+
+
 def test_quote_with_an_invalid_config_lists_its_problems(tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
     config.write_text(INVALID)
@@ -532,6 +572,48 @@ def test_a_database_that_is_not_a_journal_is_an_operational_failure(tmp_path: Pa
     assert result.stderr == f"Error: cannot read the journal {other}: no such table: outbox\n"
 
 
+def test_counts_and_sequences_past_sqlite_integers_mean_all_or_none(config_file: Path) -> None:
+    """Each raised OverflowError ("Python int too large to convert to SQLite INTEGER")."""
+    tail = run("journal", "tail", "--config", config_file, "-n", "9" * 20, "--json")
+    export = run("journal", "export", "--config", config_file, "--after", "9" * 20)
+
+    assert tail.exit_code == 0, tail.stderr
+    assert [event["seq"] for event in json.loads(tail.stdout)] == [1, 2, 3, 4, 5]
+    assert (export.exit_code, export.stdout) == (0, "")
+    assert export.stderr == "exported 0 events to stdout\n"
+
+
+def test_reading_the_journal_leaves_no_file_behind(config_file: Path, journal_file: Path) -> None:
+    """A read-only connection made the -wal and -shm files it found missing, and left them."""
+    for command in (("journal", "stats"), ("journal", "tail"), ("journal", "export"),
+                    ("report", "--day", "2026-03-02", "--no-png")):
+        result = run(*command, "--config", config_file)
+        assert result.exit_code == 0, (command, result.stderr)
+
+    assert sorted(p.name for p in journal_file.parent.glob("journal.db*")) == sorted(
+        p.name for p in [journal_file, *journal_file.parent.glob("journal.db.*")])
+    assert not journal_file.with_name("journal.db-wal").exists()
+    assert not journal_file.with_name("journal.db-shm").exists()
+
+
+def test_a_reader_that_stops_reading_ends_the_export_quietly(tmp_path: Path) -> None:
+    """`journal export | head` exited 1: exit 0 quietly, as Unix tools do."""
+    path = tmp_path / "journal.db"
+    asyncio.run(_fill(path, count=3000, acked=0))  # far more than a pipe's buffer holds
+    export = subprocess.Popen(
+        [sys.executable, "-c", "from gateway.cli import main; main()", "journal", "export",
+         "--journal", str(path), "--source", "urn:parking:lot:gw"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert export.stdout is not None
+    assert export.stderr is not None
+    first = json.loads(export.stdout.readline())
+    export.stdout.close()  # what `head -1` does
+
+    assert export.wait(timeout=60) == 0
+    assert export.stderr.read() == b""
+    assert first["sequence"] == 1
+
+
 def test_export_to_an_unwritable_place_is_an_operational_failure(
     config_file: Path, tmp_path: Path
 ) -> None:
@@ -541,6 +623,96 @@ def test_export_to_an_unwritable_place_is_an_operational_failure(
 
     assert result.exit_code == 1
     assert f"cannot write {target}: No such file or directory" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        # A traceback each: OverflowError past the calendar, matplotlib's "Format 'txt' is not
+        # supported".
+        (("--day", "9999-12-31"), "--day 9999-12-31: give a day from 0001-01-02 to 9999-12-30"),
+        (("--day", "0001-01-01"), "--day 0001-01-01: give a day from 0001-01-02 to 9999-12-30"),
+        (("--day", "2026-03-02", "-o", "x.txt"),
+         "--output x.txt: the chart is a PNG; name a file ending in .png"),
+    ],
+)
+def test_report_refuses_what_it_cannot_do_in_one_line(config_file: Path, args: tuple[str, ...],
+                                                      message: str) -> None:
+    result = run("report", "--config", config_file, *args)
+
+    assert result.exit_code == 2
+    assert result.stderr == f"Error: {message}\n"
+
+
+def test_report_on_the_calendars_last_day_it_can_show(config_file: Path) -> None:
+    result = run("report", "--config", config_file, "--day", "9999-12-30", "--no-png", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    assert len(json.loads(result.stdout)["hours"]) == 24
+
+
+# --- lpr ------------------------------------------------------------------------------------
+
+
+def test_lpr_read_refuses_what_is_not_a_regular_file(tmp_path: Path) -> None:
+    """/dev/zero was read until memory ran out, and a FIFO waited for a writer for ever."""
+    fifo = tmp_path / "photo.jpg"
+    os.mkfifo(fifo)
+
+    result = run("lpr", "read", "/dev/zero", fifo)
+
+    assert result.exit_code == 2
+    why = "not a regular file (a device, a FIFO or a socket)"
+    assert result.stderr.splitlines() == [f"/dev/zero: {why}", f"{fifo}: {why}",
+                                          "Error: 2 of 2 images could not be read"]
+
+
+# --- logs -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow  # the daemon for a few seconds
+def test_the_daemon_with_cameras_out_of_reach_logs_json_lines_only(tmp_path: Path) -> None:
+    """OpenCV and FFmpeg wrote raw lines to stderr (360 in 30 minutes), which broke
+    `journalctl -o cat | jq`."""
+    config = tmp_path / "gateway.toml"
+    config.write_text(MINIMAL.format(journal=tmp_path / "journal.db", secret=SECRET) + f"""
+[control]
+socket_path = "{tmp_path / 'control.sock'}"
+
+[gpio]
+pin_factory = "mock"
+
+[lpr]
+enabled = false
+
+[[lanes]]
+id = "in-1"
+direction = "entry"
+name = "Entry"
+camera = {{ url = "rtsp://127.0.0.1:9/stream" }}
+gpio = {{ arming_loop = 5, safety_loop = 6, open_relay = 17 }}
+
+[[lanes]]
+id = "in-2"
+direction = "entry"
+name = "Entry 2"
+camera = {{ url = "/dev/video99" }}
+gpio = {{ arming_loop = 12, safety_loop = 13, open_relay = 18 }}
+""")
+    env = {name: value for name, value in os.environ.items() if not name.startswith("OPENCV")}
+    daemon = subprocess.Popen(
+        [sys.executable, "-c", "from gateway.cli import main; main()", "run", "--config",
+         str(config), "--no-sync"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        daemon.wait(timeout=6)  # both cameras tried, and failed, at least once
+    except subprocess.TimeoutExpired:
+        daemon.terminate()
+    out, err = daemon.communicate(timeout=30)
+
+    assert err == ""
+    events = [json.loads(line)["event"] for line in out.splitlines()]
+    assert "gateway.stopped" in events
 
 
 # --- bench ----------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from gateway.core import events
 from gateway.core.clock import FakeClock
 from gateway.core.tariff import (
+    MAX_MINOR,
     PERMIT_FREE,
     Quote,
     RateTable,
@@ -170,9 +171,9 @@ FEES = [
                  id="free-minutes"),
     pytest.param(VALIDATED, "2026-03-02 08:00", "2026-03-02 09:30", ("cinema",), 0,
                  id="free-minutes-all"),
-    # Free minutes add up: 4 h free, 1 h charged.
-    pytest.param(VALIDATED, "2026-03-02 08:00", "2026-03-02 13:00", ("cinema", "cinema"), 200,
-                 id="free-minutes-twice"),
+    # A validation counts once per stay, free minutes too: 2 h free, 3 h charged.
+    pytest.param(VALIDATED, "2026-03-02 08:00", "2026-03-02 13:00", ("cinema", "cinema"), 600,
+                 id="free-minutes-once"),
     pytest.param(VALIDATED, "2026-03-02 08:00", "2026-03-02 13:00", ("shop",), 700, id="fixed"),
     # 1 h is 2.00; 3.00 off stops at 0.
     pytest.param(VALIDATED, "2026-03-02 08:00", "2026-03-02 09:00", ("shop",), 0, id="fixed-floor"),
@@ -351,6 +352,54 @@ def test_permit_free():
     ]
 
 
+def test_a_validation_counts_once_per_stay():
+    """Three stamps of one validation took 3 x 3.00 off; a pay station takes the first only."""
+    result = price(VALIDATED, "2026-03-02 08:00", "2026-03-02 13:00", ("shop", "shop", "shop"))
+    assert result.amount_minor == 700
+    assert [(line.code, line.description, line.amount_minor) for line in result.lines[1:]] == [
+        ("discount:shop", "validation shop: 3.00 EUR off", -300),
+        ("discount:shop", "validation shop: given 3 times, counted once", 0),
+    ]
+
+
+def test_a_validation_larger_than_the_fee_says_what_it_took():
+    """It said "3.00 EUR off" beside -1.50: the line and the total must tell the same story."""
+    table = {**VALIDATED, "validations": {"shop": {"amount_minor": 300},
+                                          "bakery": {"amount_minor": 50}}}
+    result = price(table, "2026-03-02 08:00", "2026-03-02 09:00", ("shop", "bakery"))
+    assert result.amount_minor == 0
+    assert [(line.description, line.amount_minor) for line in result.lines[1:]] == [
+        ("validation shop: 2.00 EUR off (worth up to 3.00 EUR)", -200),
+        ("validation bakery: 0.00 EUR off (worth up to 0.50 EUR)", 0),
+    ]
+
+
+@pytest.mark.parametrize(("start", "end", "message"), [
+    # Each raised OverflowError from the date arithmetic around the stay.
+    (datetime(1, 1, 1, 10, tzinfo=UTC), datetime(1, 1, 2, 10, tzinfo=UTC), "from 1900-01-01"),
+    (datetime(9999, 12, 30, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC), "to 9999-01-01"),
+    (datetime(1, 1, 1, 0, 30, tzinfo=ZoneInfo("Asia/Tokyo")), datetime(2026, 1, 1, tzinfo=UTC),
+     "beyond the calendar's end"),
+    # Three centuries of nights: some 220,000 lines, a quote that fills memory for minutes.
+    (datetime(1990, 1, 1, tzinfo=UTC), datetime(2290, 1, 1, tzinfo=UTC), "longer than 36,525"),
+])
+def test_a_stay_beyond_what_can_be_priced_is_a_value_error(start, end, message):
+    table = RateTable.model_validate({**capped(1500, "calendar_day"), "bands": [NIGHT_BAND]})
+    with pytest.raises(ValueError, match=message):
+        quote(table, start, end, tz=BERLIN)
+
+
+def test_a_fee_beyond_what_a_json_reader_holds_exactly_is_refused():
+    """Amounts of 10^18 made a two-day quote of 13,300,000,000,000,000,020.20 EUR; the largest
+    amounts the config allows still reach past 2^53 over a long enough stay."""
+    table = RateTable.model_validate({"currency": "EUR", "lines": [
+        {"per_minutes": 1, "amount_minor": MAX_MINOR}]})
+    fine = quote(table, at("2026-03-02 08:00"), at("2026-03-04 08:00"), tz=BERLIN)
+    assert fine.amount_minor == 2 * 1440 * MAX_MINOR
+    with pytest.raises(ValueError, match=r"runs past 90071992547409\.91 EUR"):
+        quote(table, at("2026-03-02 08:00"), at("2046-03-02 08:00"), tz=BERLIN)
+
+
 def test_unknown_validation():
     with pytest.raises(UnknownValidationError, match="'gym'") as raised:
         price(VALIDATED, "2026-03-02 08:00", "2026-03-02 13:00", ("shop", "gym"))
@@ -509,6 +558,20 @@ INVALID = [
     pytest.param({"validations": {"shop": {"percent": 101}}}, "percent", id="percent-over-100"),
     pytest.param({"validations": {"shop": {"free_minute": 30}}}, "free_minute",
                  id="validation-typo"),
+    # Every number is bounded, and written as a number: lax pydantic read `true` as 1.
+    pytest.param({"lines": [{"flat_minor": 10**18}]}, "less than or equal to 1000000000",
+                 id="amount-too-large"),
+    pytest.param({"max_fee_minor": 10**18}, "max_fee_minor", id="max-fee-too-large"),
+    pytest.param({"lines": [{"per_minutes": 10**18, "amount_minor": 1}]},
+                 "less than or equal to 527040", id="minutes-too-many"),
+    pytest.param({"grace_minutes": 10**12}, "grace_minutes", id="grace-too-long"),
+    pytest.param({"lines": [{"flat_minor": True}]}, "whole number", id="amount-true"),
+    pytest.param({"lines": [{"flat_minor": "100"}]}, "whole number", id="amount-text"),
+    pytest.param({"lines": [{"flat_minor": 100.0}]}, "whole number", id="amount-float"),
+    pytest.param({"validations": {"shop": {"percent": True}}}, "whole number",
+                 id="percent-true"),
+    pytest.param({"lines": [*[{"until_minutes": m, "flat_minor": 1} for m in range(1, 51)],
+                            {"flat_minor": 0}]}, "at most 50 tiers", id="too-many-tiers"),
 ]
 
 
