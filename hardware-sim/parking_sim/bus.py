@@ -160,10 +160,15 @@ class SensorBus:
 
     # --- lifecycle -----------------------------------------------------------------------
 
-    async def start(self) -> str:
-        """Open the line and start serving; returns the pty path ("" for a socket pair)."""
+    async def start(self, *, running_for_s: float = 0.0) -> str:
+        """Open the line and start serving; returns the pty path ("" for a socket pair).
+
+        `running_for_s`: the nodes have been running this long already (the gateway restarts,
+        the nodes do not): a car parked over one before the start is detected by the first
+        poll, as it has been all along.
+        """
         self._loop = asyncio.get_running_loop()
-        self._t0 = self._loop.time()
+        self._t0 = self._loop.time() - running_for_s
         if self.transport == "socket":
             ours, theirs = socket.socketpair()
             for s in (ours, theirs):

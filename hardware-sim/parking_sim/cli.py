@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from gateway.cli.common import png_path
+
 if TYPE_CHECKING:
     from parking_sim.run import Snapshot
 
@@ -42,7 +44,7 @@ def sim() -> None:
               help="Simulated hours (default: the scenario's).")
 @click.option("--time-scale", "time_scale", default="virtual", show_default=True,
               help="'virtual' (as fast as it goes) or a speed-up factor, e.g. 60.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), callback=png_path,
               help="Where to save the plot (default: sim-<scenario>-seed<N>.png here).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def run_command(scenario: Path, seed: int | None, hours: float | None, time_scale: str,

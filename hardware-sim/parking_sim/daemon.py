@@ -30,12 +30,16 @@ from gateway.lpr.worker import PlateSource
 from gateway.runtime.notify import Notifier
 from parking_sim.bus import SensorBus
 from parking_sim.camera import GroundTruthReader
+from parking_sim.physics import LaneSim, SimCar
 from parking_sim.scenario import Scenario
+from parking_sim.state import SAVE_EVERY_S, Restart
 from parking_sim.traffic import Arrival
 from parking_sim.vtime import TimeWarpLoop
 from parking_sim.world import World
 
 log = structlog.get_logger("parking_sim.daemon")
+
+NODES_SETTLED_S = 10.0  # after a restart, the detector nodes have been running this long
 
 
 @dataclass
@@ -47,9 +51,12 @@ class PayStation:
     share: float = 1.0  # the share of visitors who pay (the rest test the offline policy)
     rng: random.Random = field(default_factory=lambda: random.Random(5))
 
-    async def pay(self, gateway: Gateway, plate: str) -> None:
+    async def pay(self, gateway: Gateway, plate: str, *, refused: bool = False) -> None:
+        """`refused`: the exit sent the driver back; whatever they owe (a visitor who skipped
+        the pay station, a reservation that ran over), they pay it now."""
         stay = gateway.access.stay_of(plate)
-        if stay is None or stay.right_kind != "visitor" or self.rng.random() >= self.share:
+        if stay is None or (not refused and (stay.right_kind != "visitor"
+                                             or self.rng.random() >= self.share)):
             self.skipped += 1
             return
         fee = gateway.sessions.fee_at(stay, gateway.clock.now())
@@ -64,14 +71,20 @@ class PayStation:
 
 
 class _World(World):
-    """The world with a hook where a car leaves its bay (the driver walks past a pay station)."""
+    """The world with a pay station: a driver walks past it on the way back to the car, and
+    goes to it when the exit refuses them (unpaid) before trying the exit again."""
 
-    on_leave_bay: Callable[[str], None] | None = None
+    on_pay: Callable[[str, bool], None] | None = None  # (plate, refused at the exit)
 
     def _leave_bay(self, visit: Any) -> None:
-        if self.on_leave_bay is not None:
-            self.on_leave_bay(visit.arrival.vehicle.plate)
+        if self.on_pay is not None:
+            self.on_pay(visit.arrival.vehicle.plate, False)
         super()._leave_bay(visit)
+
+    def _reversed(self, lane: LaneSim, car: SimCar) -> None:
+        if car.refused and self.directions[lane.lane_id] == "exit" and self.on_pay is not None:
+            self.on_pay(car.arrival.vehicle.plate, True)
+        super()._reversed(lane, car)
 
 
 @dataclass
@@ -113,13 +126,18 @@ async def lot_run(
     pay_share: float = 0.9,
     render_frames: bool = True,
     node_sample_period_s: float | None = None,
+    restart: Restart | None = None,
 ) -> AsyncIterator[LotRun]:
     """Build the world and the daemon on it, started; stop both on the way out.
 
     A long run in virtual time can skip drawing camera frames (`render_frames=False`, with the
-    ground-truth reader) and sample the detector nodes more slowly than their 10 Hz.
+    ground-truth reader) and sample the detector nodes more slowly than their 10 Hz. With a
+    `restart` the lot goes on from its saved state (``parking_sim.state``), reconciled with
+    the journal, and saves itself as it runs and once the daemon has stopped.
     """
-    world = _World(settings, scenario, clock=clock, seed=seed, render_frames=render_frames)
+    saved = None if restart is None else restart.saved
+    world = _World(settings, scenario, clock=clock, seed=seed if saved is None else saved.seed,
+                   render_frames=render_frames)
     bus: SensorBus | None = None
     port: str | None = None
     units = {bay.id: bay.sensor.unit_id for bay in settings.bays
@@ -130,7 +148,6 @@ async def lot_run(
         if node_sample_period_s is not None:
             for unit in bus.units:
                 bus.node(unit).sample_period_s = node_sample_period_s
-        port = await bus.start()
 
         def on_bay(bay_id: str, occupied: bool, plate: str | None) -> None:
             unit = units.get(bay_id)
@@ -142,6 +159,10 @@ async def lot_run(
                 bus.leave(unit)
 
         world.bays.subscribe(on_bay)
+    if restart is not None:
+        restart.resume(world)  # before the nodes start: the cars parked over them are there
+    if bus is not None:
+        port = await bus.start(running_for_s=0.0 if saved is None else NODES_SETTLED_S)
     gateway = Gateway(
         settings, clock=clock, sync=sync, control=control,
         # With [lpr] enabled and no reader given, the daemon starts its own plate worker.
@@ -150,6 +171,8 @@ async def lot_run(
         hardware=HardwareOverrides(pin_factory=world.factory, cameras=world.cameras,
                                    bus_port=port))
     run = LotRun(world, gateway, bus, PayStation(share=pay_share))
+    if saved is not None:
+        run.reservations = [Reservation.model_validate(r) for r in saved.reservations]
     daemon = asyncio.ensure_future(gateway.run())
     try:
         await _started(gateway, daemon)
@@ -161,9 +184,12 @@ async def lot_run(
             loop.hold_while(lambda: link.bytes_written > bus.bytes_received
                             or bus.bytes_sent > link.bytes_read)
         _push_population(run)
-        world.on_leave_bay = lambda plate: run.spawn(run.pay_station.pay(gateway, plate))
+        world.on_pay = lambda plate, refused: run.spawn(
+            run.pay_station.pay(gateway, plate, refused=refused))
         _book_reservations(run)
         await world.start()
+        if restart is not None:
+            run.spawn(_save_every(run, restart))
         yield run
     finally:
         # The daemon stops first, as on a real lot: the barriers and loops are still there
@@ -171,6 +197,8 @@ async def lot_run(
         gateway.stop()
         with contextlib.suppress(asyncio.CancelledError):
             await daemon
+        if restart is not None and world.started:
+            restart.save(run.world, clock, run.reservations)
         await world.close()
         for task in list(run.tasks):
             task.cancel()
@@ -187,6 +215,13 @@ async def _started(gateway: Gateway, daemon: asyncio.Future[None]) -> None:
         ready.cancel()
         daemon.result()  # raises what stopped it
         raise RuntimeError("the gateway stopped before it was ready")
+
+
+async def _save_every(run: LotRun, restart: Restart) -> None:
+    """Save the lot now and then: what a hard kill (no save at the stop) resumes from."""
+    while True:
+        await asyncio.sleep(SAVE_EVERY_S)
+        restart.save(run.world, run.gateway.clock, run.reservations)
 
 
 def _push_population(run: LotRun) -> None:
@@ -206,7 +241,10 @@ def _book_reservations(run: LotRun) -> None:
 
     def booked(duration_s: float) -> Iterator[Arrival]:
         for arrival in arrivals(duration_s):
-            if arrival.vehicle.kind == "reservation":
+            plate = arrival.vehicle.plate
+            # A restart draws the arrival that was coming again: booked already.
+            if arrival.vehicle.kind == "reservation" and not any(
+                    r.plate == plate and r.end > clock.now() for r in run.reservations):
                 start = clock.now() + timedelta(seconds=max(0.0, arrival.at_s
                                                             - run.world.now_s))
                 run.reservations.append(Reservation(

@@ -1,22 +1,28 @@
 """``parking-gateway demo``: the real daemon running a simulated lot, with a live view.
 
 The lot is ``config/demo-lot.toml`` (two entry lanes, one exit lane, 301 bays on three floors)
-and its day is ``hardware-sim/scenarios/demo.toml``. Time is virtual, paced to at most
-``--pace`` lot seconds per real second (60: a lot hour in a real minute). The gateway syncs to
-an MQTT broker on the configured host if one answers, and otherwise journals offline and says
-so. With ``--duration`` it runs for that many real seconds, prints a summary and exits 0.
+and its day is ``hardware-sim/scenarios/demo.toml``. Its settings take ``PARKING_GATEWAY__...``
+environment overrides exactly as ``run`` does (a broker, port, HMAC key, HTTP address); the
+journal and the control socket stay in the state directory. Time is virtual, paced to at most
+``--pace`` lot seconds per real second (60: a lot hour in a real minute). The gateway's sync
+always runs: it journals offline, says so, and delivers once a broker answers, whenever that is.
+With ``--duration`` it runs for that many real seconds, prints a summary and exits 0.
+
+A demo started again on the same ``--state-dir`` goes on where it stopped: the same lot time,
+the vehicles inside still inside, in their bays (``parking_sim.state``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
-import socket
 import sys
 import tempfile
 import time
 from collections import Counter, deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,18 +33,34 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from gateway.cli.common import InvalidInput, config_problems
+from gateway.config import ConfigError, Settings
 from gateway.runtime.aio import cancel_and_wait
 
 ROOT = Path(__file__).resolve().parent.parent.parent  # the repository (an editable install)
 DEMO_SCENARIO = ROOT / "hardware-sim" / "scenarios" / "demo.toml"
 
 
-def broker_answers(host: str, port: int, timeout_s: float = 0.5) -> bool:
+def demo_settings(scenario: Any, state_dir: Path, *, lpr: bool,
+                  env: Mapping[str, str]) -> Settings:
+    """The demo lot's settings with `env`'s overrides, as ``run`` loads them; an invalid
+    override is the same input error (exit 2), naming the variable."""
+    from parking_sim.daemon import sim_settings
+
     try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
+        lot = scenario.settings(env)
+    except ConfigError as e:
+        raise config_problems(scenario.resolve(scenario.lot.config), e) from None
+    return sim_settings(lot, state_dir, lpr=lpr)
+
+
+def backend(gateway: Any) -> str:
+    """Where events go, and whether they are getting there."""
+    mqtt = gateway.settings.sync.mqtt
+    sync = gateway.sync
+    if sync is not None and sync.connected_event.is_set():
+        return f"MQTT {mqtt.host}:{mqtt.port}, connected"
+    return f"MQTT {mqtt.host}:{mqtt.port}: offline, buffering"
 
 
 @dataclass
@@ -82,13 +104,13 @@ def _describe(at: str, kind: str, data: dict[str, Any]) -> str:
     return f"{at}  {kind}"
 
 
-def _view(run: Any, feed: Feed, mqtt: str, started: float) -> Group:
+def _view(run: Any, feed: Feed, started: float) -> Group:
     gateway, world = run.gateway, run.world
     now = gateway.clock.now().astimezone(gateway.settings.gateway.tzinfo)
     head = Text.assemble(
         ("parking-gateway demo  ", "bold"), f"lot time {now:%a %H:%M:%S}  ",
         f"real {time.monotonic() - started:5.0f} s  ", ("lot " + gateway.lot_state(), "bold"),
-        f"  backend: {mqtt}")
+        f"  backend: {backend(gateway)}")
     floors = Table(title="bays with sensors, by floor", expand=False)
     for column in ("floor", "free", "occupied", "unknown"):
         floors.add_column(column, justify="right")
@@ -117,24 +139,32 @@ def _view(run: Any, feed: Feed, mqtt: str, started: float) -> Group:
 
 
 async def run_demo(duration_s: float | None, pace: float, seed: int | None, lpr: bool,
-                   state_dir: Path, console: Console) -> dict[str, Any]:
+                   state_dir: Path, console: Console,
+                   env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """`env`: the environment the settings' overrides come from (default: the process's)."""
     from gateway.runtime.log import configure_logging
-    from parking_sim.daemon import lot_run, outbox, sim_settings
+    from parking_sim.daemon import lot_run, outbox
     from parking_sim.scenario import load_scenario
+    from parking_sim.state import restart
     from parking_sim.vtime import TimeWarpLoop, VirtualClock
 
     loop = asyncio.get_running_loop()
     assert isinstance(loop, TimeWarpLoop)
     scenario = load_scenario(DEMO_SCENARIO)
-    settings = sim_settings(scenario.settings(), state_dir, lpr=lpr)
+    settings = demo_settings(scenario, state_dir, lpr=lpr,
+                             env=os.environ if env is None else env)
     configure_logging("error", "console", sys.stderr)  # the live view is the output
     mqtt = settings.sync.mqtt
-    online = broker_answers(mqtt.host, mqtt.port)
-    backend = (f"MQTT {mqtt.host}:{mqtt.port}" if online else
-               f"no MQTT broker at {mqtt.host}:{mqtt.port}: buffering offline")
-    console.print(f"[bold]demo[/]: {backend}; journal {settings.journal.path}")
+    console.print(f"[bold]demo[/]: events to MQTT {mqtt.host}:{mqtt.port} (buffered offline "
+                  f"until it answers); journal {settings.journal.path}")
+    again = await restart(state_dir, scenario, settings.journal.path)
+    if again.saved is not None:
+        tz = settings.gateway.tzinfo
+        console.print(f"resuming the lot at {again.at.astimezone(tz):%a %H:%M:%S} with "
+                      f"{sum(p.inside for p in again.saved.world.vehicles)} vehicles inside "
+                      f"(start {again.starts}, seed {again.saved.seed})")
     loop.set_pace(pace)
-    clock = VirtualClock(loop, start=scenario.scenario.start)
+    clock = VirtualClock(loop, start=again.at, boot_id=again.boot_id)
     plates = None
     if lpr:
         console.print("starting the plate reader (EasyOCR warms up for a few seconds) ...")
@@ -144,8 +174,8 @@ async def run_demo(duration_s: float | None, pace: float, seed: int | None, lpr:
             loop.add_signal_handler(sig, stop.set)
     started = time.monotonic()
     feed = Feed()
-    async with lot_run(settings, scenario, clock=clock, seed=seed, plates=plates, sync=online,
-                       render_frames=lpr, node_sample_period_s=0.5) as run:
+    async with lot_run(settings, scenario, clock=clock, seed=seed, plates=plates, sync=True,
+                       render_frames=lpr, node_sample_period_s=0.5, restart=again) as run:
         traffic = asyncio.ensure_future(run.world.run(scenario.scenario.hours * 3600))
         live = console.is_terminal
         with Live(console=console, refresh_per_second=4, transient=False) if live \
@@ -156,14 +186,14 @@ async def run_demo(duration_s: float | None, pace: float, seed: int | None, lpr:
                     break
                 await feed.poll(run.gateway)
                 if view is not None:
-                    view.update(_view(run, feed, backend, started))
+                    view.update(_view(run, feed, started))
                 elif time.monotonic() - last_line >= 10:
                     last_line = time.monotonic()
                     console.print(run.gateway.status_line())
                 await _real_sleep(stop, 0.25)
         await cancel_and_wait(traffic)
-        summary = await _summary(run, outbox, backend, time.monotonic() - started)
-    return summary
+        summary = await _summary(run, outbox, time.monotonic() - started)
+    return {**summary, "start": again.starts}
 
 
 async def _real_sleep(stop: asyncio.Event, seconds: float) -> None:
@@ -173,7 +203,7 @@ async def _real_sleep(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.sleep(0.01)
 
 
-async def _summary(run: Any, outbox: Any, backend: str, real_s: float) -> dict[str, Any]:
+async def _summary(run: Any, outbox: Any, real_s: float) -> dict[str, Any]:
     gateway, world = run.gateway, run.world
     events = await outbox(gateway)
     kinds = Counter(kind for kind, _ in events)
@@ -186,7 +216,7 @@ async def _summary(run: Any, outbox: Any, backend: str, real_s: float) -> dict[s
         "real_seconds": round(real_s, 1),
         "lot_time": gateway.clock.now().astimezone(gateway.settings.gateway.tzinfo).isoformat(
             timespec="seconds"),
-        "backend": backend,
+        "backend": backend(gateway),
         "vehicles": {k: truth.get(k, 0) for k in ("arrived", "entered", "exited", "refused",
                                                    "reversed", "tailgates")},
         "sessions": {"started": kinds["session.started"], "ended": kinds["session.ended"],
@@ -207,21 +237,28 @@ async def _summary(run: Any, outbox: Any, backend: str, real_s: float) -> dict[s
               help="Run this many real seconds, print a summary and exit (default: until Ctrl-C).")
 @click.option("--pace", type=click.FloatRange(min=1), default=60.0, show_default=True,
               help="Lot seconds per real second at most (60: a lot hour in a real minute).")
-@click.option("--seed", type=int, help="The traffic's random seed (default: the scenario's).")
+@click.option("--seed", type=int,
+              help="The traffic's random seed (default: the scenario's; a resumed lot keeps "
+                   "its own).")
 @click.option("--lpr", is_flag=True,
               help="Read plates with the real reader (EasyOCR) on rendered frames.")
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Where the demo's journal goes (default: a new temporary folder).")
+              help="Where the demo's journal and saved lot go; a demo started again on it "
+                   "resumes the lot (default: a new temporary folder).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def demo(duration_s: float | None, pace: float, seed: int | None, lpr: bool,
          state_dir: Path | None, as_json: bool) -> None:
     """Run the gateway daemon on a simulated lot, with a live view of bays, lanes and events."""
+    from parking_sim.state import StateError
     from parking_sim.vtime import TimeWarpLoop
 
     console = Console(stderr=as_json)
     state = state_dir or Path(tempfile.mkdtemp(prefix="parking-gateway-demo-"))
     with asyncio.Runner(loop_factory=lambda: TimeWarpLoop(None, io_grace_s=0.0)) as runner:
-        summary = runner.run(run_demo(duration_s, pace, seed, lpr, state, console))
+        try:
+            summary = runner.run(run_demo(duration_s, pace, seed, lpr, state, console))
+        except StateError as e:
+            raise InvalidInput(str(e)) from None
     if as_json:
         import json
 

@@ -212,6 +212,7 @@ class LaneSim:
         self._task: asyncio.Task[None] | None = None
         self._view_listeners: list[Callable[[SimCar | None], None]] = []
         self._in_view: SimCar | None = None
+        self._opened_for: SimCar | None = None  # the car in view when the arm began to rise
         pins.open_relay.listeners.append(self._on_open_relay)
         if pins.close_relay is not None:
             pins.close_relay.listeners.append(self._on_close_relay)
@@ -329,7 +330,10 @@ class LaneSim:
             # Squeezing through behind the car ahead while the arm is not (yet) down.
             return arm.angle > 0.3
         first = bool(before_line) and before_line[0] is car
-        opened_for_me = car.armed_at is not None and arm.open_started_at >= car.armed_at - 1e-9
+        # Opened after it reached the loop, or for its plate while it pulled up behind a car
+        # that backed away (the loop never saw a gap, the camera saw this car): it drives on.
+        opened_for_me = car is self._opened_for or (
+            car.armed_at is not None and arm.open_started_at >= car.armed_at - 1e-9)
         return first and arm.angle >= 1.0 and opened_for_me
 
     def _backs_out(self, car: SimCar, now: float) -> bool:
@@ -431,7 +435,11 @@ class LaneSim:
         if self.pins.drive == "level" and not on:
             self._command_close(now)
         elif on:
+            # Raised from down, it is raised for the car the camera shows (a reopen over a
+            # closing arm is for whatever reached its loops, not for the car in view).
+            from_down = self.arm.angle <= 0.0
             self.arm.open(now)
+            self._opened_for = self._in_view if from_down else self._opened_for
         self._wake.set()
 
     def _on_close_relay(self, on: bool) -> None:

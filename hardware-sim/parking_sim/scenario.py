@@ -10,6 +10,7 @@ forbids unknown keys, like the gateway's own config. See ``hardware-sim/scenario
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -141,10 +142,15 @@ class Scenario(_Table):
     def resolve(self, path: Path) -> Path:
         return path if path.is_absolute() else self.base_dir / path
 
-    def settings(self) -> Settings:
-        """The gateway settings of the scenario's lot (loaded, or generated)."""
+    def settings(self, env: Mapping[str, str] | None = None) -> Settings:
+        """The gateway settings of the scenario's lot (loaded, or generated).
+
+        `env`: ``PARKING_GATEWAY__...`` overrides of a lot's config file, taken exactly as
+        ``run`` takes them (the demo passes ``os.environ``); none by default, so a scenario runs
+        the same on every machine. Raises ``ConfigError``.
+        """
         if self.lot.config is not None:
-            return load_settings(self.resolve(self.lot.config), env={})
+            return load_settings(self.resolve(self.lot.config), env={} if env is None else env)
         return generated_settings(self.lot)
 
 

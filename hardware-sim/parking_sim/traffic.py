@@ -12,7 +12,7 @@ from __future__ import annotations
 import string
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -139,6 +139,9 @@ class Traffic:
         self.reservations: list[Vehicle] = []
         # Whether a plate is in the lot now (the world says): a regular does not come twice.
         self.present: Callable[[str], bool] = lambda plate: False
+        self._t = 0.0  # the time of the last arrival drawn
+        self._tailgater_next = False  # the last arrival drawn may have a tailgater behind it
+        self._mark = self._here()
 
     def _vehicle(self, kind: Kind) -> Vehicle:
         if self._pool:
@@ -154,22 +157,51 @@ class Traffic:
         return float(self.model.rate_per_hour[hour]) / 3600.0
 
     def arrivals(self, duration_s: float) -> Iterator[Arrival]:
-        """Arrivals in [0, duration_s), in time order (Lewis-Shedler thinning)."""
+        """Arrivals in [0, duration_s), in time order (Lewis-Shedler thinning), from where the
+        last call (or :meth:`resume`) left off."""
         peak = max(self.model.rate_per_hour) / 3600.0
         if peak <= 0:
             return
-        t = 0.0
         while True:
-            t += float(self._rng.exponential(1.0 / peak))
-            if t >= duration_s:
-                return
-            if self._rng.random() * peak <= self._rate(t):
-                yield self._arrival(t, tailgates=False)
+            self._mark = self._here()  # a restart draws again from here: the arrival coming
+            if self._tailgater_next:
+                self._tailgater_next = False
                 if self._rng.random() < self.model.tailgate_prob:
                     # A tailgater arrives right behind a car, to slip through with it.
-                    t += float(self._rng.uniform(0.5, 2.0))
-                    if t < duration_s:
-                        yield self._arrival(t, tailgates=True)
+                    self._t += float(self._rng.uniform(0.5, 2.0))
+                    if self._t < duration_s:
+                        yield self._arrival(self._t, tailgates=True)
+                continue
+            self._t += float(self._rng.exponential(1.0 / peak))
+            if self._t >= duration_s:
+                return
+            if self._rng.random() * peak <= self._rate(self._t):
+                self._tailgater_next = True
+                yield self._arrival(self._t, tailgates=False)
+
+    def position(self) -> dict[str, Any]:
+        """Where the arrivals stand, before the one drawn last (the arrival still to come):
+        JSON, for a restart's saved state."""
+        return self._mark
+
+    def _here(self) -> dict[str, Any]:
+        return {"t": self._t, "tailgater_next": self._tailgater_next,
+                "pool_next": self._pool_next, "rng": self._rng.bit_generator.state}
+
+    def resume(self, position: dict[str, Any]) -> None:
+        """Go on from a :meth:`position`: the same arrivals as a run that never stopped."""
+        self._t = float(position["t"])
+        self._tailgater_next = bool(position["tailgater_next"])
+        self._pool_next = int(position["pool_next"])
+        self._rng.bit_generator.state = position["rng"]
+        self._mark = self._here()
+
+    def skip(self, until_s: float) -> list[Arrival]:
+        """Draw the arrivals before `until_s` (a restart after a hard stop, later than the
+        saved state) and leave the position at the first one after."""
+        skipped = list(self.arrivals(until_s))
+        self.resume(self._mark)
+        return skipped
 
     def _arrival(self, t: float, *, tailgates: bool) -> Arrival:
         model, rng = self.model, self._rng

@@ -10,7 +10,10 @@ A :class:`World` owns the physical side. The gateway side (the real daemon, or t
   when a car parks or leaves; ``world.modbus_units`` maps bay ids to unit ids;
 * truth: ``world.truth`` logs what really happened (entries, exits, refusals, reversals,
   tailgates, bay changes) and ``world.safety_events()`` every moment an arm moved down over a
-  vehicle.
+  vehicle;
+* restarts: :meth:`World.saved` is the lot as it stands (every vehicle, where it is and when it
+  moves on, the traffic's position), and :meth:`World.resume` puts it back before the start
+  (``parking_sim.state`` keeps it in a file).
 """
 
 from __future__ import annotations
@@ -93,6 +96,14 @@ class BayWorld:
         self._set(bay, plate)
         return bay
 
+    def put(self, bay_id: str, plate: str) -> str | None:
+        """Put a car back into `bay_id` (a restart); a random free bay if that one is not free
+        or no longer exists; None when the lot is full."""
+        if self._occupant.get(bay_id, plate) is not None:
+            return self.park(plate)
+        self._set(bay_id, plate)
+        return bay_id
+
     def leave(self, bay_id: str) -> None:
         self._set(bay_id, None)
 
@@ -122,6 +133,7 @@ class TruthLog:
     """What really happened, for checking what the gateway recorded."""
 
     events: list[TruthEvent] = field(default_factory=list)
+    carried: Counter[str] = field(default_factory=Counter)  # counts from before a restart
 
     def add(self, event: TruthEvent) -> None:
         self.events.append(event)
@@ -130,9 +142,9 @@ class TruthLog:
         return [e for e in self.events if e.kind == kind]
 
     def counts(self) -> dict[str, int]:
-        counted: dict[str, int] = dict(Counter(str(e.kind) for e in self.events))
+        counted = Counter(str(e.kind) for e in self.events)
         counted["tailgates"] = sum(1 for e in self.events if e.kind == "entered" and e.tailgate)
-        return counted
+        return dict(counted + self.carried) if self.carried else dict(counted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,10 +155,43 @@ class Sample:
     queued: int  # cars in the lanes
 
 
-@dataclass
+Phase = Literal["arriving", "to_bay", "parked", "to_exit"]
+"""Where a vehicle is: queued at an entry (not inside yet), driving to a bay, parked, or on its
+way out (driving to the exit, or queued there)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """One vehicle as a restart saves and resumes it."""
+
+    arrival: Arrival
+    phase: Phase
+    bay: str | None = None
+    due_in_s: float = 0.0  # until its next step: reaching its bay, leaving it, the exit
+
+    @property
+    def inside(self) -> bool:
+        return self.phase != "arriving"
+
+
+@dataclass(frozen=True, slots=True)
+class SavedWorld:
+    """The lot at one moment: enough to go on from there after a restart."""
+
+    elapsed_s: float  # since the run's start (the scenario's start time)
+    vehicles: tuple[Placed, ...]
+    traffic: dict[str, Any]  # Traffic.position()
+    truth: dict[str, int]
+
+
+@dataclass(eq=False)
 class _Visit:
+    """A vehicle inside, out of the lanes; ``due`` is the loop time of its next step."""
+
     arrival: Arrival
     bay: str | None = None
+    phase: Phase = "to_bay"
+    due: float = 0.0
 
 
 class World:
@@ -197,6 +242,9 @@ class World:
         self.traffic.present = lambda plate: self._present[plate] > 0
         self._last_entry: str | None = None
         self._t0: float | None = None
+        self._elapsed0 = 0.0  # a resumed run's time since the start, at its start
+        self._visits: set[_Visit] = set()  # vehicles inside, out of the lanes
+        self._resumed: list[tuple[_Visit, float]] = []  # their next steps, due at the start
 
     # -- building --------------------------------------------------------------------------
 
@@ -263,12 +311,21 @@ class World:
     def inside(self) -> int:
         return self._inside
 
+    @property
+    def started(self) -> bool:
+        return self._t0 is not None
+
     async def start(self) -> None:
-        self._t0 = asyncio.get_running_loop().time()
+        self._t0 = asyncio.get_running_loop().time() - self._elapsed0
         for part in self._attachments:
             await part.start()
         for lane in self.lanes.values():
             lane.start()
+        for visit, due_in_s in self._resumed:
+            step = {"to_bay": self._to_bay, "parked": self._leave_bay,
+                    "to_exit": self._queue_exit}[visit.phase]
+            self._schedule(visit, visit.phase, due_in_s, step)
+        self._resumed.clear()
         self._tasks.append(asyncio.ensure_future(self._sample_forever()))
 
     async def run(self, duration_s: float) -> None:
@@ -356,7 +413,7 @@ class World:
         if self.directions[lane.lane_id] == "entry":
             self._inside += 1
             self._log("entered", arrival, lane=lane.lane_id, tailgate=car.tailgating)
-            self._later(self._drive_time(), self._to_bay, _Visit(arrival))
+            self._schedule(_Visit(arrival), "to_bay", self._drive_time(), self._to_bay)
         else:
             self._inside -= 1
             self._log("exited", arrival, lane=lane.lane_id, tailgate=car.tailgating)
@@ -369,32 +426,80 @@ class World:
             # Still inside: it tries again a little later, without changing its mind.
             retry = Arrival(arrival.at_s, arrival.vehicle, arrival.stay_s, False, False,
                             arrival.length_m, arrival.speed_mps)
-            self._later(self._rng.uniform(30.0, 120.0), self._queue_exit, retry)
+            self._schedule(_Visit(retry), "to_exit", self._rng.uniform(30.0, 120.0),
+                           self._queue_exit)
+
+    def _schedule(self, visit: _Visit, phase: Phase, delay: float,
+                  step: Callable[[_Visit], None]) -> None:
+        """The vehicle's next step, `delay` seconds from now (kept, so a restart resumes it)."""
+        visit.phase, visit.due = phase, asyncio.get_running_loop().time() + delay
+        self._visits.add(visit)
+        self._later(delay, step, visit)
 
     def _to_bay(self, visit: _Visit) -> None:
         bay = self.bays.park(visit.arrival.vehicle.plate)
         if bay is None:
             # No free bay after all: it drives round and leaves.
             self._log("circled", visit.arrival)
-            self._later(self._drive_time(), self._queue_exit, visit.arrival)
+            self._schedule(visit, "to_exit", self._drive_time(), self._queue_exit)
             return
         visit.bay = bay
         self._log("parked", visit.arrival, bay=bay)
-        self._later(visit.arrival.stay_s, self._leave_bay, visit)
+        self._schedule(visit, "parked", visit.arrival.stay_s, self._leave_bay)
 
     def _leave_bay(self, visit: _Visit) -> None:
         assert visit.bay is not None
         self.bays.leave(visit.bay)
         self._log("left_bay", visit.arrival, bay=visit.bay)
-        self._later(self._drive_time(), self._queue_exit, visit.arrival)
+        self._schedule(visit, "to_exit", self._drive_time(), self._queue_exit)
 
-    def _queue_exit(self, arrival: Arrival) -> None:
+    def _queue_exit(self, visit: _Visit) -> None:
+        self._visits.discard(visit)
         exits = self.lanes_of("exit")
         if not exits:
             self._inside -= 1
-            self._log("exited", arrival)
+            self._log("exited", visit.arrival)
             return
-        self.lanes[self._pick(exits)].add_car(arrival, patience_s=self._patience())
+        self.lanes[self._pick(exits)].add_car(visit.arrival, patience_s=self._patience())
+
+    # -- restarts --------------------------------------------------------------------------
+
+    def saved(self) -> SavedWorld:
+        """Every vehicle where it is now: in a lane's queue, driving, or parked."""
+        now = asyncio.get_running_loop().time()
+        placed = [Placed(v.arrival, v.phase, v.bay, max(0.0, v.due - now))
+                  for v in sorted(self._visits, key=lambda v: v.due)]
+        for lane_id, lane in self.lanes.items():
+            phase: Phase = "arriving" if self.directions[lane_id] == "entry" else "to_exit"
+            placed += [Placed(car.arrival, phase) for car in lane.cars if car.state != "gone"]
+        return SavedWorld(self.now_s, tuple(placed), self.traffic.position(),
+                          self.truth.counts())
+
+    def resume(self, saved: SavedWorld) -> None:
+        """Put the lot back as it was saved, before :meth:`start`: parked vehicles in their bays
+        (another free one if theirs is gone or taken), the rest back on their way from the
+        start on, and the traffic where it was."""
+        self._elapsed0 = saved.elapsed_s
+        self.traffic.resume(saved.traffic)
+        self.truth.carried = Counter(saved.truth)
+        for placed in saved.vehicles:
+            self._present[placed.arrival.vehicle.plate] += 1
+            if placed.phase == "arriving":
+                self._arrive_again(placed.arrival)
+                continue
+            self._inside += 1
+            visit = _Visit(placed.arrival, phase=placed.phase)
+            if placed.phase == "parked" and placed.bay is not None:
+                visit.bay = self.bays.put(placed.bay, placed.arrival.vehicle.plate)
+            if placed.phase == "parked" and visit.bay is None:
+                visit.phase = "to_bay"  # its bay is gone, or the lot is full: it looks again
+            self._resumed.append((visit, placed.due_in_s))
+
+    def _arrive_again(self, arrival: Arrival) -> None:
+        """A vehicle that waited at an entry when the lot stopped queues there again."""
+        entries = self.lanes_of("entry")
+        if entries:
+            self.lanes[self._pick(entries)].add_car(arrival, patience_s=self._patience())
 
     # -- statistics ------------------------------------------------------------------------
 

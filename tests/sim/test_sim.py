@@ -356,6 +356,10 @@ def test_sim_run_command(tmp_path: Path) -> None:
                               "--time-scale", "fast"])
     assert bad.exit_code == 2
     assert "virtual" in bad.output
+    not_png = runner.invoke(cli, ["sim", "run", str(SCENARIOS / "weekday.toml"),
+                                  "--out", str(tmp_path / "day.txt")])
+    assert not_png.exit_code == 2
+    assert "PNG" in not_png.output
 
 
 def test_level_driven_lane_lets_cars_through() -> None:
