@@ -481,6 +481,14 @@ class Journal(JournalQueries):
                 return
             except JournalError as e:
                 log.error("journal.maintenance_failed", error=str(e))
+            except Exception as e:  # a bug in pruning must not end maintenance unseen
+                log.exception("journal.maintenance_crashed")
+                self._raise_internal(Alarm(
+                    "journal.maintenance_failed", "critical",
+                    f"journal maintenance (pruning) failed: {e!r}; the journal may outgrow"
+                    " its size cap", {"error": repr(e)[:500]}))
+            else:
+                self._clear_internal("journal.maintenance_failed", "journal maintenance runs")
             await self._watch_disk()
 
     async def _use_reserve(self, error: JournalFullError) -> bool:

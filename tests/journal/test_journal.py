@@ -522,3 +522,33 @@ async def test_a_write_failure_alarm_of_the_last_run_clears_on_the_first_good_wr
                                                             "other"}
         await j.append(bay_event(clock))
         assert {a.alarm_id for a in j.active_alarms()} == {"other"}
+
+
+async def test_a_crash_in_maintenance_is_an_alarm_and_maintenance_goes_on(
+        journal_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An OverflowError from pruning (a retention value too large) ended the maintenance task
+    with nothing logged and no alarm."""
+    calls = 0
+
+    async def overflowing(self: Journal) -> dict[str, int]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise OverflowError("date value out of range")
+        return {"pruned_by_age": 0, "pruned_by_size": 0, "used_bytes": 0}
+
+    monkeypatch.setattr(Journal, "_prune", overflowing)
+    settings = JournalConfig(path=journal_path, maintenance_interval_s=0.01)
+    async with await Journal.open(settings, clock=clock) as j:
+        for _ in range(200):
+            if calls >= 1 and "journal.maintenance_failed" in {a.alarm_id for a in
+                                                               j.active_alarms()}:
+                break
+            await asyncio.sleep(0.01)
+        assert "journal.maintenance_failed" in {a.alarm_id for a in j.active_alarms()}
+        for _ in range(200):
+            if calls >= 3:
+                break
+            await asyncio.sleep(0.01)
+        assert calls >= 3  # it went on
+        assert "journal.maintenance_failed" not in {a.alarm_id for a in j.active_alarms()}
