@@ -7,6 +7,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${PARKING_GATEWAY_VENV:-$ROOT/.venv}"
 EXTRAS="${PARKING_GATEWAY_EXTRAS:-dev,sim,lpr,train}"
+# PARKING_GATEWAY_PYTHON names the interpreter of a new venv (default: the newest 3.11+ on PATH).
 
 find_python() {
     for py in python3.13 python3.12 python3.11 python3; do
@@ -44,7 +45,7 @@ apt_install mosquitto:mosquitto
 
 if [ ! -x "$VENV/bin/python" ]; then
     echo "==> creating virtual environment in $VENV"
-    "$(find_python)" -m venv "$VENV"
+    "${PARKING_GATEWAY_PYTHON:-$(find_python)}" -m venv "$VENV"
 fi
 
 projects=("$ROOT/pyproject.toml" "$ROOT/hardware-sim/pyproject.toml")
