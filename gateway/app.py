@@ -23,6 +23,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, cast, get_args
 
 import structlog
@@ -35,8 +36,10 @@ from gateway.core import events
 from gateway.core.access import Access
 from gateway.core.clock import Clock, SystemClock
 from gateway.core.operations import LaneMode, LotState, OperationRefused
+from gateway.core.plates import normalize
 from gateway.drivers import FrameSource, MonitoredSource
 from gateway.journal import Alarm, Audit, Journal, JournalWriteError, PutSetting
+from gateway.lpr.capture import expire_captures, purge_captures
 from gateway.lpr.worker import PlateResult, PlateSource
 from gateway.runtime.notify import Notifier
 from gateway.runtime.supervise import Part, StopDeadline, supervise
@@ -339,7 +342,9 @@ class Gateway:
                 await self.occupancy.check_overstays()
                 await self.sessions.check_overstays()
                 await self.occupancy.roll_hour()
+                await self._expire_captures()
                 last_overstay = now
+            self._expire_recent()
             if self.sync is not None:
                 self.sync.publish_state("occupancy", self.occupancy.summary())
                 self.sync.publish_state("lanes", {k: v.status() for k, v in self.lanes.items()})
@@ -502,6 +507,44 @@ class Gateway:
 
     async def recent_plates(self, limit: int = 50) -> list[dict[str, Any]]:
         return [r.as_dict() for r in list(self.recent)[-limit:]][::-1]
+
+    async def purge_plate(self, plate: str, *, actor: str) -> dict[str, Any]:
+        """Reads in memory and crops first, then the journal, whose audit entry counts them."""
+        wanted = normalize(plate)
+        if not wanted:
+            raise OperationRefused(f"{plate!r} is not a plate (letters and digits)")
+        kept = [r for r in self.recent if r.plate != wanted]
+        removed = {"recent_reads": len(self.recent) - len(kept), "crops": 0}
+        self.recent.clear()
+        self.recent.extend(kept)
+        capture_dir = self.settings.lpr.capture_dir
+        if capture_dir is not None:
+            removed["crops"] = await asyncio.to_thread(purge_captures, capture_dir, wanted)
+        try:
+            return await self.journal.purge_plate(wanted, actor=actor, removed_elsewhere=removed)
+        except JournalWriteError as e:
+            raise OperationRefused(f"the purge could not be journaled: {e}") from None
+
+    async def export_plate(self, plate: str) -> dict[str, Any]:
+        wanted = normalize(plate)
+        if not wanted:
+            raise OperationRefused(f"{plate!r} is not a plate (letters and digits)")
+        held = await self.journal.plate_records(wanted)
+        held["recent_reads"] = [r.as_dict() for r in self.recent if r.plate == wanted]
+        return held
+
+    def _expire_recent(self) -> None:
+        """Reads shown by `plates recent` are forgotten after `[lpr] recent_max_age_min`."""
+        before = events.rfc3339(
+            self.clock.now() - timedelta(minutes=self.settings.lpr.recent_max_age_min))
+        while self.recent and self.recent[0].at < before:
+            self.recent.popleft()
+
+    async def _expire_captures(self) -> None:
+        lpr = self.settings.lpr
+        if lpr.capture_dir is not None:
+            before = self.clock.now() - timedelta(hours=lpr.capture_max_age_h)
+            await asyncio.to_thread(expire_captures, lpr.capture_dir, before)
 
     async def watch_sensors(self) -> AsyncIterator[dict[str, Any]]:
         async for change in self.occupancy.watch():

@@ -675,6 +675,13 @@ class JournalConfig(_Section):
     on_full: Literal["admit", "intercom"] = "admit"
     # Records a lane holds in memory at most; past it the lane sends cars to the intercom.
     max_held_records: int = Field(20_000, ge=10, le=1_000_000)
+    # Personal data (plates) is kept no longer than needed: closed sessions, with their
+    # payments, this many days after the car left; audit entries this many days.
+    sessions_retention_days: int = Field(90, ge=1, le=3660)
+    audit_retention_days: int = Field(365, ge=1, le=3660)
+    # Rows of each kind one maintenance run deletes at most, so a backlog (retention shortened
+    # on a full journal) is worked off over several runs without holding up the writer.
+    prune_batch: int = Field(5000, ge=100, le=1_000_000)
 
 
 # --- sync ---------------------------------------------------------------------------------
@@ -804,6 +811,10 @@ class LprConfig(_Section):
     timeout_s: float = Field(2.0, gt=0, le=60)  # per passage
     capture_dir: Path | None = None  # keep crops of reads below the threshold here
     capture_max_mb: int = Field(100, ge=1, le=65536)
+    # Crops are personal data too: each is deleted this many hours after it was taken.
+    capture_max_age_h: float = Field(72.0, gt=0, le=8760)
+    # Plate reads shown by `plates recent` are kept in memory this many minutes at most.
+    recent_max_age_min: float = Field(60.0, gt=0, le=10080)
     # Where plate candidates come from: "detector" (a learned text detector, shipped),
     # "glyphs" (hand-made glyph-row rules, tuned on openalpr-dev), or "detector+glyphs".
     localizer: Literal["detector", "glyphs", "detector+glyphs"] = "detector"

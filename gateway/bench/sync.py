@@ -67,6 +67,12 @@ class _NoLot:
     async def recent_plates(self, limit: int = 50) -> list[dict[str, Any]]:
         return []
 
+    async def purge_plate(self, plate: str, *, actor: str) -> dict[str, Any]:
+        raise OperationRefused("benchmark")
+
+    async def export_plate(self, plate: str) -> dict[str, Any]:
+        raise OperationRefused("benchmark")
+
     def watch_sensors(self) -> AsyncIterator[dict[str, Any]]:
         raise OperationRefused("benchmark")
 

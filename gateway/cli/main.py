@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 import click
+from click.shell_completion import BashComplete, FishComplete, ShellComplete, ZshComplete
 
 from gateway import __version__
 from gateway.cli.common import EXIT_CODES, Section, json_option, print_json, print_sections
@@ -21,6 +22,9 @@ from gateway.cli.lazy import SIMULATOR, LazyGroup
 from gateway.runtime.log import LEVELS, configure_logging
 
 PLUGINS = "parking_gateway.cli"  # entry point group: commands of other distributions
+COMPLETE_VAR = "_PARKING_GATEWAY_COMPLETE"  # click's, from the program's name
+SHELLS: dict[str, type[ShellComplete]] = {
+    "bash": BashComplete, "zsh": ZshComplete, "fish": FishComplete}
 
 SERVICE_COMMANDS = ("status", "gate", "lane", "lot", "bay", "alarms", "sensors", "sessions",
                     "plates", "report")
@@ -31,6 +35,7 @@ COMMANDS = {
     "bench": "gateway.cli.bench:bench",
     "run": "gateway.cli.daemon:run",
     "lpr": "gateway.cli.lpr:lpr",
+    "privacy": "gateway.cli.privacy:privacy",
     **{name: f"gateway.cli.service:{name}" for name in SERVICE_COMMANDS},
 }
 
@@ -55,6 +60,8 @@ class RootGroup(LazyGroup):
     "--log-level", type=click.Choice(LEVELS, case_sensitive=False), default="warning",
     show_default=True, help="Log lines at this level and above go to stderr.",
 )
+@click.version_option(__version__, "--version", prog_name="parking-gateway",
+                      message="%(prog)s %(version)s", help="Print the version and exit.")
 def cli(log_level: str) -> None:
     """Technician's tool for a parking-lot edge gateway."""
     # Logs go to stderr, so that stdout holds only the command's output (or its JSON).
@@ -81,3 +88,14 @@ def version(as_json: bool) -> None:
         return
     rows = [(name, value) for name, value in info.items() if name != "version"]
     print_sections([Section(f"parking-gateway {__version__}", rows)])
+
+
+@cli.command(epilog=EXIT_CODES)
+@click.argument("shell", type=click.Choice(list(SHELLS)))
+@click.pass_context
+def completion(ctx: click.Context, shell: str) -> None:
+    """Print the shell's completion script for parking-gateway, to source from its startup
+    file, e.g. in ~/.bashrc: eval "$(parking-gateway completion bash)"."""
+    root = ctx.find_root()
+    click.echo(SHELLS[shell](root.command, {}, root.info_name or "parking-gateway",
+                             COMPLETE_VAR).source())

@@ -48,6 +48,17 @@ class LotControl(Protocol):
 
     async def recent_plates(self, limit: int = 50) -> list[dict[str, Any]]: ...
 
+    async def purge_plate(self, plate: str, *, actor: str) -> dict[str, Any]:
+        """Delete what the gateway holds about a plate on its owner's request (closed
+        sessions and their payments, synced events, reads in memory, crops); audited without
+        the plate. Returns what was removed, and what was kept (an open session, events the
+        backend has not received)."""
+        ...
+
+    async def export_plate(self, plate: str) -> dict[str, Any]:
+        """What the gateway holds about a plate: a subject-access request."""
+        ...
+
     def watch_sensors(self) -> AsyncIterator[dict[str, Any]]:
         """Bay readings as they change, for ``sensors watch``; ends when the caller stops."""
         ...

@@ -153,6 +153,30 @@ class JournalQueries:
                 log.error("journal.setting_unreadable", key=key)
         return found
 
+    async def plate_records(self, plate: str, max_events: int = 1000) -> dict[str, Any]:
+        """What the journal holds about `plate` (normalised), for a subject-access request:
+        its sessions with their payments, and the stored events that name it (the newest
+        `max_events`, with the total)."""
+        columns = ("session_id", "status", "right_kind", "right_ref", "entry_lane", "entry_at",
+                   "exit_lane", "exit_at", "duration_s", "fee_minor", "currency")
+        sessions = [dict(zip(columns, r, strict=True)) for r in await self._fetch(
+            f"SELECT {', '.join(columns)} FROM sessions WHERE plate = ? ORDER BY entry_at",
+            (plate,))]
+        for session in sessions:
+            session["payments"] = [
+                {"payment_id": p.payment_id, "amount_minor": p.amount_minor,
+                 "currency": p.currency, "method": p.method, "paid_at": p.paid_at}
+                for p in await self.payments(session["session_id"])]
+        named = json.dumps(plate)  # as it appears in an event's JSON
+        rows = await self._fetch(
+            f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE instr(data, ?) > 0"
+            " ORDER BY seq DESC LIMIT ?", (named, max_events))
+        ((total,),) = await self._fetch(
+            "SELECT count(*) FROM outbox WHERE instr(data, ?) > 0", (named,))
+        return {"plate": plate, "sessions": sessions, "events_total": int(total),
+                "events": [{"seq": e.seq, "type": e.type, "time": e.time, "synced": e.acked,
+                            "data": json.loads(e.data_json)} for e in map(_record, rows[::-1])]}
+
     async def integrity_check(self, full: bool = True) -> list[str]:
         """`ok` alone when the file is sound."""
         pragma = "integrity_check" if full else "quick_check"

@@ -400,6 +400,9 @@ def _configure(conn: sqlite3.Connection, path: Path, page_limit: int | None) -> 
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA busy_timeout = 5000")
+    # Deleted rows (plates past their retention, a purge) are overwritten with zeros, not
+    # left readable in free pages: deleted means deleted.
+    conn.execute("PRAGMA secure_delete = ON")
     if page_limit is not None:
         conn.execute(f"PRAGMA max_page_count = {int(page_limit)}")
 

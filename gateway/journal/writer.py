@@ -28,7 +28,7 @@ import dataclasses
 import json
 import os
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -451,13 +451,25 @@ class Journal(JournalQueries):
         return through
 
     async def _prune(self) -> dict[str, int]:
-        """Retention first, then the size cap; unsynced events are never deleted."""
-        cutoff = rfc3339(self.clock.now() - timedelta(days=self.settings.retention_days))
+        """Retention first, then the size cap; unsynced events and open sessions stay.
+
+        Each kind of data goes after its own retention (`retention_days` for synced events,
+        `sessions_retention_days` for closed sessions and their payments,
+        `audit_retention_days` for the audit log), at most `prune_batch` rows of each per run.
+        """
+        now = self.clock.now()
+        s = self.settings
+        retention = _Retention(
+            events_before=rfc3339(now - timedelta(days=s.retention_days)),
+            sessions_before=rfc3339(now - timedelta(days=s.sessions_retention_days)),
+            audit_before=rfc3339(now - timedelta(days=s.audit_retention_days)),
+            limit=s.prune_batch)
         # The newest event always stays: its seq is the high-water mark (see recovery.prepare).
         keep = min(self._acked_through, self.last_seq - 1)
         cap = int(self.settings.max_size_mb * 1024 * 1024)
-        by_age, by_size, used = await self._db.run(partial(
-            _prune_rows, last_seq=self.last_seq, keep=keep, cutoff=cutoff, cap=cap))
+        pruned = await self._db.run(partial(
+            _prune_rows, last_seq=self.last_seq, keep=keep, retention=retention, cap=cap))
+        used = pruned["used_bytes"]
         if used > cap:
             unsynced = self.last_seq - self._acked_through
             # Never dropped silently: the operator is told, and the events stay.
@@ -468,9 +480,29 @@ class Journal(JournalQueries):
                 {"usedBytes": used, "capBytes": cap, "unsyncedEvents": unsynced}))
         elif "journal.over_capacity" in self._alarms:
             self._clear_internal("journal.over_capacity", "journal back under its size cap")
-        if by_age or by_size:
-            log.info("journal.pruned", by_age=by_age, by_size=by_size, used_bytes=used)
-        return {"pruned_by_age": by_age, "pruned_by_size": by_size, "used_bytes": used}
+        if any(n for k, n in pruned.items() if k != "used_bytes"):
+            log.info("journal.pruned", **pruned)
+        return pruned
+
+    async def purge_plate(self, plate: str, *, actor: str,
+                          removed_elsewhere: Mapping[str, int] | None = None) -> dict[str, int]:
+        """Delete what the journal holds about `plate` (normalised), on a person's request.
+
+        Its closed sessions and their payments, and the synced events that name it, go; its
+        open sessions (the car is inside: it must be let out) and unsynced events (the backend
+        has yet to receive them) stay, and are counted. The purge is audited with the counts
+        only, never the plate, together with `removed_elsewhere` (what the caller removed
+        outside the journal: reads in memory, crops). Deleted rows are overwritten
+        (`secure_delete`), and the WAL is checkpointed and truncated, so the plate's text is
+        left in neither file.
+        """
+        keep = min(self._acked_through, self.last_seq - 1)
+        at = rfc3339(self.clock.now())
+        result: dict[str, int] = await self._job(lambda: self._db.run(partial(
+            _purge_plate_rows, plate=plate, keep=keep, at=at, actor=actor,
+            removed_elsewhere=dict(removed_elsewhere or {}))))
+        log.info("journal.plate_purged", actor=actor, **result)
+        return result
 
     async def _maintain_loop(self) -> None:
         while True:
@@ -641,17 +673,36 @@ def _ack_rows(conn: sqlite3.Connection, *, now: str, ranges: list[tuple[int, int
     return through
 
 
-def _prune_rows(conn: sqlite3.Connection, *, last_seq: int, keep: int, cutoff: str, cap: int
-                ) -> tuple[int, int, int]:
-    """Delete old synced events, then synced events while over `cap` bytes.
+@dataclass(frozen=True, slots=True)
+class _Retention:
+    """What a maintenance run deletes: rows older than these times, at most `limit` each."""
 
-    Returns how many went by age and by size, and the bytes in use afterwards.
+    events_before: str  # synced events
+    sessions_before: str  # closed sessions (by exit time) and their payments
+    audit_before: str
+    limit: int
+
+
+def _prune_rows(conn: sqlite3.Connection, *, last_seq: int, keep: int, retention: _Retention,
+                cap: int) -> dict[str, int]:
+    """Delete what is past its retention, then synced events while over `cap` bytes.
+
+    Returns how many rows of each kind went, and the bytes in use afterwards.
     """
+    r = retention
     with transaction(conn):
         conn.execute("UPDATE meta SET value = ?1 WHERE key = 'last_seq' AND value <> ?1",
                      (last_seq,))
-        by_age = conn.execute("DELETE FROM outbox WHERE seq <= ? AND time < ?",
-                              (keep, cutoff)).rowcount
+        by_age = conn.execute(
+            "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE seq <= ? AND time < ?"
+            " ORDER BY seq LIMIT ?)", (keep, r.events_before, r.limit)).rowcount
+        expired = [row[0] for row in conn.execute(
+            "SELECT session_id FROM sessions WHERE status = 'closed'"
+            " AND coalesce(exit_at, entry_at) < ? LIMIT ?", (r.sessions_before, r.limit))]
+        payments = _delete_sessions(conn, expired)
+        audit = conn.execute(
+            "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < ? ORDER BY id"
+            " LIMIT ?)", (r.audit_before, r.limit)).rowcount
     by_size = 0
     while _used_bytes(conn) > cap:
         (oldest,) = conn.execute("SELECT min(seq) FROM outbox").fetchone()
@@ -661,9 +712,61 @@ def _prune_rows(conn: sqlite3.Connection, *, last_seq: int, keep: int, cutoff: s
             by_size += conn.execute("DELETE FROM outbox WHERE seq <= ?",
                                     (min(keep, oldest + 4999),)).rowcount
         _give_back_free_pages(conn)
-    if by_age:
+    if by_age or expired or audit:
         _give_back_free_pages(conn)
-    return by_age, by_size, _used_bytes(conn)
+    if expired or audit:  # personal data: its old versions leave the WAL as well
+        _truncate_wal(conn)
+    return {"pruned_by_age": by_age, "pruned_by_size": by_size,
+            "sessions_expired": len(expired), "payments_expired": payments,
+            "audit_expired": audit, "used_bytes": _used_bytes(conn)}
+
+
+def _delete_sessions(conn: sqlite3.Connection, session_ids: Sequence[str]) -> int:
+    """Delete these sessions and their payments (in the caller's transaction); return the
+    number of payments."""
+    params = [(sid,) for sid in session_ids]
+    before = conn.total_changes
+    conn.executemany("DELETE FROM payments WHERE session_id = ?", params)
+    payments = conn.total_changes - before
+    conn.executemany("DELETE FROM sessions WHERE session_id = ?", params)
+    return payments
+
+
+def _purge_plate_rows(conn: sqlite3.Connection, *, plate: str, keep: int, at: str, actor: str,
+                      removed_elsewhere: dict[str, int]) -> dict[str, int]:
+    """`Journal.purge_plate` on the writer's thread: one transaction, then the clean-up."""
+    named = json.dumps(plate)  # as it appears in an event's JSON: "AB123CD"
+    with transaction(conn):
+        closed = [row[0] for row in conn.execute(
+            "SELECT session_id FROM sessions WHERE plate = ? AND status = 'closed'", (plate,))]
+        payments = _delete_sessions(conn, closed)
+        removed = conn.execute("DELETE FROM outbox WHERE seq <= ? AND instr(data, ?) > 0",
+                               (keep, named)).rowcount
+        (open_kept,) = conn.execute(
+            "SELECT count(*) FROM sessions WHERE plate = ? AND status = 'open'",
+            (plate,)).fetchone()
+        (unsynced_kept,) = conn.execute(
+            "SELECT count(*) FROM outbox WHERE seq > ? AND instr(data, ?) > 0",
+            (keep, named)).fetchone()
+        result = {**removed_elsewhere, "sessions": len(closed), "payments": payments,
+                  "events": removed, "open_sessions_kept": int(open_kept),
+                  "unsynced_events_kept": int(unsynced_kept)}
+        conn.execute(Audit.sql, Audit(at, actor, "privacy.purge", None, None,
+                                      events.dumps(result)).params())
+    _give_back_free_pages(conn)
+    _truncate_wal(conn)
+    return result
+
+
+def _truncate_wal(conn: sqlite3.Connection) -> None:
+    """Copy the WAL into the file and truncate it, so deleted rows' old pages leave it.
+
+    A reader in the middle of a query can hold it up (busy): then the WAL is overwritten
+    from its start by later commits instead, and the next purge or prune truncates it.
+    """
+    busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    if busy:
+        log.warning("journal.wal_not_truncated")
 
 
 def _give_back_free_pages(conn: sqlite3.Connection) -> None:

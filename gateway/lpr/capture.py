@@ -4,7 +4,9 @@ A technician tuning a lane (camera angle, threshold, formats) needs the reads th
 the ones that worked. Each capture is a PNG of the plate crop and a JSON sidecar (the guess, its
 confidence per character, the box, the reason, timings). The folder is bounded in size: when a
 new capture would pass `max_mb`, the oldest captures are deleted first, so an SD card never
-fills up with them.
+fills up with them. Crops show plates, which are personal data: the daemon's maintenance also
+deletes those older than `[lpr] capture_max_age_h` (`expire_captures`), and a purge on a
+person's request those of their plate (`purge_captures`).
 
 Writes are small (a plate crop is a few KB) and happen only on failed reads, so they are done in
 place; a write that fails is logged and counted, never raised to the lane.
@@ -14,20 +16,23 @@ from __future__ import annotations
 
 import json
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from gateway.core.clock import Clock
+from gateway.core.plates import normalize
 
 if TYPE_CHECKING:
     from gateway.core.reads import PlateResult
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["CaptureStore"]
+__all__ = ["CaptureStore", "expire_captures", "purge_captures"]
 
 _SUFFIXES = (".png", ".json")
 
@@ -113,6 +118,43 @@ class CaptureStore:
                 path.unlink(missing_ok=True)
             self._bytes -= oldest.size
             self.deleted += 1
+
+
+def expire_captures(directory: Path, before: datetime) -> int:
+    """Delete the captures taken before `before` (their names begin with the time they were
+    taken); return how many. Crops are personal data: the size bound alone would keep them
+    for as long as reads fail seldom."""
+    mark = f"{before.astimezone(UTC):%Y%m%dT%H%M%S%f}"
+    return _delete(stem for stem in _stems(directory) if stem.name[:len(mark)] < mark)
+
+
+def purge_captures(directory: Path, plate: str) -> int:
+    """Delete the captures whose guess is `plate` (normalised); return how many."""
+    return _delete(stem for stem in _stems(directory) if _guess(stem) == plate)
+
+
+def _stems(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    return sorted({p.with_suffix("") for p in directory.iterdir()
+                   if p.suffix in _SUFFIXES and p.is_file()})
+
+
+def _guess(stem: Path) -> str | None:
+    try:
+        guess = json.loads(stem.with_suffix(".json").read_bytes()).get("guess")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return normalize(guess) if isinstance(guess, str) else None
+
+
+def _delete(stems: Iterable[Path]) -> int:
+    count = 0
+    for stem in stems:
+        for path in _files(stem):
+            path.unlink(missing_ok=True)
+        count += 1
+    return count
 
 
 def _files(stem: Path) -> list[Path]:

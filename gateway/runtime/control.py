@@ -185,6 +185,10 @@ class _RecentPlates(_Params):
     limit: int = Field(50, ge=1, le=1000)
 
 
+class _Plate(_Params):
+    plate: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=32)]
+
+
 Call = Callable[[LotControl, Any, Peer], Awaitable[Any]]
 
 
@@ -231,6 +235,14 @@ async def _plates(lot: LotControl, p: _RecentPlates, _peer: Peer) -> Any:
     return await lot.recent_plates(p.limit)
 
 
+async def _privacy_purge(lot: LotControl, p: _Plate, peer: Peer) -> Any:
+    return await lot.purge_plate(p.plate, actor=peer.actor)
+
+
+async def _privacy_export(lot: LotControl, p: _Plate, _peer: Peer) -> Any:
+    return await lot.export_plate(p.plate)
+
+
 METHODS: Mapping[str, _Method] = {
     "status": _Method(_NoParams, _status, changes_lot=False),
     "gate.open": _Method(_GateOpen, _open_gate, changes_lot=True),
@@ -241,6 +253,9 @@ METHODS: Mapping[str, _Method] = {
     "alarms.ack": _Method(_AlarmAck, _alarm_ack, changes_lot=True),
     "sessions.open": _Method(_NoParams, _sessions, changes_lot=False),
     "plates.recent": _Method(_RecentPlates, _plates, changes_lot=False),
+    # Not logged with its params, which would put the plate in the log: the lot audits it.
+    "privacy.purge": _Method(_Plate, _privacy_purge, changes_lot=False),
+    "privacy.export": _Method(_Plate, _privacy_export, changes_lot=False),
 }
 STREAMS: Mapping[str, type[_Params]] = {"sensors.watch": _NoParams}
 

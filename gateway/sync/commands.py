@@ -79,6 +79,10 @@ class ResendArgs(_Model):
     fromSequence: StrictInt = Field(ge=1, le=2**63 - 1)  # SQLite's integers
 
 
+class PlateArgs(_Model):
+    plate: Annotated[str, Field(min_length=1, max_length=32)]
+
+
 class NoArgs(_Model):
     pass
 
@@ -89,6 +93,8 @@ COMMANDS: dict[str, type[_Model]] = {
     "set_lane_mode": SetLaneModeArgs,
     "request_status": NoArgs,
     "resend": ResendArgs,
+    "privacy_purge": PlateArgs,
+    "privacy_export": PlateArgs,
 }
 
 
@@ -244,6 +250,10 @@ class CommandHandler:
             await self.control.set_lane_mode(args.laneId, args.mode, actor=actor)
         elif isinstance(args, ResendArgs):
             return await self._resend(args.fromSequence)
+        elif isinstance(args, PlateArgs):
+            if command.command == "privacy_purge":
+                return await self.control.purge_plate(args.plate, actor=actor)
+            return await self.control.export_plate(args.plate)
         elif command.command == "request_status":
             return {"lot": await self.control.status(), "sync": await self._sync_status()}
         return {}

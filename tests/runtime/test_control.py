@@ -84,6 +84,13 @@ class FakeLot:
     async def recent_plates(self, limit: int = 50) -> list[dict[str, Any]]:
         return [{"plate": f"P{i}"} for i in range(limit)]
 
+    async def purge_plate(self, plate: str, *, actor: str) -> dict[str, Any]:
+        self.calls.append(("purge_plate", plate, actor))
+        return {"sessions": 2, "payments": 1}
+
+    async def export_plate(self, plate: str) -> dict[str, Any]:
+        return {"plate": plate, "sessions": [{"session_id": "s-1"}]}
+
     async def watch_sensors(self) -> AsyncIterator[dict[str, Any]]:
         try:
             while True:
@@ -461,7 +468,7 @@ def test_cli_status_json_is_the_daemons_answer(daemon):
     path, _, _ = daemon
     result = _run("status", "--socket", str(path), "--json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == STATUS
+    assert json.loads(result.stdout) == {**STATUS, "verdict": "failing"}
 
 
 def test_cli_socket_from_the_environment(daemon, monkeypatch):
@@ -623,3 +630,16 @@ def test_cli_alarms_list_and_ack(daemon):
     refused = _run("alarms", "ack", "camera.stale:exit", *sock)
     assert refused.exit_code == 1
     assert "no active alarm 'camera.stale:exit'" in refused.stderr
+
+
+def test_cli_privacy_purge_and_export_ask_the_daemon(daemon):
+    path, lot, _ = daemon
+    purged = _run("privacy", "purge", "--plate", "AB 123", "--socket", str(path))
+    assert purged.exit_code == 0, purged.output
+    assert purged.output == "removed: sessions 2, payments 1\n"
+    assert lot.calls == [("purge_plate", "AB 123", ME)]
+    exported = _run("privacy", "export", "--plate", "AB123", "--socket", str(path))
+    assert exported.exit_code == 0, exported.output
+    assert json.loads(exported.output) == {"plate": "AB123", "sessions": [{"session_id": "s-1"}]}
+    empty = _run("privacy", "purge", "--plate", "", "--socket", str(path))
+    assert empty.exit_code == 2  # refused by the control socket's params

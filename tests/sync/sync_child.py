@@ -89,6 +89,14 @@ class FakeLot:
     async def recent_plates(self, limit: int = 50) -> list[dict[str, Any]]:
         return []
 
+    async def purge_plate(self, plate: str, *, actor: str) -> dict[str, Any]:
+        self.calls.append(("purge_plate", plate, actor))
+        return {"sessions": 1}
+
+    async def export_plate(self, plate: str) -> dict[str, Any]:
+        self.calls.append(("export_plate", plate))
+        return {"plate": plate, "sessions": []}
+
     def watch_sensors(self) -> Any:
         raise OperationRefused("not in tests")
 

@@ -358,3 +358,17 @@ async def test_stats_show_the_backlog_while_offline(journal: Journal, clock: Fak
     assert not stats.connected
     with pytest.raises(ValueError, match="bad state name"):
         sync.publish_state("a/b", {})
+
+
+async def test_privacy_commands_reach_the_lot_signed(journal: Journal, clock: FakeClock) -> None:
+    lot = FakeLot()
+    handler = make_handler(journal, clock, lot)
+    key = KEY.encode()
+    purge = await handler.handle(signed_command(key, cmd(clock, "privacy_purge",
+                                                         {"plate": "AB123"})))
+    assert purge.payload["result"] == {"sessions": 1}
+    export = await handler.handle(signed_command(key, cmd(clock, "privacy_export",
+                                                          {"plate": "AB123"})))
+    assert export.payload["result"] == {"plate": "AB123", "sessions": []}
+    assert lot.calls[0][:2] == ("purge_plate", "AB123")
+    assert lot.calls[0][2].startswith("backend:")
