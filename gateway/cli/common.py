@@ -13,10 +13,12 @@ import json
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 import click
+from click.core import ParameterSource
 from rich import box
 from rich.console import Console
 from rich.table import Table
@@ -117,6 +119,22 @@ def print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 
+def plural(count: int, noun: str) -> str:
+    """`1 event`, `2 events`, `1,234 events`."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def cut(line: str, width: int) -> str:
+    """`line` within `width` columns, an ellipsis where it was cut: one line per row."""
+    return line if len(line) <= width else line[:max(width - 1, 0)] + "…"
+
+
+def shown_time(rfc3339: str, zone: tzinfo) -> str:
+    """`2026-03-02 09:03:00+01:00`: a stored UTC time as a person compares it with a clock,
+    to the second and with its offset, so that it cannot be read in the wrong zone."""
+    return datetime.fromisoformat(rfc3339).astimezone(zone).isoformat(sep=" ", timespec="seconds")
+
+
 def number(value: Any) -> str:
     """A figure for a person: thousands separated, two decimals, booleans in lower case."""
     if isinstance(value, bool):
@@ -145,6 +163,35 @@ def config_option(f: F) -> F:
         default=DEFAULT_CONFIG, envvar=CONFIG_ENV, show_default=True, show_envvar=True,
         help="The gateway's config file.",
     )(f)
+
+
+def utc_option(f: F) -> F:
+    return click.option(
+        "--utc", is_flag=True,
+        help="Times in UTC; by default a terminal shows the lot's time (gateway.timezone of "
+             "the config), and --json is always UTC.",
+    )(f)
+
+
+def time_zone(settings: Settings | None, utc: bool) -> tzinfo:
+    """Where times are shown: the lot's zone, or UTC when asked or when no config is known."""
+    return UTC if utc or settings is None else settings.gateway.tzinfo
+
+
+def optional_settings(config_path: Path) -> Settings | None:
+    """The config if there is one, for what it adds to a command that can do without it (the
+    lot's time zone): none at the default path is fine; one given that does not load is not."""
+    chosen = click.get_current_context().get_parameter_source("config_path")
+    if chosen is not ParameterSource.DEFAULT:  # given, or from the environment
+        return load_settings(config_path)
+    if not config_path.exists():
+        return None  # away from a gateway: times in UTC
+    try:
+        return load_config(config_path)
+    except ConfigError as e:  # the gateway's own config, unreadable for this user, say
+        click.echo(f"note: times in UTC, not using the config {config_path}: {e.problems[0]}",
+                   err=True)
+        return None
 
 
 def png_path(_ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:

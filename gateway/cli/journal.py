@@ -6,13 +6,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import csv
 import json
+import shutil
 import sqlite3
 import sys
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from datetime import tzinfo
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
@@ -25,23 +30,32 @@ from gateway.cli.common import (
     OperationalError,
     Section,
     config_option,
+    cut,
     json_option,
     load_settings,
     number,
+    plural,
     print_json,
     print_sections,
     run,
+    shown_time,
     terminal,
+    time_zone,
+    utc_option,
 )
 from gateway.config import ConfigError, Settings
 from gateway.config import load_settings as load_config
-from gateway.core.events import source_uri
+from gateway.core.events import EventType, source_uri
 from gateway.journal import JournalError, JournalReader, OutboxRecord
+from gateway.journal.reader import journal_files
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 PROGRESS_EVERY = 10_000  # rows between progress counts of a long export
+FOLLOW_POLL_S = 0.5  # how soon `tail -f` shows a committed event; a read is cheap
+FOLLOW_CHUNK = 500  # events read at a time while following
+TYPE_WIDTH = max(len(t.value) for t in EventType)
 SQLITE_MAX_INT = 2**63 - 1
 
 
@@ -152,30 +166,161 @@ def _record_row(record: OutboxRecord) -> tuple[str, ...]:
             record.data_json)
 
 
+def _event_types(_ctx: click.Context, _param: click.Parameter,
+                 values: tuple[str, ...]) -> tuple[str, ...]:
+    """--type values: an event type, or a prefix ending in a dot (`session.`) for a family.
+    One that matches no type is a typo, said so now rather than found as an empty result."""
+    known = [t.value for t in EventType]
+    for value in values:
+        if not any(_is_of(t, (value,)) for t in known):
+            raise InvalidInput(f"--type {value}: no such event type (types: {', '.join(known)};"
+                               " a prefix such as session. takes a family)")
+    return values
+
+
+def _is_of(event_type: str, types: tuple[str, ...]) -> bool:
+    """Whether `event_type` is one of `types` (none: every type), prefixes ending in a dot."""
+    return not types or any(event_type == t or (t.endswith(".") and event_type.startswith(t))
+                            for t in types)
+
+
+def type_option(f: F) -> F:
+    return click.option(
+        "--type", "types", multiple=True, metavar="TYPE", callback=_event_types,
+        help="Only events of this type (bay.changed), or of a family by its prefix (session.);"
+             " repeat for more.",
+    )(f)
+
+
 @journal.command("tail", epilog=EXIT_CODES)
 @config_option
 @journal_option
 @click.option("-n", "--lines", "count", type=click.IntRange(min=1), default=20,
               callback=_at_most_sqlite_int, show_default=True,
               help="How many of the newest events.")
+@click.option("-f", "--follow", is_flag=True,
+              help="Then print new events as they are committed, until Ctrl-C.")
+@type_option
+@click.option("--wide", is_flag=True,
+              help="Show the data in full; on a terminal it is cut to one line per event.")
+@utc_option
 @json_option
-def journal_tail(config_path: Path, journal_path: Path | None, count: int,
-                 as_json: bool) -> None:
-    """The newest events, oldest first. --json prints a list of the stored records."""
+def journal_tail(config_path: Path, journal_path: Path | None, count: int, follow: bool,
+                 types: tuple[str, ...], wide: bool, utc: bool, as_json: bool) -> None:
+    """The newest events, oldest first, times in the lot's time (the config's zone).
+
+    --json prints a list of the stored records (times in UTC); with --follow, one JSON object
+    per line.
+    """
     target = journal_target(config_path, journal_path)
-    records = run(with_reader(target.path, lambda r: r.tail(count)))
-    if as_json:
-        print_json([
-            {"seq": r.seq, "id": r.id, "type": r.type, "time": r.time, "acked": r.acked,
-             "data": json.loads(r.data_json)}
-            for r in records
-        ])
-        return
-    # For a person: no id (it is in --json and export), time to the second.
-    rows = [(str(r.seq), r.time[:19] + "Z", r.type, str(r.acked).lower(), r.data_json)
-            for r in records]
-    title = f"last {len(records)} events of {target.path}"
-    print_sections([Section(title, rows, header=("seq", "time (UTC)", "type", "acked", "data"))])
+    show = _TailPrinter(time_zone(target.settings, utc), as_json=as_json,
+                        width=None if wide or not terminal(sys.stdout) else
+                        shutil.get_terminal_size().columns)
+
+    async def tail() -> None:
+        records, last = await with_reader(target.path, lambda r: _newest(r, count, types))
+        if as_json and not follow:
+            print_json([_record_json(r) for r in records])
+            return
+        of_types = f" of type {', '.join(types)}" if types else ""
+        show.start(f"last {plural(len(records), 'event')}{of_types} in {target.path}", records,
+                   last)
+        if follow:
+            await _follow(target.path, last, types, show.record)
+
+    try:
+        run(tail())
+    except KeyboardInterrupt:
+        return  # Ctrl-C is how a follow ends
+
+
+def _record_json(record: OutboxRecord) -> dict[str, Any]:
+    return {"seq": record.seq, "id": record.id, "type": record.type, "time": record.time,
+            "acked": record.acked, "data": json.loads(record.data_json)}
+
+
+async def _newest(reader: JournalReader, count: int,
+                  types: tuple[str, ...]) -> tuple[list[OutboxRecord], int]:
+    """The newest `count` events of `types`, oldest first, and the last sequence read (where a
+    follow goes on). Of some types only: every event is read, keeping the newest (memory flat)."""
+    if not types:
+        records = await reader.tail(count)
+        return records, records[-1].seq if records else 0
+    kept: deque[OutboxRecord] = deque(maxlen=count)
+    last = 0
+    async for record in reader.iter_events():
+        last = record.seq
+        if _is_of(record.type, types):
+            kept.append(record)
+    return list(kept), last
+
+
+async def _follow(path: Path, after: int, types: tuple[str, ...],
+                  show: Callable[[OutboxRecord], None]) -> None:
+    """Events of `types` committed after `after`, as they come, until cancelled. It polls a
+    read-only connection: the daemon's writes are never waited on or locked.
+
+    A reader opened beside the daemon reads its WAL and is kept while the daemon runs (its WAL
+    file is there). One opened with no daemon reads the file as immutable and would never see
+    a later commit, so it is opened anew for each look.
+    """
+    wal = journal_files(path)[1]
+    while True:
+        # Looked at before opening: a daemon that starts in between is found at the next look.
+        live = await asyncio.to_thread(wal.exists)
+        after = await with_reader(path, partial(_read_new, wal=wal if live else None,
+                                                after=after, types=types, show=show))
+        await asyncio.sleep(FOLLOW_POLL_S)
+
+
+async def _read_new(reader: JournalReader, *, wal: Path | None, after: int,
+                    types: tuple[str, ...], show: Callable[[OutboxRecord], None]) -> int:
+    """Show the events after `after`; then, given the daemon's `wal`, go on while it is there.
+    The last sequence read."""
+    while True:
+        records = await reader.read_events(after, FOLLOW_CHUNK)
+        for record in records:
+            if _is_of(record.type, types):
+                show(record)
+        if records:
+            after = records[-1].seq
+        elif wal is None or not await asyncio.to_thread(wal.exists):
+            return after
+        else:
+            await asyncio.sleep(FOLLOW_POLL_S)
+
+
+class _TailPrinter:
+    """`journal tail`'s lines for a person: seq, time with its offset, type, acked, data; cut to
+    `width` on a terminal, so a row stays one line. No id: it is in --json and export."""
+
+    def __init__(self, zone: tzinfo, *, as_json: bool, width: int | None) -> None:
+        self.zone = zone
+        self.as_json = as_json
+        self.width = width
+        self.seq_width = 3
+
+    def start(self, title: str, records: list[OutboxRecord], last: int) -> None:
+        if not self.as_json:
+            self.seq_width = max(3, len(str(last)))
+            click.echo(title)
+            self._echo(self._line("seq", f"time ({self.zone})", "type", "acked", "data"))
+        for record in records:
+            self.record(record)
+
+    def record(self, record: OutboxRecord) -> None:
+        if self.as_json:
+            click.echo(json.dumps(_record_json(record), ensure_ascii=False,
+                                  separators=(",", ":")))
+            return
+        self._echo(self._line(str(record.seq), shown_time(record.time, self.zone), record.type,
+                              str(record.acked).lower(), record.data_json))
+
+    def _line(self, seq: str, time: str, type_: str, acked: str, data: str) -> str:
+        return f"{seq:>{self.seq_width}}  {time:<25}  {type_:<{TYPE_WIDTH}}  {acked:<5}  {data}"
+
+    def _echo(self, line: str) -> None:
+        click.echo(line if self.width is None else cut(line, self.width))
 
 
 @journal.command("export", epilog=EXIT_CODES)
@@ -191,8 +336,9 @@ def journal_tail(config_path: Path, journal_path: Path | None, count: int,
 @click.option("--source", metavar="URN",
               help="CloudEvents source for jsonl; default: urn:parking:<lot_id>:<gateway_id>"
                    " from the config.")
+@type_option
 def journal_export(config_path: Path, journal_path: Path | None, fmt: str, output: Path,
-                   after: int, source: str | None) -> None:
+                   after: int, source: str | None, types: tuple[str, ...]) -> None:
     """Every stored event in sequence order, streamed (memory stays flat).
 
     A summary line goes to stderr, with a running count on a terminal.
@@ -211,7 +357,8 @@ def journal_export(config_path: Path, journal_path: Path | None, fmt: str, outpu
 
     async def export(reader: JournalReader) -> Export:
         with _output(output, to_stdout) as out:
-            return await _write_events(reader, out, fmt, source or "", after, progress=progress)
+            return await _write_events(reader, out, fmt, source or "", after, types,
+                                       progress=progress)
 
     try:
         done = run(with_reader(target.path, export))
@@ -220,7 +367,7 @@ def journal_export(config_path: Path, journal_path: Path | None, fmt: str, outpu
     except OSError as e:
         raise OperationalError(f"cannot write {name}: {e.strerror or e}") from None
     seqs = f" (seq {done.first} to {done.last})" if done.count else ""
-    click.echo(f"exported {done.count:,} events{seqs} to {name}", err=True)
+    click.echo(f"exported {plural(done.count, 'event')}{seqs} to {name}", err=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,12 +387,14 @@ def _output(path: Path, to_stdout: bool) -> Iterator[TextIO]:
 
 
 async def _write_events(reader: JournalReader, out: TextIO, fmt: str, source: str, after: int,
-                        *, progress: bool) -> Export:
+                        types: tuple[str, ...], *, progress: bool) -> Export:
     writer = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
     if writer is not None:
         writer.writerow(CSV_COLUMNS)
     count, first, last = 0, None, None
     async for record in reader.iter_events(after):
+        if not _is_of(record.type, types):
+            continue
         if writer is not None:
             writer.writerow(_record_row(record))
         else:

@@ -11,7 +11,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Mapping, Sequence
-from datetime import date, timedelta
+from datetime import date, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +29,21 @@ from gateway.cli.common import (
     config_option,
     json_option,
     number,
+    optional_settings,
+    plural,
     png_path,
     print_json,
     print_sections,
     run,
+    shown_time,
     terminal,
+    time_zone,
+    utc_option,
 )
 from gateway.cli.journal import journal_option, journal_target
 from gateway.config import DEFAULT_CONTROL_SOCKET
 from gateway.core.clock import SystemClock
+from gateway.core.verdict import Verdict, verdict
 from gateway.runtime.control import ControlClient, ControlError, RemoteError
 
 SOCKET_ENV = "PARKING_GATEWAY_SOCKET"
@@ -58,7 +64,7 @@ socket_option = click.option(
 )
 
 
-def _call(socket_path: Path, method: str, params: Mapping[str, Any] | None = None) -> Any:
+def call_daemon(socket_path: Path, method: str, params: Mapping[str, Any] | None = None) -> Any:
     """One request to the daemon; its errors become the CLI's exit codes."""
     try:
         return asyncio.run(ControlClient(socket_path).call(method, params))
@@ -84,16 +90,36 @@ def _done(as_json: bool, message: str, **fields: Any) -> None:
 @socket_option
 @json_option
 def status(socket_path: Path, as_json: bool) -> None:
-    """The running lot: lanes, bays by floor, zone and type, lot state, sync, alarms."""
-    report = _call(socket_path, "status")
+    """The running lot: first a verdict (ok, degraded or failing) and the active alarms, then
+    lot state, bays by floor, zone and type, lanes, hardware and sync.
+
+    --json adds "verdict" (ok, degraded or failing) to the daemon's answer.
+    """
+    report = call_daemon(socket_path, "status")
+    found = status_verdict(report)
     if as_json:
-        print_json(report)
+        print_json({**report, "verdict": found.level})
         return
+    headline = f"{found.level.upper()}: " + (", ".join(found.reasons) or "lanes in order,"
+                                              " no warning or critical alarm")
+    if terminal(sys.stdout):
+        style = {"ok": "bold green", "degraded": "bold yellow", "failing": "bold red"}
+        Console(highlight=False).print(Text(headline, style=style[found.level]))
+    else:
+        click.echo(headline)
     print_sections(status_sections(report))
 
 
+def status_verdict(report: Mapping[str, Any]) -> Verdict:
+    """The verdict on the daemon's `status`: its alarms' severities and lanes out of order."""
+    return verdict((str(a.get("severity", "")) for a in report.get("alarms") or []),
+                   (str(lane.get("laneId", "?")) for lane in report.get("lanes") or []
+                    if lane.get("outOfOrder")))
+
+
 def status_sections(report: Mapping[str, Any]) -> list[Section]:
-    """The daemon's `status` (gateway.app.Gateway.status) as tables for a person."""
+    """The daemon's `status` (gateway.app.Gateway.status) as tables for a person: the active
+    alarms first (what is wrong now), then the rest."""
     occupancy = report.get("occupancy") or {}
     total = occupancy.get("total") or {}
     sync = report.get("sync") or {}
@@ -105,12 +131,17 @@ def status_sections(report: Mapping[str, Any]) -> list[Section]:
         # Bays with no sensor: counted from the vehicles inside, not in the tables below.
         rows.append(("bays with no sensor",
                      f"{counted['capacity']}, {counted.get('occupied', 0)} taken by the count"))
-    sections = [Section("lot", [
+    sections = []
+    if alarms:
+        sections.append(Section(plural(len(alarms), "active alarm"), [
+            (str(a.get("severity", "")), str(a.get("alarmId", "")), str(a.get("message", "")))
+            for a in alarms
+        ], header=("severity", "alarm", "message"), wrap=2))
+    sections.append(Section("lot", [
         *rows,
         ("open sessions", number(report.get("openSessions", 0))),
         ("sync", _sync_line(sync)),
-        ("alarms", str(len(alarms)) if alarms else "none"),
-    ])]
+    ]))
     lanes = report.get("lanes") or []
     if lanes:
         sections.append(Section("lanes", [
@@ -130,11 +161,6 @@ def status_sections(report: Mapping[str, Any]) -> list[Section]:
                 (name, *(str(counts.get(c, 0)) for c in COUNT_KEYS))
                 for name, counts in groups.items()
             ], header=(title, "free", "occupied", "unknown", "out of service")))
-    if alarms:
-        sections.append(Section("alarms", [
-            (str(a.get("severity", "")), str(a.get("alarmId", "")), str(a.get("message", "")))
-            for a in alarms
-        ], header=("severity", "alarm", "message"), wrap=2))
     return sections
 
 
@@ -244,7 +270,7 @@ def gate_open(lane: str, reason: str, socket_path: Path, as_json: bool) -> None:
     """A manual vend: raise LANE's barrier for one vehicle."""
     if len(reason.strip()) < 3:
         raise InvalidInput("--reason must say why, in a few words (it is audited)")
-    _call(socket_path, "gate.open", {"lane": lane, "reason": reason})
+    call_daemon(socket_path, "gate.open", {"lane": lane, "reason": reason})
     _done(as_json, f"{lane}: barrier opening for one vehicle", lane=lane, reason=reason)
 
 
@@ -261,7 +287,7 @@ def lane() -> None:
 def lane_mode(lane_id: str, mode: str, socket_path: Path, as_json: bool) -> None:
     """Run LANE automatically, or hold its barrier open or closed until set back to auto."""
     wire = LANE_MODES[mode]
-    _call(socket_path, "lane.mode", {"lane": lane_id, "mode": wire})
+    call_daemon(socket_path, "lane.mode", {"lane": lane_id, "mode": wire})
     _done(as_json, f"{lane_id}: mode {wire}", lane=lane_id, mode=wire)
 
 
@@ -276,7 +302,7 @@ def lot() -> None:
 @json_option
 def lot_state(state: str, socket_path: Path, as_json: bool) -> None:
     """Open the lot, mark it full (visitors refused), or close it."""
-    _call(socket_path, "lot.state", {"state": state})
+    call_daemon(socket_path, "lot.state", {"state": state})
     _done(as_json, f"lot: {state}", state=state)
 
 
@@ -293,7 +319,7 @@ def bay() -> None:
 def bay_service(bay_id: str, setting: str, socket_path: Path, as_json: bool) -> None:
     """Take BAY out of service (off: not counted, a car in it is a violation) or back (on)."""
     in_service = setting == "on"
-    _call(socket_path, "bay.service", {"bay": bay_id, "in_service": in_service})
+    call_daemon(socket_path, "bay.service", {"bay": bay_id, "in_service": in_service})
     _done(as_json, f"{bay_id}: {'in service' if in_service else 'out of service'}",
           bay=bay_id, in_service=in_service)
 
@@ -305,16 +331,18 @@ def alarms() -> None:
 
 @alarms.command("list", epilog=DAEMON_EXIT_CODES)
 @socket_option
+@config_option
+@utc_option
 @json_option
-def alarms_list(socket_path: Path, as_json: bool) -> None:
-    """The active alarms, oldest first."""
-    rows = _call(socket_path, "alarms.list")
+def alarms_list(socket_path: Path, config_path: Path, utc: bool, as_json: bool) -> None:
+    """The active alarms, oldest first, raised when in the lot's time (the config's zone)."""
+    zone = time_zone(optional_settings(config_path), utc)
+    rows = call_daemon(socket_path, "alarms.list")
     if as_json:
         print_json(rows)
         return
-    print_sections([_records(f"{len(rows)} active alarms", rows, (
-        ("raisedAt", "raised (UTC)"), ("severity", "severity"), ("alarmId", "alarm"),
-        ("message", "message")))])
+    print_sections([_records(f"{len(rows)} active alarms", rows, ("raisedAt", "raised"), (
+        ("severity", "severity"), ("alarmId", "alarm"), ("message", "message")), zone)])
 
 
 @alarms.command("ack", epilog=DAEMON_EXIT_CODES)
@@ -324,7 +352,7 @@ def alarms_list(socket_path: Path, as_json: bool) -> None:
 def alarms_ack(alarm_id: str, socket_path: Path, as_json: bool) -> None:
     """Acknowledge ALARM (its id, as `alarms list` shows it): it is cleared, and audited with
     your user name. A condition that is still there raises it again."""
-    _call(socket_path, "alarms.ack", {"alarm_id": alarm_id})
+    call_daemon(socket_path, "alarms.ack", {"alarm_id": alarm_id})
     _done(as_json, f"{alarm_id}: acknowledged", alarm=alarm_id)
 
 
@@ -338,16 +366,19 @@ def sessions() -> None:
 
 @sessions.command("open", epilog=DAEMON_EXIT_CODES)
 @socket_option
+@config_option
+@utc_option
 @json_option
-def sessions_open(socket_path: Path, as_json: bool) -> None:
-    """Vehicles inside now, oldest entry first."""
-    rows = _call(socket_path, "sessions.open")
+def sessions_open(socket_path: Path, config_path: Path, utc: bool, as_json: bool) -> None:
+    """Vehicles inside now, oldest entry first, entry times in the lot's time."""
+    zone = time_zone(optional_settings(config_path), utc)
+    rows = call_daemon(socket_path, "sessions.open")
     if as_json:
         print_json(rows)
         return
-    print_sections([_records(f"{len(rows)} open sessions", rows, (
-        ("entryAt", "entry (UTC)"), ("plate", "plate"), ("right", "right"),
-        ("reference", "reference"), ("entryLane", "lane"), ("sessionId", "session")))])
+    print_sections([_records(plural(len(rows), "open session"), rows, ("entryAt", "entry"), (
+        ("plate", "plate"), ("right", "right"), ("reference", "reference"),
+        ("entryLane", "lane"), ("sessionId", "session")), zone)])
 
 
 @click.group()
@@ -359,22 +390,34 @@ def plates() -> None:
 @click.option("-n", "--limit", type=click.IntRange(1, 1000), default=50, show_default=True,
               help="How many of the newest reads.")
 @socket_option
+@config_option
+@utc_option
 @json_option
-def plates_recent(limit: int, socket_path: Path, as_json: bool) -> None:
-    """The newest plate reads and what the lane decided, newest first."""
-    rows = _call(socket_path, "plates.recent", {"limit": limit})
+def plates_recent(limit: int, socket_path: Path, config_path: Path, utc: bool,
+                  as_json: bool) -> None:
+    """The newest plate reads and what the lane decided, newest first, in the lot's time."""
+    zone = time_zone(optional_settings(config_path), utc)
+    rows = call_daemon(socket_path, "plates.recent", {"limit": limit})
     if as_json:
         print_json(rows)
         return
-    print_sections([_records(f"last {len(rows)} plate reads", rows, (
-        ("at", "time (UTC)"), ("laneId", "lane"), ("plate", "plate"),
-        ("confidence", "confidence"), ("decision", "decision"), ("allowed", "allowed")))])
+    print_sections([_records(f"last {plural(len(rows), 'plate read')}", rows, ("at", "time"), (
+        ("laneId", "lane"), ("plate", "plate"), ("confidence", "confidence"),
+        ("decision", "decision"), ("allowed", "allowed")), zone)])
 
 
-def _records(title: str, rows: Sequence[Mapping[str, Any]],
-             columns: Sequence[tuple[str, str]]) -> Section:
-    return Section(title, [tuple(_cell(row.get(key)) for key, _ in columns) for row in rows],
-                   header=tuple(label for _, label in columns))
+def _records(title: str, rows: Sequence[Mapping[str, Any]], time: tuple[str, str],
+             columns: Sequence[tuple[str, str]], zone: tzinfo) -> Section:
+    """A listing whose first column is a time, shown in `zone` and named in its header."""
+    time_key, time_label = time
+    return Section(title, [
+        (_time_cell(row.get(time_key), zone), *(_cell(row.get(key)) for key, _ in columns))
+        for row in rows
+    ], header=(f"{time_label} ({zone})", *(label for _, label in columns)))
+
+
+def _time_cell(value: Any, zone: tzinfo) -> str:
+    return shown_time(value, zone) if isinstance(value, str) and value else "-"
 
 
 def _cell(value: Any) -> str:

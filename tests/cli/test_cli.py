@@ -7,6 +7,7 @@ import contextlib
 import csv
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from gateway import __version__
 from gateway.bench import journal as benchmarks
 from gateway.cli import common
 from gateway.cli import journal as journal_cli
+from gateway.cli import service as service_cli
 from gateway.cli import tariff as tariff_cli
 from gateway.cli.main import cli
 from gateway.config import JournalConfig, describe, load_settings
@@ -439,10 +441,12 @@ def test_tail_shows_the_newest_events_oldest_first(config_file: Path) -> None:
     assert [r["seq"] for r in records] == [4, 5]
     assert records[0]["data"]["bayId"] == "A-03"
     assert [r["acked"] for r in records] == [False, False]
-    rows = human.stdout.splitlines()[2:]
-    assert [row.split()[:4] for row in rows] == [
-        ["4", "2026-03-02T08:03:00Z", "bay.changed", "false"],
-        ["5", "2026-03-02T08:04:00Z", "bay.changed", "false"],
+    title, header, *rows = human.stdout.splitlines()
+    assert title.startswith("last 2 events in ")
+    assert header.split()[:3] == ["seq", "time", "(Europe/Berlin)"]
+    assert [row.split()[:5] for row in rows] == [  # the lot's time, with its offset
+        ["4", "2026-03-02", "09:03:00+01:00", "bay.changed", "false"],
+        ["5", "2026-03-02", "09:04:00+01:00", "bay.changed", "false"],
     ]
 
 
@@ -792,3 +796,287 @@ def test_log_level_controls_what_reaches_stderr(bench_calls: list[dict[str, Any]
     assert quiet.stderr == ""
     assert json.loads(quiet.stdout) == FIGURES
 
+
+
+# --- a technician's day: what is wrong now, the journal live, the lot's time ----------------
+
+
+def _mixed(path: Path) -> None:
+    """Two bay readings around an alarm raised and cleared: events of three types."""
+
+    async def fill() -> None:
+        clock = FakeClock()
+        journal = await Journal.open(JournalConfig(path=path), clock=clock)
+        try:
+            alarm = {"alarm_id": "bus.port:rs485", "code": "bus.port", "severity": "critical",
+                     "message": "port gone", "component": "bus"}
+            for event in (
+                events.bay_changed(at=clock.now(), bay_id="A-01", floor="0", zone="A",
+                                   bay_type="regular", state="occupied", previous_state="free",
+                                   source="ultrasonic", sensor_healthy=True),
+                events.alarm_raised(at=clock.now(), **alarm),
+                events.alarm_cleared(at=clock.now(), **alarm),
+                events.bay_changed(at=clock.now(), bay_id="A-01", floor="0", zone="A",
+                                   bay_type="regular", state="free", previous_state="occupied",
+                                   source="ultrasonic", sensor_healthy=True),
+            ):
+                await journal.append(event)
+                clock.advance(60)
+        finally:
+            await journal.close()
+
+    asyncio.run(fill())
+
+
+def test_tail_in_utc_on_request_and_without_a_config(journal_file: Path, config_file: Path,
+                                                     tmp_path: Path) -> None:
+    asked = run("journal", "tail", "--config", config_file, "-n", "1", "--utc")
+    no_config = run("journal", "tail", "--config", tmp_path / "none.toml", "--journal",
+                    journal_file, "-n", "1")
+
+    for result in (asked, no_config):
+        assert result.exit_code == 0, result.stderr
+        _, header, row = result.stdout.splitlines()
+        assert "time (UTC)" in header
+        assert row.split()[:3] == ["5", "2026-03-02", "08:04:00+00:00"]
+
+
+def test_tail_and_export_take_types_and_families(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.db"
+    _mixed(path)
+    journal = ("--journal", path, "--config", tmp_path / "none.toml")
+
+    family = run("journal", "tail", *journal, "--type", "alarm.", "--json")
+    exact = run("journal", "tail", *journal, "--type", "bay.changed", "-n", "1", "--json")
+    exported = run("journal", "export", *journal, "--format", "csv", "--type", "alarm.raised",
+                   "--type", "bay.")
+
+    assert [r["type"] for r in json.loads(family.stdout)] == ["alarm.raised", "alarm.cleared"]
+    assert [r["seq"] for r in json.loads(exact.stdout)] == [4]  # the newest of that type
+    assert [row["seq"] for row in csv.DictReader(exported.stdout.splitlines())] == ["1", "2", "4"]
+    assert exported.stderr.endswith("exported 3 events (seq 1 to 4) to stdout\n")
+
+
+@pytest.mark.parametrize("wrong", ["session", "alarm.raise", "nope."])
+def test_a_type_that_matches_nothing_is_invalid_input(journal_file: Path, wrong: str) -> None:
+    result = run("journal", "tail", "--journal", journal_file, "--type", wrong)
+
+    assert result.exit_code == 2
+    assert f"--type {wrong}: no such event type" in result.stderr
+    assert "session.started" in result.stderr  # what there is
+
+
+def test_export_of_one_event_says_event(config_file: Path) -> None:
+    result = run("journal", "export", "--config", config_file, "--after", "4")
+
+    assert result.exit_code == 0
+    assert result.stderr == "exported 1 event (seq 5 to 5) to stdout\n"
+
+
+def test_tail_on_an_80_column_terminal_is_one_line_per_event(
+    config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journal_cli, "terminal", lambda stream: True)
+    runner = CliRunner(env={"COLUMNS": "80"})
+
+    cut = runner.invoke(cli, ["journal", "tail", "--config", str(config_file)])
+    wide = runner.invoke(cli, ["journal", "tail", "--config", str(config_file), "--wide"])
+
+    assert cut.exit_code == wide.exit_code == 0
+    cut_rows = cut.stdout.splitlines()[2:]
+    assert len(cut_rows) == 5
+    assert all(len(row) == 80 and row.endswith("…") for row in cut_rows)
+    wide_rows = wide.stdout.splitlines()[2:]
+    assert [row[:79] for row in wide_rows] == [row[:79] for row in cut_rows]
+    data = json.loads(wide_rows[0][wide_rows[0].index("{"):])
+    assert data["bayId"] == "A-00"
+
+
+TAIL_F = "from gateway.cli.main import main; main()"
+
+
+def _alarm(at: str, alarm_id: str) -> events.Event:
+    return events.alarm_raised(at=datetime.fromisoformat(at), alarm_id=alarm_id, code="x",
+                               severity="warning", message="m", component="c")
+
+
+@pytest.mark.timeout(60)
+async def test_tail_follows_new_events_until_ctrl_c(journal_file: Path, tmp_path: Path) -> None:
+    """Beside a running daemon (its WAL), and then with none (the file alone)."""
+    daemon = await Journal.open(JournalConfig(path=journal_file), clock=FakeClock())
+    follower = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", TAIL_F, "journal", "tail", "-f", "--journal", str(journal_file),
+        "--config", str(tmp_path / "none.toml"), "--type", "alarm.",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert follower.stdout is not None
+
+    async def line() -> str:
+        return (await asyncio.wait_for(follower.stdout.readline(), 20)).decode()
+
+    try:
+        assert (await line()).startswith("last 0 events of type alarm. in ")
+        assert (await line()).split()[:2] == ["seq", "time"]
+        await daemon.append(events.bay_changed(
+            at=datetime.fromisoformat("2026-03-02T09:00:00Z"), bay_id="A-09", floor="0",
+            zone="A", bay_type="regular", state="free", previous_state="occupied",
+            source="ultrasonic", sensor_healthy=True))
+        await daemon.append(_alarm("2026-03-02T09:00:01Z", "x:1"))
+        assert (await line()).split()[:4] == [  # seq 6 is a bay reading
+            "7", "2026-03-02", "09:00:01+00:00", "alarm.raised"]
+        await daemon.close()
+        daemon = await Journal.open(JournalConfig(path=journal_file), clock=FakeClock())
+        await daemon.append(_alarm("2026-03-02T09:00:02Z", "x:2"))
+        await daemon.close()  # the daemon gone: the journal's file alone holds the event
+        assert (await line()).split()[:1] == ["8"]
+        follower.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(follower.communicate(), 20)
+    finally:
+        await daemon.close()
+        if follower.returncode is None:
+            follower.kill()
+            await follower.wait()
+    assert follower.returncode == 0, err
+    assert b"Traceback" not in err
+
+
+STATUS = {
+    "lotState": "open", "operatorState": "open", "openSessions": 1,
+    "occupancy": {"total": {"free": 7, "occupied": 3, "unknown": 1, "outOfService": 0}},
+    "lanes": [{"laneId": "entry-1", "direction": "entry", "mode": "auto", "state": "idle",
+               "barrier": "down", "outOfOrder": False},
+              {"laneId": "exit-1", "direction": "exit", "mode": "auto",
+               "state": "out_of_order", "barrier": "unknown", "outOfOrder": True}],
+    "sync": {"connected": True, "backlog": 0},
+    "alarms": [{"alarmId": "gate.fault:exit-1", "severity": "critical",
+                "message": "barrier did not reach its limit", "component": "lane",
+                "raisedAt": "2026-03-02T08:00:00.000000Z"}],
+}
+LISTINGS = {
+    "status": STATUS,
+    "alarms.list": STATUS["alarms"],
+    "sessions.open": [{"sessionId": "s-1", "plate": "AB123", "right": "visitor",
+                       "reference": None, "entryLane": "entry-1",
+                       "entryAt": "2026-07-01T10:30:00.000000Z"}],
+    "plates.recent": [{"at": "2026-03-02T08:15:02.500000Z", "laneId": "entry-1",
+                       "plate": "AB123", "confidence": 0.97, "decision": "open",
+                       "allowed": True}],
+}
+
+
+@pytest.fixture
+def daemon_answers(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The daemon's answers by method, instead of a control socket (tests/runtime has one)."""
+    answers = dict(LISTINGS)
+    monkeypatch.setattr(service_cli, "call_daemon",
+                        lambda _socket, method, _params=None: answers[method])
+    return answers
+
+
+@pytest.mark.usefixtures("daemon_answers")
+def test_status_leads_with_the_verdict_and_the_alarms() -> None:
+    result = run("status")
+
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "FAILING: lane exit-1 out of order, 1 critical alarm"
+    assert lines[1] == "1 active alarm"
+    assert "gate.fault:exit-1" in lines[3]
+    assert lines.index("lot") > 3  # the rest after what is wrong
+
+
+def test_status_of_a_healthy_lot_says_ok(daemon_answers: dict[str, Any]) -> None:
+    daemon_answers["status"] = {**STATUS, "lanes": STATUS["lanes"][:1], "alarms": [
+        {"alarmId": "sync.slow", "severity": "info", "message": "slow"}]}
+
+    result = run("status")
+    machine = run("status", "--json")
+
+    assert result.stdout.splitlines()[0] == "OK: lanes in order, no warning or critical alarm"
+    assert json.loads(machine.stdout)["verdict"] == "ok"
+
+
+@pytest.mark.usefixtures("daemon_answers")
+def test_status_json_adds_the_verdict_to_the_daemons_answer() -> None:
+    result = run("status", "--json")
+
+    assert json.loads(result.stdout) == {**STATUS, "verdict": "failing"}
+
+
+@pytest.mark.usefixtures("daemon_answers")
+def test_status_on_a_terminal_leads_with_the_verdict(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(service_cli, "terminal", lambda stream: True)
+    monkeypatch.setattr(common, "terminal", lambda stream: True)
+
+    result = CliRunner(env={"COLUMNS": "80"}).invoke(cli, ["status"])
+
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[0] == "FAILING: lane exit-1 out of order, 1 critical alarm"
+    assert all(len(line) <= 80 for line in lines)
+    assert "─" in result.stdout  # rich's tables follow
+
+
+@pytest.mark.usefixtures("daemon_answers")
+@pytest.mark.parametrize(("command", "header", "berlin", "utc"), [
+    (("alarms", "list"), "raised", "2026-03-02 09:00:00+01:00", "2026-03-02 08:00:00+00:00"),
+    (("sessions", "open"), "entry", "2026-07-01 12:30:00+02:00", "2026-07-01 10:30:00+00:00"),
+    (("plates", "recent"), "time", "2026-03-02 09:15:02+01:00", "2026-03-02 08:15:02+00:00"),
+])
+def test_listings_show_the_lots_time_with_its_offset(
+    tmp_path: Path, command: tuple[str, ...], header: str, berlin: str, utc: str
+) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(MINIMAL.format(journal=tmp_path / "j.db", secret=SECRET))
+
+    local = run(*command, "--config", config)
+    asked_utc = run(*command, "--config", config, "--utc")
+    machine = run(*command, "--config", config, "--json")
+
+    assert local.exit_code == asked_utc.exit_code == machine.exit_code == 0, local.stderr
+    assert f"{header} (Europe/Berlin)" in local.stdout
+    assert berlin in local.stdout
+    assert f"{header} (UTC)" in asked_utc.stdout
+    assert utc in asked_utc.stdout
+    assert json.loads(machine.stdout) == LISTINGS[".".join(command)]  # RFC 3339, UTC
+
+
+@pytest.mark.usefixtures("daemon_answers")
+def test_listings_without_a_config_are_in_utc(tmp_path: Path) -> None:
+    if common.DEFAULT_CONFIG.exists():
+        pytest.skip("this machine has a gateway config at the default path")
+
+    result = run("alarms", "list")
+    broken = run("alarms", "list", "--config", tmp_path / "none.toml")
+
+    assert result.exit_code == 0
+    assert "raised (UTC)" in result.stdout
+    assert broken.exit_code == 2  # a config named must load
+
+
+def test_root_version_option() -> None:
+    result = CliRunner().invoke(cli, ["--version"], prog_name="parking-gateway")
+
+    assert result.exit_code == 0
+    assert result.stdout == f"parking-gateway {__version__}\n"
+
+
+@pytest.mark.parametrize(("shell", "mark"), [
+    ("bash", "complete -o nosort -F _parking_gateway_completion parking-gateway"),
+    ("zsh", "#compdef parking-gateway"),
+    ("fish", "complete --no-files --command parking-gateway"),
+])
+def test_completion_prints_the_shells_script(shell: str, mark: str) -> None:
+    result = CliRunner().invoke(cli, ["completion", shell], prog_name="parking-gateway")
+
+    assert result.exit_code == 0
+    assert mark in result.stdout
+    assert f"_PARKING_GATEWAY_COMPLETE={shell}_complete" in result.stdout
+
+
+def test_the_completion_script_completes_commands() -> None:
+    """What the script asks the CLI, as bash does: the commands that start with `jour`."""
+    result = CliRunner(env={"_PARKING_GATEWAY_COMPLETE": "bash_complete",
+                            "COMP_WORDS": "parking-gateway jour", "COMP_CWORD": "1"}).invoke(
+        cli, [], prog_name="parking-gateway")
+
+    assert result.stdout.splitlines() == ["plain,journal"]
