@@ -18,7 +18,7 @@ from gpiozero.pins.mock import MockFactory
 from parking_sim.camera import GroundTruthReader
 
 from gateway.app import Gateway, HardwareOverrides
-from gateway.cli.service import status_sections
+from gateway.cli.service import status_sections, status_verdict
 from gateway.config import CameraConfig, Settings, load_settings
 from gateway.core.clock import SystemClock
 from gateway.runtime.control import ControlClient
@@ -83,4 +83,6 @@ async def test_status_lists_the_dead_bus_and_cameras_with_their_alarms(
     for lane in lanes:
         assert hardware[f"camera {lane}"].startswith("unreachable (open: cannot open")
         assert hardware[f"camera {lane}"].endswith("no frame yet")
-    assert dict(printed["lot"])["alarms"] == str(len(alarms))
+    # The alarms lead, in a section of their own.
+    assert next(iter(printed)) == f"{len(alarms)} active alarm{'s' if len(alarms) > 1 else ''}"
+    assert status_verdict(report).level == "failing"  # a dead bus is critical
