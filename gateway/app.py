@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar, cast, get_args
+from typing import TYPE_CHECKING, Any, TypeVar, get_args
 
 import structlog
 
@@ -174,13 +174,15 @@ class Gateway:
         self._access = Access(s.lot, max_distance=s.lpr.max_match_distance)
         self._sessions = SessionBook(s, journal, self.access, self.clock)
         settings = await journal.lot_settings()
-        self._restore_lot_state(settings.get("lot.state"))
+        if (state := _setting(settings, "lot.state", LotState)) is not None:
+            self.access.operator_state = state  # a closed lot stays closed
+            log.info("gateway.lot_state_restored", state=state)
         await self._load_pushed_config()
         restored = await self.sessions.restore()
         self._occupancy = Occupancy(s.bays, s.lot, journal, self.clock)
         access = self.access
         self.occupancy.vehicles_inside = lambda: len(access.inside)
-        await self.occupancy.restore()
+        await self.occupancy.restore(settings)
         log.info("gateway.restored", open_sessions=restored)
         plates = self._plates or await self._start_reader()
         from gateway.drivers.gpio import Lamp, LaneIo, make_pin_factory
@@ -202,7 +204,7 @@ class Gateway:
                 config, arming=io.arming, safety=io.safety, closing=io.closing,
                 barrier=io.barrier, camera=camera, plates=plates, access=self.access,
                 sessions=self.sessions, journal=journal, clock=self.clock, lot=self,
-                recent=self.recent, mode=_restored_mode(config.id, settings))
+                recent=self.recent, mode=_setting(settings, f"lane.mode:{config.id}", LaneMode))
             if io.lamp is not None:
                 self.lane_lamps[config.id] = io.lamp
         await self._start_bay_sensors(factory)
@@ -220,16 +222,6 @@ class Gateway:
                 self._closers.append(server.close)
             except Exception as e:  # the lot runs on without its technician socket
                 log.error("gateway.control_unavailable", error=str(e))
-
-    def _restore_lot_state(self, state: Any) -> None:
-        """The lot state a technician set before the restart (a closed lot stays closed)."""
-        if state is None:
-            return
-        if state not in get_args(LotState):
-            log.error("gateway.setting_unreadable", key="lot.state", value=repr(state)[:100])
-            return
-        self.access.operator_state = state
-        log.info("gateway.lot_state_restored", state=state)
 
     def _open_camera(self, config: Any) -> FrameSource | None:
         from gateway.drivers.camera import open_camera
@@ -510,9 +502,7 @@ class Gateway:
 
     async def purge_plate(self, plate: str, *, actor: str) -> dict[str, Any]:
         """Reads in memory and crops first, then the journal, whose audit entry counts them."""
-        wanted = normalize(plate)
-        if not wanted:
-            raise OperationRefused(f"{plate!r} is not a plate (letters and digits)")
+        wanted = _plate_of(plate)
         kept = [r for r in self.recent if r.plate != wanted]
         removed = {"recent_reads": len(self.recent) - len(kept), "crops": 0}
         self.recent.clear()
@@ -526,9 +516,7 @@ class Gateway:
             raise OperationRefused(f"the purge could not be journaled: {e}") from None
 
     async def export_plate(self, plate: str) -> dict[str, Any]:
-        wanted = normalize(plate)
-        if not wanted:
-            raise OperationRefused(f"{plate!r} is not a plate (letters and digits)")
+        wanted = _plate_of(plate)
         held = await self.journal.plate_records(wanted)
         held["recent_reads"] = [r.as_dict() for r in self.recent if r.plate == wanted]
         return held
@@ -595,13 +583,22 @@ def _alarm_view(alarm: Alarm) -> dict[str, Any]:
             "details": alarm.details}
 
 
-def _restored_mode(lane_id: str, settings: Mapping[str, Any]) -> LaneMode | None:
-    """The mode a technician left the lane in, if any and still a mode."""
-    mode = settings.get(f"lane.mode:{lane_id}")
-    if mode is None or mode in get_args(LaneMode):
-        return cast("LaneMode | None", mode)
-    log.error("gateway.setting_unreadable", key=f"lane.mode:{lane_id}", value=repr(mode)[:100])
+def _setting(settings: Mapping[str, Any], key: str, kind: Any) -> Any:
+    """A technician's setting restored at start, if set and still one of `kind`'s values (a
+    Literal); one this version does not know is logged and left at its default."""
+    value = settings.get(key)
+    if value is None or value in get_args(kind):
+        return value
+    log.error("gateway.setting_unreadable", key=key, value=repr(value)[:100])
     return None
+
+
+def _plate_of(plate: str) -> str:
+    """The plate a person's request names, normalised as the lanes store it."""
+    wanted = normalize(plate)
+    if not wanted:
+        raise OperationRefused(f"{plate!r} is not a plate (letters and digits)")
+    return wanted
 
 
 def _part_alarm(part: Part) -> str:

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -137,14 +137,14 @@ class Occupancy:
 
     # --- start-up ---
 
-    async def restore(self) -> None:
+    async def restore(self, settings: Mapping[str, Any]) -> None:
         """Begin from the journaled states, so a restart does not re-announce every bay.
 
         A bay restored as free or occupied stays so until its sensor says otherwise; one whose
         sensor never reports again is caught by the sensor's own silence detection. A bay a
-        technician took out of service stays out (its journaled setting).
+        technician took out of service stays out (`settings`: the journal's `lot_settings`).
         """
-        for key, in_service in (await self.journal.lot_settings()).items():
+        for key, in_service in settings.items():
             kind, _, bay_id = key.partition(":")
             bay = self.bays.get(bay_id)
             if kind == "bay.service" and bay is not None and isinstance(in_service, bool):

@@ -119,7 +119,7 @@ async def test_restore_begins_from_the_journaled_states(journal: Journal,
     first = Occupancy(bays(), LotConfig(), journal, clock)
     await first.apply([reading(clock, "A-0", "occupied"), reading(clock, "A-3", "free")])
     second = Occupancy(bays(), LotConfig(), journal, clock)
-    await second.restore()
+    await second.restore(await journal.lot_settings())
     assert (second.bays["A-0"].state, second.bays["A-3"].state) == ("occupied", "free")
     assert second.bays["A-4"].state == "unknown"  # never reported: not assumed free
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from gpiozero import Device, DigitalOutputDevice
@@ -33,17 +33,7 @@ from gateway.drivers.gpio import (
 )
 from gateway.journal import Alarm, Journal
 from tests.conftest import EXAMPLE
-
-LANE = LaneGpio(arming_loop=5, safety_loop=6, closing_loop=13, open_relay=17, close_relay=27,
-                up_limit=22, down_limit=23)
-
-
-@pytest.fixture
-def pins() -> Iterator[SimPins]:
-    sim = SimPins(MockFactory())
-    yield sim
-    # gpiozero's mock factory keeps its pins (and reservations) after the devices close.
-    sim.factory.reset()
+from tests.drivers.conftest import LANE
 
 
 def virtual(main: Callable[[vtime.VirtualClock], object], *, grace: float = 0.0) -> object:

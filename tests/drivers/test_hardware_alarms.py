@@ -8,16 +8,14 @@ their real reader thread and poller against fakes, with short thresholds.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
 import httpx
-import pytest
-from gpiozero.pins.mock import MockFactory
 from parking_sim import vtime
 from parking_sim.bus import LinkFaults, SensorBus
 from parking_sim.gpio import SimPins
 
-from gateway.config import BarrierConfig, BusConfig, LaneGpio, LaneTiming
+from gateway.config import BarrierConfig, BusConfig, LaneTiming
 from gateway.core.clock import FakeClock
 from gateway.core.records import Alarm
 from gateway.drivers import AlarmLatch
@@ -25,6 +23,7 @@ from gateway.drivers.camera import HttpSnapshotSource, VideoCaptureSource
 from gateway.drivers.gpio import LaneIo
 from gateway.drivers.modbus import ModbusBus, RtuLink, bus_name
 from gateway.runtime.aio import Backoff
+from tests.drivers.conftest import LANE
 from tests.drivers.test_camera import jpeg, until, write_video
 
 FAST = Backoff(initial_s=0.01, max_s=0.05)
@@ -221,17 +220,6 @@ async def test_a_camera_back_online_clears_its_alarm() -> None:
 
 
 # --- vehicle loops --------------------------------------------------------------------------
-
-LANE = LaneGpio(arming_loop=5, safety_loop=6, closing_loop=13, open_relay=17, close_relay=27,
-                up_limit=22, down_limit=23)
-
-
-@pytest.fixture
-def pins() -> Iterator[SimPins]:
-    sim = SimPins(MockFactory())
-    yield sim
-    sim.factory.reset()
-
 
 Drive = Callable[[int, bool], None]
 

@@ -4,7 +4,6 @@ no trace of the plate in the file or its WAL, and what the backend lacks is neve
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 from gateway.config import JournalConfig
@@ -12,17 +11,10 @@ from gateway.core import events
 from gateway.core.clock import FakeClock
 from gateway.journal import Audit, CloseSession, Journal, OpenSession, RecordPayment
 from gateway.journal.reader import journal_files
+from tests.journal.test_journal import rows
 
 DAY = 86400
 PLATE = "ZX98QWE"
-
-
-def rows(path: Path, sql: str) -> list[tuple[object, ...]]:
-    con = sqlite3.connect(path)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 async def visit(j: Journal, clock: FakeClock, sid: str, plate: str, *, leave: bool = True,
