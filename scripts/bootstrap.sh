@@ -1,7 +1,8 @@
-# Sourced by scripts/test and scripts/demo: makes .venv and installs the project into it: the
-# gateway (parking-gateway) and its hardware simulator (parking-sim, hardware-sim/), both
-# editable. Safe to run again: it reinstalls only when a pyproject.toml changed since the last
-# install.
+# Sourced by scripts/test and scripts/demo: makes .venv and installs the project into it from the
+# lock (uv.lock): the gateway (parking-gateway) and its hardware simulator (parking-sim,
+# hardware-sim/), both editable, with exactly the locked versions of everything else. Safe to run
+# again: `uv sync` changes nothing when the venv already matches the lock, and it fails when
+# pyproject.toml no longer matches uv.lock (run scripts/upgrade-deps, or `uv lock`).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -43,18 +44,22 @@ apt_install() {
 }
 apt_install mosquitto:mosquitto
 
-if [ ! -x "$VENV/bin/python" ]; then
-    echo "==> creating virtual environment in $VENV"
-    "${PARKING_GATEWAY_PYTHON:-$(find_python)}" -m venv "$VENV"
+# uv, pinned, in a small venv of its own (.tools/uv): `uv sync` keeps the project's venv exactly
+# as locked, so uv cannot live there. Nothing is downloaded but packages from the package index.
+UV_VERSION=0.13.9
+UV_HOME="$ROOT/.tools/uv"
+if [ "$("$UV_HOME/bin/uv" --version 2>/dev/null)" != "uv $UV_VERSION" ]; then
+    echo "==> installing uv $UV_VERSION into $UV_HOME"
+    rm -rf "$UV_HOME"
+    "$(find_python)" -m venv "$UV_HOME"
+    "$UV_HOME/bin/python" -m pip install -q --disable-pip-version-check "uv==$UV_VERSION"
 fi
 
-projects=("$ROOT/pyproject.toml" "$ROOT/hardware-sim/pyproject.toml")
-stamp="$VENV/.installed-$(cat "${projects[@]}" | sha256sum | cut -c1-16)-$EXTRAS"
-if [ ! -f "$stamp" ]; then
-    echo "==> installing parking-gateway[$EXTRAS] and parking-sim"
-    "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q -e "$ROOT[$EXTRAS]" -e "$ROOT/hardware-sim"
-    rm -f "$VENV"/.installed-*
-    touch "$stamp"
-fi
+extras=()
+IFS=, read -ra wanted <<<"$EXTRAS"
+for extra in "${wanted[@]}"; do [ -n "$extra" ] && extras+=(--extra "$extra"); done
+echo "==> uv sync --locked (${EXTRAS:-no extras}) into $VENV"
+UV_PROJECT_ENVIRONMENT="$VENV" UV_PYTHON_DOWNLOADS=never "$UV_HOME/bin/uv" sync -q --locked \
+    --project "$ROOT" --all-packages "${extras[@]}" \
+    --python "${PARKING_GATEWAY_PYTHON:-$(find_python)}"
 export PATH="$VENV/bin:$PATH"

@@ -96,3 +96,34 @@ def test_every_declared_distribution_is_imported(project: str) -> None:
     used = imported_distributions(files, own)
 
     assert declared(pyproject) - set(used) - NOT_IMPORTED == set()
+
+
+@pytest.mark.parametrize("project", PROJECTS)
+def test_every_version_cap_says_why(project: str) -> None:
+    """An upper bound (`<`, `<=`, `==`) holds back every upgrade: it carries its reason, as a
+    comment on its line or on the line just above it."""
+    text = PROJECTS[project][0].read_text()
+    meta = tomllib.loads(text)["project"]
+    specs = [meta["requires-python"], *meta["dependencies"],
+             *(r for extra in meta.get("optional-dependencies", {}).values() for r in extra)]
+    lines = text.splitlines()
+    caps = [(number, line) for spec in specs if re.search(r"<|==", spec.split(";", 1)[0])
+            for number, line in enumerate(lines) if f'"{spec}"' in line]
+    unexplained = [line.strip() for number, line in caps
+                   if "#" not in line and not lines[number - 1].lstrip().startswith("#")]
+
+    assert caps  # the scan sees the caps there are (paho-mqtt's, at least)
+    assert unexplained == []
+
+
+def test_the_lock_covers_both_machines_and_every_python() -> None:
+    """uv.lock is what every install uses: it must be locked for the Pi (aarch64) as well as
+    x86_64, and for the Pythons pyproject.toml admits (scripts/bootstrap.sh fails on a lock
+    that no longer matches pyproject.toml: `uv sync --locked`)."""
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+    assert lock["requires-python"].replace(" ", "") == pyproject["project"]["requires-python"]
+    assert any("aarch64" in marker for marker in lock["supported-markers"])
+    assert any("x86_64" in marker for marker in lock["supported-markers"])
+    assert set(lock["manifest"]["members"]) == {"parking-gateway", "parking-sim"}
