@@ -35,6 +35,7 @@ COMMANDS = {
     "bench": "gateway.cli.bench:bench",
     "run": "gateway.cli.daemon:run",
     "lpr": "gateway.cli.lpr:lpr",
+    "doctor": "gateway.cli.doctor:doctor",
     "privacy": "gateway.cli.privacy:privacy",
     **{name: f"gateway.cli.service:{name}" for name in SERVICE_COMMANDS},
 }
