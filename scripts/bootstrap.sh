@@ -44,16 +44,10 @@ apt_install() {
 }
 apt_install mosquitto:mosquitto
 
-# uv, pinned, in a small venv of its own (.tools/uv): `uv sync` keeps the project's venv exactly
-# as locked, so uv cannot live there. Nothing is downloaded but packages from the package index.
-UV_VERSION=0.13.9
+# uv, pinned (scripts/uv.sh), in a small venv of its own: .tools/uv.
+source "$ROOT/scripts/uv.sh"
 UV_HOME="$ROOT/.tools/uv"
-if [ "$("$UV_HOME/bin/uv" --version 2>/dev/null)" != "uv $UV_VERSION" ]; then
-    echo "==> installing uv $UV_VERSION into $UV_HOME"
-    rm -rf "$UV_HOME"
-    "$(find_python)" -m venv "$UV_HOME"
-    "$UV_HOME/bin/python" -m pip install -q --disable-pip-version-check "uv==$UV_VERSION"
-fi
+ensure_uv "$UV_HOME" "$(find_python)"
 
 extras=()
 IFS=, read -ra wanted <<<"$EXTRAS"

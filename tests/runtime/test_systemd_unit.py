@@ -17,7 +17,7 @@ from gateway.config import DEFAULT_CONTROL_SOCKET, DEFAULT_JOURNAL_PATH
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "parking-gateway.service"
 SYSUSERS = ROOT / "systemd" / "parking-gateway.sysusers.conf"
-INSTALLED_SCRIPT = "/opt/parking-gateway/.venv/bin/parking-gateway"
+INSTALLED_SCRIPT = "/opt/parking-gateway/current/venv/bin/parking-gateway"  # scripts/install
 
 
 def parse_unit(text: str) -> dict[str, dict[str, list[str]]]:
