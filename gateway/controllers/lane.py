@@ -434,7 +434,7 @@ class Lane:
                     at=entry.at, lane_id=self.id, gate_id=self.gate_id, reason=entry.reason,
                     command_id=entry.command_id)])
             case Violation():
-                await self.journal.commit([], [self._violation(entry)])
+                await self.journal.commit([], [self._violation(entry, alone=True)])
             case StartSession():
                 await self.sessions.open(
                     entry.decision, lane_id=self.id, at=entry.at, confidence=entry.confidence,
@@ -452,9 +452,15 @@ class Lane:
                 await self.sessions.lost_ticket(entry.plate, lane_id=self.id, at=entry.at,
                                                 collected=entry.collected)
 
-    def _violation(self, violation: Violation) -> Event:
+    def _violation(self, violation: Violation, *, alone: bool = False) -> Event:
+        """`alone`: recorded on its own. With no session either, its plate is one the lane did
+        not let in (deny list, anti-passback) or matched to no session (a tailgater out with no
+        entry), and is written as the journal keeps such plates (`Journal.refused_plate`)."""
+        plate = violation.plate
+        if alone and violation.session_id is None and plate is not None:
+            plate = self.journal.refused_plate(plate)
         return events.violation_detected(
-            at=violation.at, kind=violation.kind, lane_id=self.id, plate=violation.plate,
+            at=violation.at, kind=violation.kind, lane_id=self.id, plate=plate,
             session_id=violation.session_id, details=violation.details)
 
     # --- plates ---

@@ -275,6 +275,7 @@ class ViolationDetectedData(TypedDict):
     kind: ViolationKind
     laneId: NotRequired[str]
     bayId: NotRequired[str]
+    # A refused or unmatched plate (no sessionId) may be its pseudonym, `hmac-sha256:<hex>`.
     plate: NotRequired[str]
     sessionId: NotRequired[str]
     details: dict[str, Any]

@@ -27,6 +27,7 @@ from gateway.core.records import (
 )
 from gateway.journal.connection import DbThread
 from gateway.journal.errors import JournalError
+from gateway.journal.pseudonyms import PlatePseudonyms
 
 log = structlog.get_logger(__name__)
 
@@ -84,6 +85,9 @@ class JournalQueries:
 
     _reads: DbThread
     path: Path
+    # The lot's plate key, where this reader has it (the daemon's journal, with
+    # `pseudonymise_refused` on): a plate is then also found under its pseudonym.
+    pseudonyms: PlatePseudonyms | None = None
 
     async def _fetch(self, sql: str, params: tuple[object, ...] = ()) -> list[Any]:
         rows: list[Any] = await self._reads.run(lambda conn: conn.execute(sql, params).fetchall())
@@ -155,8 +159,8 @@ class JournalQueries:
 
     async def plate_records(self, plate: str, max_events: int = 1000) -> dict[str, Any]:
         """What the journal holds about `plate` (normalised), for a subject-access request:
-        its sessions with their payments, and the stored events that name it (the newest
-        `max_events`, with the total)."""
+        its sessions with their payments, and the stored events that name it, by its text or
+        its pseudonym (the newest `max_events`, with the total)."""
         columns = ("session_id", "status", "right_kind", "right_ref", "entry_lane", "entry_at",
                    "exit_lane", "exit_at", "duration_s", "fee_minor", "currency")
         sessions = [dict(zip(columns, r, strict=True)) for r in await self._fetch(
@@ -167,12 +171,12 @@ class JournalQueries:
                 {"payment_id": p.payment_id, "amount_minor": p.amount_minor,
                  "currency": p.currency, "method": p.method, "paid_at": p.paid_at}
                 for p in await self.payments(session["session_id"])]
-        named = json.dumps(plate)  # as it appears in an event's JSON
+        names = plate_names(plate, self.pseudonyms)
+        where = naming_sql(len(names))
         rows = await self._fetch(
-            f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE instr(data, ?) > 0"
-            " ORDER BY seq DESC LIMIT ?", (named, max_events))
-        ((total,),) = await self._fetch(
-            "SELECT count(*) FROM outbox WHERE instr(data, ?) > 0", (named,))
+            f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE {where} ORDER BY seq DESC LIMIT ?",
+            (*names, max_events))
+        ((total,),) = await self._fetch(f"SELECT count(*) FROM outbox WHERE {where}", names)
         return {"plate": plate, "sessions": sessions, "events_total": int(total),
                 "events": [{"seq": e.seq, "type": e.type, "time": e.time, "synced": e.acked,
                             "data": json.loads(e.data_json)} for e in map(_record, rows[::-1])]}
@@ -226,6 +230,18 @@ class JournalReader(JournalQueries):
 
 def _record(row: Any) -> OutboxRecord:
     return OutboxRecord(int(row[0]), row[1], row[2], row[3], row[4], bool(row[5]))
+
+
+def plate_names(plate: str, pseudonyms: PlatePseudonyms | None) -> tuple[str, ...]:
+    """How an event's JSON names `plate` (normalised): its text, and its pseudonym if known."""
+    if pseudonyms is None:
+        return (json.dumps(plate),)
+    return json.dumps(plate), json.dumps(pseudonyms.of(plate))
+
+
+def naming_sql(count: int) -> str:
+    """SQL: an outbox row's data holds one of `count` names (parameters) of a plate."""
+    return "(" + " OR ".join(["instr(data, ?) > 0"] * count) + ")"
 
 
 def journal_files(path: Path) -> list[Path]:

@@ -53,7 +53,14 @@ from gateway.journal.errors import (
     is_environmental,
     write_error,
 )
-from gateway.journal.reader import JournalQueries, JournalStats, connect_read_only
+from gateway.journal.pseudonyms import PlatePseudonyms
+from gateway.journal.reader import (
+    JournalQueries,
+    JournalStats,
+    connect_read_only,
+    naming_sql,
+    plate_names,
+)
 from gateway.journal.reserve import MB, Reserve, free_bytes
 from gateway.journal.rows import INSERT_EVENT_SQL, Audit, Change, DropAlarm, PutAlarm
 from gateway.runtime.aio import cancel_and_wait
@@ -125,6 +132,9 @@ class Journal(JournalQueries):
         return self
 
     async def _start(self) -> None:
+        if self.settings.pseudonymise_refused:
+            self.pseudonyms = await asyncio.to_thread(PlatePseudonyms.from_file,
+                                                      self.settings.plate_key_path)
         mark = await asyncio.to_thread(seqmark.read_mark, self.path)
         found = await self._check(mark)
         self._reserve = await asyncio.to_thread(Reserve.open, self.settings)
@@ -207,6 +217,12 @@ class Journal(JournalQueries):
         self._pending.append(_Write(changes, events, future))
         self._wake.set()
         return await future
+
+    def refused_plate(self, plate: str) -> str:
+        """How a plate the lanes refused, or matched to no session, is journaled: its text, or
+        with `pseudonymise_refused` on its pseudonym (`pseudonyms`). A plate let in stays text:
+        its session and its fee need it."""
+        return plate if self.pseudonyms is None else self.pseudonyms.of(plate)
 
     async def append(self, event: Event) -> int:
         """Append one event with no state change."""
@@ -454,6 +470,7 @@ class Journal(JournalQueries):
         """Retention first, then the size cap; unsynced events and open sessions stay.
 
         Each kind of data goes after its own retention (`retention_days` for synced events,
+        `refused_retention_h` for the synced ones that name a plate outside any session,
         `sessions_retention_days` for closed sessions and their payments,
         `audit_retention_days` for the audit log), at most `prune_batch` rows of each per run.
         """
@@ -461,6 +478,7 @@ class Journal(JournalQueries):
         s = self.settings
         retention = _Retention(
             events_before=rfc3339(now - timedelta(days=s.retention_days)),
+            refused_before=rfc3339(now - timedelta(hours=s.refused_retention_h)),
             sessions_before=rfc3339(now - timedelta(days=s.sessions_retention_days)),
             audit_before=rfc3339(now - timedelta(days=s.audit_retention_days)),
             limit=s.prune_batch)
@@ -499,7 +517,8 @@ class Journal(JournalQueries):
         keep = min(self._acked_through, self.last_seq - 1)
         at = rfc3339(self.clock.now())
         result: dict[str, int] = await self._job(lambda: self._db.run(partial(
-            _purge_plate_rows, plate=plate, keep=keep, at=at, actor=actor,
+            _purge_plate_rows, plate=plate, names=plate_names(plate, self.pseudonyms),
+            keep=keep, at=at, actor=actor,
             removed_elsewhere=dict(removed_elsewhere or {}))))
         log.info("journal.plate_purged", actor=actor, **result)
         return result
@@ -678,9 +697,22 @@ class _Retention:
     """What a maintenance run deletes: rows older than these times, at most `limit` each."""
 
     events_before: str  # synced events
+    refused_before: str  # synced events naming a plate outside any session
     sessions_before: str  # closed sessions (by exit time) and their payments
     audit_before: str
     limit: int
+
+
+# Closed sessions past their retention, oldest exit first (index sessions_by_exit, 0004). An
+# open session has no exit time.
+EXPIRED_SESSIONS_SQL = ("SELECT session_id FROM sessions WHERE exit_at < ? AND status = 'closed'"
+                        " ORDER BY exit_at LIMIT ?")
+# Synced violations that name a plate but no session: the car was refused, or matched nobody
+# (the lane writes these on their own, docs/privacy.md). Index outbox_violations_by_time.
+EXPIRED_REFUSED_SQL = (
+    "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE type = 'violation.detected'"
+    " AND time < ? AND seq <= ? AND json_extract(data, '$.plate') IS NOT NULL"
+    " AND json_extract(data, '$.sessionId') IS NULL ORDER BY time LIMIT ?)")
 
 
 def _prune_rows(conn: sqlite3.Connection, *, last_seq: int, keep: int, retention: _Retention,
@@ -696,9 +728,10 @@ def _prune_rows(conn: sqlite3.Connection, *, last_seq: int, keep: int, retention
         by_age = conn.execute(
             "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE seq <= ? AND time < ?"
             " ORDER BY seq LIMIT ?)", (keep, r.events_before, r.limit)).rowcount
-        expired = [row[0] for row in conn.execute(
-            "SELECT session_id FROM sessions WHERE status = 'closed'"
-            " AND coalesce(exit_at, entry_at) < ? LIMIT ?", (r.sessions_before, r.limit))]
+        refused = conn.execute(EXPIRED_REFUSED_SQL,
+                               (r.refused_before, keep, r.limit)).rowcount
+        expired = [row[0] for row in conn.execute(EXPIRED_SESSIONS_SQL,
+                                                  (r.sessions_before, r.limit))]
         payments = _delete_sessions(conn, expired)
         audit = conn.execute(
             "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < ? ORDER BY id"
@@ -712,11 +745,11 @@ def _prune_rows(conn: sqlite3.Connection, *, last_seq: int, keep: int, retention
             by_size += conn.execute("DELETE FROM outbox WHERE seq <= ?",
                                     (min(keep, oldest + 4999),)).rowcount
         _give_back_free_pages(conn)
-    if by_age or expired or audit:
+    if by_age or refused or expired or audit:
         _give_back_free_pages(conn)
-    if expired or audit:  # personal data: its old versions leave the WAL as well
+    if refused or expired or audit:  # personal data: its old versions leave the WAL as well
         _truncate_wal(conn)
-    return {"pruned_by_age": by_age, "pruned_by_size": by_size,
+    return {"pruned_by_age": by_age, "pruned_by_size": by_size, "refused_expired": refused,
             "sessions_expired": len(expired), "payments_expired": payments,
             "audit_expired": audit, "used_bytes": _used_bytes(conn)}
 
@@ -732,22 +765,23 @@ def _delete_sessions(conn: sqlite3.Connection, session_ids: Sequence[str]) -> in
     return payments
 
 
-def _purge_plate_rows(conn: sqlite3.Connection, *, plate: str, keep: int, at: str, actor: str,
-                      removed_elsewhere: dict[str, int]) -> dict[str, int]:
-    """`Journal.purge_plate` on the writer's thread: one transaction, then the clean-up."""
-    named = json.dumps(plate)  # as it appears in an event's JSON: "AB123CD"
+def _purge_plate_rows(conn: sqlite3.Connection, *, plate: str, names: Sequence[str], keep: int,
+                      at: str, actor: str, removed_elsewhere: dict[str, int]) -> dict[str, int]:
+    """`Journal.purge_plate` on the writer's thread: one transaction, then the clean-up.
+
+    `names` are how an event's JSON names the plate: `"AB123CD"`, and its pseudonym."""
+    named = naming_sql(len(names))
     with transaction(conn):
         closed = [row[0] for row in conn.execute(
             "SELECT session_id FROM sessions WHERE plate = ? AND status = 'closed'", (plate,))]
         payments = _delete_sessions(conn, closed)
-        removed = conn.execute("DELETE FROM outbox WHERE seq <= ? AND instr(data, ?) > 0",
-                               (keep, named)).rowcount
+        removed = conn.execute(f"DELETE FROM outbox WHERE seq <= ? AND {named}",
+                               (keep, *names)).rowcount
         (open_kept,) = conn.execute(
             "SELECT count(*) FROM sessions WHERE plate = ? AND status = 'open'",
             (plate,)).fetchone()
         (unsynced_kept,) = conn.execute(
-            "SELECT count(*) FROM outbox WHERE seq > ? AND instr(data, ?) > 0",
-            (keep, named)).fetchone()
+            f"SELECT count(*) FROM outbox WHERE seq > ? AND {named}", (keep, *names)).fetchone()
         result = {**removed_elsewhere, "sessions": len(closed), "payments": payments,
                   "events": removed, "open_sessions_kept": int(open_kept),
                   "unsynced_events_kept": int(unsynced_kept)}

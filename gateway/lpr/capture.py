@@ -4,9 +4,10 @@ A technician tuning a lane (camera angle, threshold, formats) needs the reads th
 the ones that worked. Each capture is a PNG of the plate crop and a JSON sidecar (the guess, its
 confidence per character, the box, the reason, timings). The folder is bounded in size: when a
 new capture would pass `max_mb`, the oldest captures are deleted first, so an SD card never
-fills up with them. Crops show plates, which are personal data: the daemon's maintenance also
-deletes those older than `[lpr] capture_max_age_h` (`expire_captures`), and a purge on a
-person's request those of their plate (`purge_captures`).
+fills up with them. Crops show plates, which are personal data, so they are bounded in age too
+(`[lpr] capture_max_age_h`): the store deletes the expired ones before each save and when it
+starts, and the daemon's maintenance deletes them in between (`expire_captures`: reads may fail
+seldom). A purge on a person's request deletes those of their plate (`purge_captures`).
 
 Writes are small (a plate crop is a few KB) and happen only on failed reads, so they are done in
 place; a write that fails is logged and counted, never raised to the lane.
@@ -18,7 +19,7 @@ import json
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,13 +45,18 @@ class _Capture:
 
 
 class CaptureStore:
-    """A size-bounded folder of low-confidence crops with their JSON sidecars."""
+    """A folder of low-confidence crops with their JSON sidecars, bounded in size and, given
+    `max_age_h`, in age."""
 
-    def __init__(self, directory: Path, *, max_mb: float, clock: Clock) -> None:
+    def __init__(self, directory: Path, *, max_mb: float, clock: Clock,
+                 max_age_h: float | None = None) -> None:
         if max_mb <= 0:
             raise ValueError("max_mb must be positive")
+        if max_age_h is not None and max_age_h <= 0:
+            raise ValueError("max_age_h must be positive")
         self.directory = directory
         self.max_bytes = int(max_mb * 2**20)
+        self.max_age = None if max_age_h is None else timedelta(hours=max_age_h)
         self._clock = clock
         self._captures: deque[_Capture] = deque()
         self._bytes = 0
@@ -70,6 +76,7 @@ class CaptureStore:
             size = sum(p.stat().st_size for p in _files(stem) if p.exists())
             self._captures.append(_Capture(stem, size))
             self._bytes += size
+        self._expire()
         self._enforce_bound(0)
 
     @property
@@ -87,7 +94,7 @@ class CaptureStore:
         now = self._clock.now()
         self._counter += 1
         camera = "".join(c if c.isalnum() or c in "-_" else "_" for c in camera_id or "camera")
-        stem = self.directory / f"{now:%Y%m%dT%H%M%S%fZ}-{self._counter:06d}-{camera}"
+        stem = self.directory / f"{_time_mark(now)}Z-{self._counter:06d}-{camera}"
         sidecar = json.dumps(_sidecar(result, camera_id, now.isoformat()), indent=1).encode()
         png = result.crop_png or b""
         size = len(sidecar) + len(png)
@@ -95,6 +102,7 @@ class CaptureStore:
             return None
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
+            self._expire()
             self._enforce_bound(size)
             if png:
                 stem.with_suffix(".png").write_bytes(png)
@@ -110,27 +118,47 @@ class CaptureStore:
                   confidence=result.confidence)
         return stem.with_suffix(".png") if png else stem.with_suffix(".json")
 
+    def _expire(self) -> None:
+        """Delete the captures older than `max_age` (oldest first, as their names sort)."""
+        if self.max_age is None:
+            return
+        mark = _time_mark(self._clock.now() - self.max_age)
+        while self._captures and _taken_before(self._captures[0].stem, mark):
+            self._delete_oldest()
+
     def _enforce_bound(self, incoming: int) -> None:
         """Delete the oldest captures until `incoming` more bytes fit."""
         while self._captures and self._bytes + incoming > self.max_bytes:
-            oldest = self._captures.popleft()
-            for path in _files(oldest.stem):
-                path.unlink(missing_ok=True)
-            self._bytes -= oldest.size
-            self.deleted += 1
+            self._delete_oldest()
+
+    def _delete_oldest(self) -> None:
+        oldest = self._captures.popleft()
+        for path in _files(oldest.stem):
+            path.unlink(missing_ok=True)
+        self._bytes -= oldest.size
+        self.deleted += 1
 
 
 def expire_captures(directory: Path, before: datetime) -> int:
     """Delete the captures taken before `before` (their names begin with the time they were
     taken); return how many. Crops are personal data: the size bound alone would keep them
     for as long as reads fail seldom."""
-    mark = f"{before.astimezone(UTC):%Y%m%dT%H%M%S%f}"
-    return _delete(stem for stem in _stems(directory) if stem.name[:len(mark)] < mark)
+    mark = _time_mark(before)
+    return _delete(stem for stem in _stems(directory) if _taken_before(stem, mark))
 
 
 def purge_captures(directory: Path, plate: str) -> int:
     """Delete the captures whose guess is `plate` (normalised); return how many."""
     return _delete(stem for stem in _stems(directory) if _guess(stem) == plate)
+
+
+def _time_mark(at: datetime) -> str:
+    """`at` as a capture's name begins with it."""
+    return f"{at.astimezone(UTC):%Y%m%dT%H%M%S%f}"
+
+
+def _taken_before(stem: Path, mark: str) -> bool:
+    return stem.name[:len(mark)] < mark
 
 
 def _stems(directory: Path) -> list[Path]:

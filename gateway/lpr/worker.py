@@ -439,6 +439,7 @@ class PlateWorker:
         capture = None
         if config.capture_dir is not None:
             capture = CaptureStore(config.capture_dir, max_mb=config.capture_max_mb,
+                                   max_age_h=config.capture_max_age_h,
                                    clock=clock if clock is not None else SystemClock())
         return cls(factory, options, queue_size=config.queue_size, timeout_s=config.timeout_s,
                    threshold=config.consensus_threshold,

@@ -299,6 +299,23 @@ async def test_built_from_settings(tmp_path) -> None:
     assert len(list((tmp_path / "captures").glob("*.json"))) == 1
 
 
+async def test_a_worker_from_settings_keeps_crops_no_longer_than_their_age_limit(
+        tmp_path) -> None:
+    clock = FakeClock()
+    config = LprConfig(capture_dir=tmp_path, capture_max_age_h=1)
+    w = PlateWorker.from_settings(config, clock=clock, factory=FAKE,
+                                  options=LazyOptions("builtins:dict", {}))
+    await w.start()
+    try:
+        await w.read_frames([Frame("cam-1", fake_image("OLD1234", [0.2] * 7), clock.stamp(), 1)])
+        clock.advance(2 * 3600)  # past the age limit, and no daemon maintenance ran
+        await w.read_frames([Frame("cam-1", fake_image("NEW5678", [0.2] * 7), clock.stamp(), 2)])
+    finally:
+        await w.close()
+    guesses = [json.loads(p.read_text())["guess"] for p in tmp_path.glob("*.json")]
+    assert guesses == ["NEW5678"]
+
+
 async def test_low_confidence_reads_are_captured(tmp_path) -> None:
     store = CaptureStore(tmp_path, max_mb=1, clock=FakeClock())
     w = PlateWorker(FAKE, {}, capture=store)

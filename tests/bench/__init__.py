@@ -1,0 +1,1 @@
+"""The benchmark commands' own parts, and what `bench footprint` measures kept in check."""
