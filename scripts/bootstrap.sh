@@ -42,7 +42,7 @@ apt_install() {
         echo "warning: missing system packages: ${missing[*]} (install them with apt-get)" >&2
     fi
 }
-apt_install mosquitto:mosquitto
+apt_install mosquitto:mosquitto jq:jq  # jq: the log recipe's test (docs/operations.md)
 
 # uv, pinned (scripts/uv.sh), in a small venv of its own: .tools/uv.
 source "$ROOT/scripts/uv.sh"

@@ -203,6 +203,20 @@ def png_path(_ctx: click.Context, param: click.Parameter, value: Path | None) ->
     return value
 
 
+def folder_for(path: Path) -> None:
+    """Make the folder that `path` is to be written into, and say so on stderr: every command
+    that writes a file (`report -o`, `journal export -o`, `sim run --out`) takes a new folder
+    alike, and a mistyped one is seen rather than made in silence."""
+    folder = path.parent
+    if folder.is_dir():
+        return
+    try:
+        folder.mkdir(parents=True)
+    except OSError as e:
+        raise OperationalError(f"cannot create the folder {folder}: {e.strerror or e}") from None
+    click.echo(f"created the folder {folder}", err=True)
+
+
 def config_problems(path: Path, error: ConfigError) -> InvalidInput:
     """Print every problem of a config on stderr; the caller raises what this returns."""
     for problem in error.problems:

@@ -93,9 +93,24 @@ def _summary_sections(summary: Mapping[str, Any]) -> list[Section]:
             ("command hmac key", _set(sync["command_hmac_key_set"])),
         ]),
         Section("logging", [("level", logging["level"]), ("format", logging["format"])]),
+        Section("daemon", _daemon_rows(summary)),
     ]
 
 
+def _daemon_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Where the technician's CLI finds the daemon, and the daemon its hardware."""
+    control, lpr, bus, http = summary["control"], summary["lpr"], summary["bus"], summary["http"]
+    scheme = "https" if http["tls"] else "http"
+    return [
+        ("control socket", f"{control['socket_path']} (group {control['group']})"),
+        ("http api", f"{scheme}://{http['listen']}, accounts: {_counts(http['accounts'])}"
+         + (", anonymous viewers" if http["anonymous_viewer"] else "")
+         if http["enabled"] else f"off ([http] enabled = true serves {http['listen']})"),
+        ("plate reading", "on, formats " + ", ".join(lpr["formats"]) if lpr["enabled"]
+         else "off (every car goes to the intercom)"),
+        ("sensor bus", "none" if bus is None else
+         f"{bus['port']} at {bus['baudrate']} baud, {bus['nodes']} nodes"),
+    ]
 
 
 def _counts(counts: Mapping[str, int]) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from gateway.cli.common import EXIT_CODES, OperationalError, config_option, load_settings
-from gateway.journal import JournalError, JournalLockedError
+from gateway.journal import JournalError
 from gateway.runtime.log import configure_logging
 
 RUN_EXIT_CODES = (EXIT_CODES
@@ -32,7 +32,5 @@ def run(config_path: Path, no_sync: bool) -> None:
     gateway = Gateway(settings, sync=not no_sync)
     try:
         asyncio.run(run_until_signalled(gateway))
-    except JournalLockedError as e:
-        raise OperationalError(f"{e} (is another gateway running?)") from None
-    except JournalError as e:
+    except JournalError as e:  # a second daemon: the journal's lock already asks if it runs
         raise OperationalError(str(e)) from None

@@ -23,6 +23,7 @@ from typing import Any, TextIO, TypeVar
 
 import click
 from click.core import ParameterSource
+from pydantic import TypeAdapter
 
 from gateway.cli.common import (
     EXIT_CODES,
@@ -31,6 +32,7 @@ from gateway.cli.common import (
     Section,
     config_option,
     cut,
+    folder_for,
     json_option,
     load_settings,
     number,
@@ -43,7 +45,7 @@ from gateway.cli.common import (
     time_zone,
     utc_option,
 )
-from gateway.config import ConfigError, Settings
+from gateway.config import ConfigError, Settings, Slug
 from gateway.config import load_settings as load_config
 from gateway.core.events import EventType, source_uri
 from gateway.journal import JournalError, JournalReader, OutboxRecord
@@ -323,6 +325,26 @@ class _TailPrinter:
         click.echo(line if self.width is None else cut(line, self.width))
 
 
+SOURCE_PREFIX = "urn:parking:"
+_SLUG = TypeAdapter(Slug)
+
+
+def _source(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """--source as the gateway writes it, `urn:parking:<lot_id>:<gateway_id>` with both ids
+    as the config takes them: the backend files events by their source, so a typo would
+    file them under a gateway that does not exist."""
+    if value is None:
+        return None
+    lot_id, colon, gateway_id = value.removeprefix(SOURCE_PREFIX).partition(":")
+    try:
+        if not value.startswith(SOURCE_PREFIX) or not colon:
+            raise ValueError(value)
+        return source_uri(_SLUG.validate_python(lot_id), _SLUG.validate_python(gateway_id))
+    except ValueError:  # pydantic's ValidationError too
+        raise InvalidInput(f"--source {value}: give urn:parking:<lot_id>:<gateway_id>, each id"
+                           " 1 to 63 lowercase letters, digits or '-'") from None
+
+
 @journal.command("export", epilog=EXIT_CODES)
 @config_option
 @journal_option
@@ -333,7 +355,7 @@ class _TailPrinter:
               default="-", show_default=True, help="The file to write; - is stdout.")
 @click.option("--after", type=click.IntRange(min=0), default=0, metavar="SEQ",
               callback=_at_most_sqlite_int, help="Only events with a sequence above SEQ.")
-@click.option("--source", metavar="URN",
+@click.option("--source", metavar="URN", callback=_source,
               help="CloudEvents source for jsonl; default: urn:parking:<lot_id>:<gateway_id>"
                    " from the config.")
 @type_option
@@ -351,6 +373,8 @@ def journal_export(config_path: Path, journal_path: Path | None, fmt: str, outpu
         source = source_uri(target.settings.gateway.lot_id, target.settings.gateway.gateway_id)
     to_stdout = str(output) == "-"
     name = "stdout" if to_stdout else str(output)
+    if not to_stdout:
+        folder_for(output)
 
     # A running count only where a person watches, and not across events on the same screen.
     progress = terminal(sys.stderr) and not (to_stdout and terminal(sys.stdout))

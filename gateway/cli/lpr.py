@@ -2,8 +2,8 @@
 
 Both commands run the reader in its worker process, exactly as a lane does, so the figures
 (latency, the worker's peak memory) are the lane's. An image that cannot be read (empty,
-truncated, too small or too large, not an image) is reported on stderr with the reason and
-never stops the others.
+truncated, too small or too large, not an image, or the reader gave up on it) is reported once,
+on stderr with the reason, and never stops the others.
 """
 
 from __future__ import annotations
@@ -129,17 +129,18 @@ def lpr_read(images: tuple[Path, ...], factory: str, localizer: str, engine: str
     it = iter(readings)
     for path, image in decoded:
         if isinstance(image, str):
-            click.echo(f"{path}: {image}", err=True)
             rows.append({"image": str(path), "error": image})
         else:
             rows.append({"image": str(path), **_describe(next(it), threshold, char_threshold)})
+    failed = [row for row in rows if "error" in row]
+    for row in failed:  # once each, here: the table lists the images that were read
+        click.echo(f"{row['image']}: {row['error']}", err=True)
     if as_json:
         print_json(rows)
-    else:
-        print_sections([_read_section(rows)])
-    failed = sum(1 for row in rows if "error" in row)
+    elif len(failed) < len(rows):
+        print_sections([_read_section([row for row in rows if "error" not in row])])
     if failed:
-        raise InvalidInput(f"{failed} of {len(rows)} images could not be read")
+        raise InvalidInput(f"{len(failed)} of {len(rows)} images could not be read")
 
 
 async def _read_all(worker: PlateWorker, images: Sequence[npt.NDArray[np.uint8]],
@@ -173,9 +174,6 @@ def _describe(reading: ImageReading | str, threshold: float,
 def _read_section(rows: Sequence[dict[str, Any]]) -> Section:
     table = []
     for row in rows:
-        if "error" in row:
-            table.append((row["image"], "-", "-", "-", row["error"]))
-            continue
         ms = row["timings_ms"].get("roundtrip")
         note = row["reason"] or ""
         if row["plate"] is None and row["guess"]:

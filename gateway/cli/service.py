@@ -1,14 +1,14 @@
 """The technician's commands that talk to the running daemon over its control socket.
 
-`status`, `gate open`, `lane mode`, `lot state`, `bay service`, `alarms`, `sensors watch`,
-`sessions open`, `plates recent`, and `report` (which reads the journal, not the socket).
+`status`, `gate open`, `lane mode`, `lot state`, `bay service`, `alarms`, `sessions open`,
+`plates recent`, and `report` (which reads the journal, not the socket); `sensors watch` is in
+gateway.cli.sensors.
 Handlers stay thin, as in the rest of gateway.cli: ask the daemon, print.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import date, timedelta, tzinfo
@@ -17,8 +17,6 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.live import Live
-from rich.table import Table
 from rich.text import Text
 
 from gateway.cli.common import (
@@ -27,6 +25,7 @@ from gateway.cli.common import (
     OperationalError,
     Section,
     config_option,
+    folder_for,
     json_option,
     number,
     optional_settings,
@@ -55,7 +54,6 @@ Exit codes:
   2  invalid input: bad usage, or a value the daemon does not accept
 """
 LANE_MODES = {"auto": "auto", "open": "locked_open", "closed": "locked_closed"}
-WATCH_ROWS = 40  # bays shown in the live view: the most recently changed
 
 socket_option = click.option(
     "--socket", "socket_path", type=click.Path(path_type=Path, dir_okay=False),
@@ -428,86 +426,6 @@ def _cell(value: Any) -> str:
     return number(value)
 
 
-# --- sensors watch -----------------------------------------------------------------------
-
-
-@click.group()
-def sensors() -> None:
-    """Bay sensors: watch their readings live."""
-
-
-@sensors.command("watch", epilog=DAEMON_EXIT_CODES)
-@socket_option
-@json_option
-def sensors_watch(socket_path: Path, as_json: bool) -> None:
-    """Bay readings as they change, until Ctrl-C.
-
-    A live table on a terminal; one line per change otherwise (one JSON object per line
-    with --json).
-    """
-    live = not as_json and terminal(sys.stdout)
-    try:
-        asyncio.run(_watch(socket_path, as_json=as_json, live=live))
-    except KeyboardInterrupt:
-        return  # Ctrl-C is how a watch ends
-    except RemoteError as e:
-        raise OperationalError(str(e)) from None
-    except ControlError as e:
-        raise OperationalError(str(e)) from None
-
-
-async def _watch(socket_path: Path, *, as_json: bool, live: bool) -> None:
-    stream = ControlClient(socket_path).stream("sensors.watch")
-    if not live:
-        async for change in stream:
-            if as_json:
-                click.echo(_json_line(change))
-            else:
-                click.echo(watch_line(change))
-        raise ControlError("the daemon ended the watch (it is stopping)")
-    latest: dict[str, Mapping[str, Any]] = {}
-    with Live(_watch_table(latest), console=Console(), auto_refresh=False) as view:
-        async for change in stream:
-            bay_id = str(change.get("bayId", "?"))
-            latest.pop(bay_id, None)
-            latest[bay_id] = change  # the newest last
-            view.update(_watch_table(latest), refresh=True)
-    raise ControlError("the daemon ended the watch (it is stopping)")
-
-
-def watch_line(change: Mapping[str, Any]) -> str:
-    """One change as a line: time, bay, previous -> new state, health, raw reading."""
-    health = "healthy" if change.get("healthy") else f"FAULT {change.get('fault') or ''}".strip()
-    raw = change.get("raw")
-    parts = [_cell(change.get("at")), str(change.get("bayId", "?")),
-             f"{change.get('previous', '?')} -> {change.get('state', '?')}", health]
-    if raw is not None:
-        parts.append(f"raw={raw}")
-    return "  ".join(parts)
-
-
-def _watch_table(latest: Mapping[str, Mapping[str, Any]]) -> Table:
-    table = Table(title=Text("bay sensors (Ctrl-C to stop)", style="bold"),
-                  title_justify="left")
-    for name in ("bay", "state", "was", "sensor", "raw", "since (UTC)"):
-        table.add_column(name)
-    shown = list(latest.items())[-WATCH_ROWS:]
-    for bay_id, change in reversed(shown):
-        state = str(change.get("state", "?"))
-        style = {"free": "green", "occupied": "red", "unknown": "yellow"}.get(state, "")
-        table.add_row(Text(bay_id), Text(state, style=style), Text(str(change.get("previous"))),
-                      Text("ok" if change.get("healthy") else str(change.get("fault") or "fault"),
-                           style="" if change.get("healthy") else "bold yellow"),
-                      Text(_cell(change.get("raw"))), Text(_cell(change.get("at"))))
-    if not shown:
-        table.caption = "waiting for a change ..."
-    return table
-
-
-def _json_line(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
 # --- report ------------------------------------------------------------------------------
 
 
@@ -549,9 +467,13 @@ def report(day: date, output: Path | None, no_png: bool, config_path: Path,
     lot_id = settings.gateway.lot_id if settings else "lot"
     result = run(reports.read_day(target.path, day, tz, now=SystemClock().now(),
                                    lot_id=lot_id))
+    if result.currency is None and settings is not None:
+        # A day with no money in the journal: amounts in the lot's currency all the same.
+        result.currency = settings.tariffs[settings.gateway.default_tariff].currency
     png: Path | None = None
     if not no_png:
         png = output or Path(f"report-{lot_id}-{day.isoformat()}.png")
+        folder_for(png)
         try:
             reports.render_png(result, png)
         except reports.MissingExtra as e:
@@ -562,6 +484,8 @@ def report(day: date, output: Path | None, no_png: bool, config_path: Path,
         print_json({**result.as_dict(), "png": None if png is None else str(png)})
         return
     print_sections(report_sections(result))
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
     if png is not None:
         click.echo(f"\nchart written to {png}", err=True)
 

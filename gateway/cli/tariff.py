@@ -62,7 +62,7 @@ def tariff() -> None:
 @click.option("--entry", metavar="ISO8601", callback=_parse_time, help="When the stay began.")
 @click.option("--exit", "exit_", metavar="ISO8601", callback=_parse_time, help="When it ended.")
 @click.option("--tariff", "tariff_name", metavar="NAME",
-              help="A table under [tariffs]; default: gateway.default_tariff.")
+              help="A table under [tariffs] (any case); default: gateway.default_tariff.")
 @click.option("--validation", "validations", metavar="NAME", multiple=True,
               help="A validation of the tariff, applied in the order given; repeatable.")
 @click.option("--lost-ticket", is_flag=True,
@@ -88,11 +88,17 @@ def tariff_quote(
     if not lost_ticket and (entry is None or exit_ is None):
         raise click.UsageError("give --entry and --exit (or --lost-ticket)")
     settings = load_settings(config_path)
-    name = tariff_name or settings.gateway.default_tariff
+    # Matched in lower case, as the config's comment says: its names are lower case.
+    name = (tariff_name or settings.gateway.default_tariff).lower()
     table = settings.tariffs.get(name)
     if table is None:
         defined = ", ".join(sorted(settings.tariffs))
         raise InvalidInput(f"unknown tariff {name!r} (defined: {defined})")
+    if lost_ticket and table.lost_ticket_minor is None:
+        priced = [n for n, t in sorted(settings.tariffs.items()) if t.lost_ticket_minor is not None]
+        raise InvalidInput(f"--lost-ticket: tariff {name!r} has no lost_ticket_minor, so a lost"
+                           f" ticket cannot be priced by it (tariffs with one:"
+                           f" {', '.join(priced) or 'none'})")
     tz = settings.gateway.tzinfo
     stay = [("tariff", f"{name} ({table.currency})")]
     try:

@@ -135,8 +135,10 @@ class SessionBook:
     # --- pricing ---
 
     def table_name(self, stay: OpenStay) -> str:
+        """The key of the stay's rate table. Tariff names are lower case (the config refuses
+        another, pushed tariffs are stored so); a permit from the backend may say "Staff"."""
         name = stay.data.get("rateTable")
-        return str(name) if name else self.settings.gateway.default_tariff
+        return str(name).lower() if name else self.settings.gateway.default_tariff
 
     def table(self, stay: OpenStay) -> RateTable | None:
         """The stay's rate table; None for a free permit."""

@@ -60,5 +60,6 @@ class LotControl(Protocol):
         ...
 
     def watch_sensors(self) -> AsyncIterator[dict[str, Any]]:
-        """Bay readings as they change, for ``sensors watch``; ends when the caller stops."""
+        """For ``sensors watch``: first every sensor's state, then readings and bay service
+        changes as they come; ends when the caller stops."""
         ...

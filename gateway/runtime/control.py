@@ -12,7 +12,8 @@ The protocol is line-delimited JSON, one request and one response per line:
     <- {"id": 1, "error": {"code": "refused", "message": "no lane 'x'"}}
 
 A streaming method (`sensors.watch`) answers with `{"id": 1, "event": {...}}` lines until the
-client closes the connection, then (if the stream itself ends) a final `result`. Error codes:
+client closes the connection, then (if the stream itself ends) a final `result`; the daemon's
+first event is the state of every sensor (`"kind": "snapshot"`), then its changes. Error codes:
 `bad_request`, `too_large`, `unknown_method`, `invalid_params`, `refused`, `forbidden`,
 `busy`, `internal`.
 

@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from gateway.cli.common import png_path
+from gateway.cli.common import InvalidInput, config_problems, folder_for, png_path
 
 if TYPE_CHECKING:
+    from gateway.config import Settings
     from parking_sim.run import Snapshot
+    from parking_sim.scenario import Scenario
 
 
 def _time_scale(value: str) -> float | None:
@@ -49,20 +51,19 @@ def sim() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def run_command(scenario: Path, seed: int | None, hours: float | None, time_scale: str,
                 out: Path | None, as_json: bool) -> None:
-    """Run SCENARIO (a TOML file), show live occupancy and save a plot of the day as a PNG."""
-    from gateway.config import ConfigError
+    """Run SCENARIO (a TOML file), show live occupancy and save a plot of the day as a PNG.
+
+    An invalid scenario, or an invalid lot config it names, exits 2 naming the file.
+    """
     from parking_sim import vtime
     from parking_sim.run import plot, simulate
-    from parking_sim.scenario import ScenarioError, load_scenario
 
     scale = _time_scale(time_scale)
-    try:
-        spec = load_scenario(scenario)
-        settings = spec.settings()
-    except (ScenarioError, ConfigError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+    spec, settings = _load(scenario)
     seed = spec.scenario.seed if seed is None else seed
     hours = spec.scenario.hours if hours is None else hours
+    path = out or Path(f"sim-{spec.scenario.name}-seed{seed}.png")
+    folder_for(path)  # before the run, not after it
     live = _LiveView(as_json=as_json)
     with live:
         result = vtime.run(
@@ -72,7 +73,6 @@ def run_command(scenario: Path, seed: int | None, hours: float | None, time_scal
             # at once (the gateway daemon on this loop needs the default, 1 ms).
             scale=scale, start=spec.scenario.start, io_grace_s=0.0,
         )
-    path = out or Path(f"sim-{spec.scenario.name}-seed{seed}.png")
     plot(result, path)
     if as_json:
         click.echo(json.dumps(result.summary(), indent=2))
@@ -82,6 +82,25 @@ def run_command(scenario: Path, seed: int | None, hours: float | None, time_scal
                f"{summary['peak_occupied']}/{result.capacity}; events {result.truth}")
     click.echo(f"safety events: {result.safety or 'none'}")
     click.echo(f"plot: {path.resolve()}")
+
+
+def _load(path: Path) -> tuple[Scenario, Settings]:
+    """The scenario at `path` and its lot's settings; what is wrong with either is the
+    technician's input (exit 2), naming the file."""
+    from gateway.config import ConfigError
+    from parking_sim.scenario import ScenarioError, load_scenario
+
+    try:
+        spec = load_scenario(path)  # its errors begin with the path
+    except ScenarioError as exc:
+        raise InvalidInput(str(exc)) from None
+    try:
+        return spec, spec.settings()
+    except ConfigError as exc:  # the lot's config file, which the scenario names
+        assert spec.lot.config is not None  # a generated lot raises no ConfigError
+        raise config_problems(spec.resolve(spec.lot.config), exc) from None
+    except ValueError as exc:  # a generated lot that cannot be built
+        raise InvalidInput(f"{path}: {exc}") from None
 
 
 class _LiveView:

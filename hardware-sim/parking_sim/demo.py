@@ -24,6 +24,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from gateway.cli.common import InvalidInput, config_problems
+from gateway.cli.common import InvalidInput, Section, config_problems, plural, print_sections
 from gateway.config import ConfigError, Settings
+from gateway.core.tariff import money
 from gateway.runtime.aio import cancel_and_wait
 
 ROOT = Path(__file__).resolve().parent.parent.parent  # the repository (an editable install)
@@ -73,7 +75,6 @@ class Feed:
 
     async def poll(self, gateway: Any) -> None:
         import json
-        from datetime import datetime
 
         tz = gateway.settings.gateway.tzinfo
         # Acked or not: the newest events, from the journal's read side.
@@ -93,24 +94,44 @@ def _describe(at: str, kind: str, data: dict[str, Any]) -> str:
     if kind == "session.started":
         return f"{at}  in    {plate:<10} {data['right']['kind']} at {data['laneId']}"
     if kind == "session.ended":
-        fee, currency = data["fee"]["amountMinor"] / 100, data["fee"]["currency"]
-        return f"{at}  out   {plate:<10} {fee:6.2f} {currency} ({data['exitReason']})"
+        fee = money(data["fee"]["amountMinor"], data["fee"]["currency"])
+        return f"{at}  out   {plate:<10} {fee:>10} ({data['exitReason']})"
     if kind == "violation.detected":
         return f"{at}  !     {plate:<10} {data['kind']} {data.get('laneId', '')}"
     if kind == "payment.recorded":
-        return f"{at}  paid  {data['amount']['amountMinor'] / 100:.2f} {data['amount']['currency']}"
+        return f"{at}  paid  {money(data['amount']['amountMinor'], data['amount']['currency'])}"
     if kind in ("alarm.raised", "alarm.cleared"):
         return f"{at}  {kind.split('.')[1]:<5} {data['alarmId']}"
     return f"{at}  {kind}"
 
 
+def header(now: datetime, real_s: float, lot_state: str, backend_line: str,
+           socket: Path) -> Text:
+    """The live view's first lines, each well within 100 columns (a path aside): the lot's
+    clock and state, where events go, and the socket the technician's commands take."""
+    return Text.assemble(
+        ("parking-gateway demo", "bold"), f"   lot time {now:%a %H:%M:%S}",
+        f"   real {real_s:.0f} s   ", (f"lot {lot_state}", "bold"),
+        f"\nbackend: {backend_line}",
+        f"\ntry: parking-gateway status --socket {socket}")
+
+
+def facts(inside: int, inside_truth: int, truth: Mapping[str, int], last_seq: int,
+          unsynced: int) -> Text:
+    """Vehicles and the journal, in two lines within 100 columns."""
+    return Text(
+        f"inside {inside} (simulator: {inside_truth})   "
+        + "  ".join(f"{k} {truth.get(k, 0)}" for k in ("arrived", "entered", "exited",
+                                                       "refused"))
+        + f"\njournal: {last_seq} events, {unsynced} not yet sent\n"
+        "* with the bays no sensor watches, counted from the vehicles inside")
+
+
 def _view(run: Any, feed: Feed, started: float) -> Group:
     gateway, world = run.gateway, run.world
     now = gateway.clock.now().astimezone(gateway.settings.gateway.tzinfo)
-    head = Text.assemble(
-        ("parking-gateway demo  ", "bold"), f"lot time {now:%a %H:%M:%S}  ",
-        f"real {time.monotonic() - started:5.0f} s  ", ("lot " + gateway.lot_state(), "bold"),
-        f"  backend: {backend(gateway)}")
+    head = header(now, time.monotonic() - started, gateway.lot_state(), backend(gateway),
+                  gateway.settings.control.socket_path)
     floors = Table(title="bays with sensors, by floor", expand=False)
     for column in ("floor", "free", "occupied", "unknown"):
         floors.add_column(column, justify="right")
@@ -126,16 +147,11 @@ def _view(run: Any, feed: Feed, started: float) -> Group:
         s = lane.status()
         lanes.add_row(s["laneId"], s["state"], s["barrier"], str(s["passages"]),
                       str(s["refusals"]), str(s["tailgates"]))
-    truth = world.truth.counts()
-    facts = Text(
-        f"inside {len(gateway.access.inside)} (truth {world.inside})   "
-        f"arrived {truth.get('arrived', 0)}  entered {truth.get('entered', 0)}  "
-        f"exited {truth.get('exited', 0)}  refused {truth.get('refused', 0)}   "
-        f"journal seq {gateway.journal.last_seq}, unsynced "
-        f"{gateway.journal.last_seq - gateway.journal.acked_through}\n"
-        "* with the bays no sensor watches, counted from the vehicles inside")
+    journal = gateway.journal
+    lot = facts(len(gateway.access.inside), world.inside, world.truth.counts(),
+                journal.last_seq, journal.last_seq - journal.acked_through)
     events = Text("\n".join(feed.recent) or "(no events yet)")
-    return Group(head, floors, lanes, facts, Text("recent events", style="bold"), events)
+    return Group(head, floors, lanes, lot, Text("recent events", style="bold"), events)
 
 
 async def run_demo(duration_s: float | None, pace: float, seed: int | None, lpr: bool,
@@ -155,8 +171,11 @@ async def run_demo(duration_s: float | None, pace: float, seed: int | None, lpr:
                              env=os.environ if env is None else env)
     configure_logging("error", "console", sys.stderr)  # the live view is the output
     mqtt = settings.sync.mqtt
-    console.print(f"[bold]demo[/]: events to MQTT {mqtt.host}:{mqtt.port} (buffered offline "
-                  f"until it answers); journal {settings.journal.path}")
+    console.print(f"[bold]demo[/]: journal {settings.journal.path}; events go to MQTT "
+                  f"{mqtt.host}:{mqtt.port}, kept until it answers", highlight=False)
+    socket = settings.control.socket_path
+    console.print(f"control socket {socket}: in another terminal, try\n"
+                  f"    parking-gateway status --socket {socket}", highlight=False)
     again = await restart(state_dir, scenario, settings.journal.path)
     if again.saved is not None:
         tz = settings.gateway.tzinfo
@@ -208,7 +227,9 @@ async def _summary(run: Any, outbox: Any, real_s: float) -> dict[str, Any]:
     events = await outbox(gateway)
     kinds = Counter(kind for kind, _ in events)
     ended = [data for kind, data in events if kind == "session.ended"]
-    fees = sum(d["fee"]["amountMinor"] for d in ended)
+    paid = [data["amount"] for kind, data in events if kind == "payment.recorded"]
+    settings = gateway.settings
+    currency = settings.tariffs[settings.gateway.default_tariff].currency  # the demo's one
     violations = Counter(d["kind"] for kind, d in events if kind == "violation.detected")
     truth = world.truth.counts()
     counts = gateway.occupancy.counts()
@@ -221,15 +242,67 @@ async def _summary(run: Any, outbox: Any, real_s: float) -> dict[str, Any]:
                                                    "reversed", "tailgates")},
         "sessions": {"started": kinds["session.started"], "ended": kinds["session.ended"],
                      "open": len(gateway.access.inside), "inside_truth": world.inside},
-        "fees_minor": fees,
+        "currency": currency,
+        "fees_minor": sum(d["fee"]["amountMinor"] for d in ended),
         "payments": kinds["payment.recorded"],
+        "payments_minor": sum(amount["amountMinor"] for amount in paid),
         "violations": dict(violations),
         "bays": counts.as_dict(),
         "events_journaled": gateway.journal.last_seq,
         "events_unsynced": gateway.journal.last_seq - gateway.journal.acked_through,
         "barrier_safety_events": len(world.safety_events()),
-        "journal": str(gateway.settings.journal.path),
+        "journal": str(settings.journal.path),
+        "control_socket": str(settings.control.socket_path),
     }
+
+
+def summary_text(summary: Mapping[str, Any]) -> str:
+    """The closing summary's prose: how long, what the lot did, where its record is."""
+    vehicles, sessions = summary["vehicles"], summary["sessions"]
+    currency = summary["currency"]
+    safety = summary["barrier_safety_events"]
+    paid = (f"{plural(summary['payments'], 'payment')} took"
+            f" {money(summary['payments_minor'], currency)} at the pay station"
+            if summary["payments"] else "nobody paid at the pay station")
+    return "\n".join([
+        f"The demo ran {summary['real_seconds']:g} real seconds (start {summary['start']} of its"
+        f" state folder); the lot's clock stopped at {_shown(summary['lot_time'])}.",
+        f"{vehicles['arrived']} vehicles arrived: {vehicles['entered']} entered,"
+        f" {vehicles['exited']} left, {vehicles['refused']} were refused and"
+        f" {vehicles['reversed']} turned back; {vehicles['tailgates']} tailgated.",
+        f"{plural(sessions['ended'], 'stay')} ended at the exit, with fees of"
+        f" {money(summary['fees_minor'], currency)}; {paid}.",
+        "No barrier came down on a vehicle." if not safety else
+        f"A barrier came down on a vehicle {plural(safety, 'time')}: see the journal.",
+        f"The journal ({summary['journal']}) holds {plural(summary['events_journaled'], 'event')},"
+        f" {summary['events_unsynced']:,} not yet sent; backend: {summary['backend']}.",
+    ])
+
+
+def summary_sections(summary: Mapping[str, Any]) -> list[Section]:
+    """The closing summary's tables: sessions, bays and violations."""
+    sessions, bays = summary["sessions"], summary["bays"]
+    sections = [
+        Section("sessions", [
+            ("started", str(sessions["started"])), ("ended", str(sessions["ended"])),
+            ("open now", str(sessions["open"])),
+            ("vehicles inside (the simulator's count)", str(sessions["inside_truth"]))],
+            right_last=True),
+        Section("bays with sensors now", [
+            (name, str(bays[key])) for key, name in (
+                ("free", "free"), ("occupied", "occupied"), ("unknown", "unknown"),
+                ("outOfService", "out of service"))], right_last=True),
+    ]
+    violations = summary["violations"]
+    sections.append(Section("violations", [
+        (kind.replace("_", " "), str(n)) for kind, n in sorted(violations.items())
+    ] or [("none", "")], right_last=True))
+    return sections
+
+
+def _shown(iso: str) -> str:
+    """`2026-03-02 09:00:23+01:00`, as the CLI shows a time."""
+    return datetime.fromisoformat(iso).isoformat(sep=" ", timespec="seconds")
 
 
 @click.command("demo")
@@ -264,7 +337,7 @@ def demo(duration_s: float | None, pace: float, seed: int | None, lpr: bool,
 
         click.echo(json.dumps(summary, indent=2))
         return
-    table = Table(title="demo summary", show_header=False)
-    for key, value in summary.items():
-        table.add_row(key.replace("_", " "), str(value))
-    console.print(table)
+    console.print()
+    console.print(summary_text(summary), highlight=False)
+    console.print()
+    print_sections(summary_sections(summary))

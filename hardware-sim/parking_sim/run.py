@@ -295,7 +295,6 @@ def plot(result: SimResult, path: Path) -> Path:
              f"barrier lowered onto a vehicle: {violations}",
              fontsize=9, color="#333333")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     result.png = path

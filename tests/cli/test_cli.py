@@ -298,7 +298,12 @@ def test_rich_tables_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
          "is not an ISO 8601 date and time"),
         (("--entry", "2026-03-03T09:00"), "give --entry and --exit"),
         (("--lost-ticket", "--entry", "2026-03-03T09:00"), "leave out --entry"),
-        (("--lost-ticket", "--tariff", "staff"), "this tariff has no lost_ticket_minor"),
+        # Issue 20: the message named no tariff ("this tariff has no lost_ticket_minor").
+        (("--lost-ticket", "--tariff", "staff"),
+         "--lost-ticket: tariff 'staff' has no lost_ticket_minor, so a lost ticket cannot be"
+         " priced by it (tariffs with one: standard)"),
+        (("--entry", "2026-03-03T09:00", "--exit", "2026-03-03T11:10", "--tariff", "Nope"),
+         "unknown tariff 'nope' (defined: staff, standard)"),  # matched in lower case
     ],
 )
 def test_quote_refuses_bad_input_with_exit_2(args: tuple[str, ...], message: str) -> None:
@@ -387,22 +392,6 @@ async def _fill(path: Path, count: int, acked: int) -> None:
         await journal.mark_acked(range(1, acked + 1))
     finally:
         await journal.close()
-
-
-@pytest.fixture
-def journal_file(tmp_path: Path) -> Path:
-    """A journal of five bay.changed events, the first two acknowledged by the backend."""
-    path = tmp_path / "journal.db"
-    # Made before any CLI run, in its own loop: the CLI runs asyncio.run itself.
-    asyncio.run(_fill(path, count=5, acked=2))
-    return path
-
-
-@pytest.fixture
-def config_file(tmp_path: Path, journal_file: Path) -> Path:
-    path = tmp_path / "gateway.toml"
-    path.write_text(MINIMAL.format(journal=journal_file, secret=SECRET))
-    return path
 
 
 def test_stats_json_reads_the_journal_named_by_the_config(
@@ -535,7 +524,8 @@ def test_journal_without_a_usable_config_is_invalid_input(tmp_path: Path) -> Non
     assert "cannot read" in result.stderr
 
 
-@pytest.mark.parametrize("command", [("stats",), ("tail",), ("export", "--source", "urn:x")])
+@pytest.mark.parametrize("command", [
+    ("stats",), ("tail",), ("export", "--source", "urn:parking:lot:gw")])
 def test_a_missing_journal_is_an_operational_failure(
     command: tuple[str, ...], tmp_path: Path
 ) -> None:
@@ -621,12 +611,13 @@ def test_a_reader_that_stops_reading_ends_the_export_quietly(tmp_path: Path) -> 
 def test_export_to_an_unwritable_place_is_an_operational_failure(
     config_file: Path, tmp_path: Path
 ) -> None:
-    target = tmp_path / "no-such-dir" / "events.jsonl"
+    (tmp_path / "a-file").write_text("")
+    target = tmp_path / "a-file" / "events.jsonl"  # a folder that cannot be made
 
     result = run("journal", "export", "--config", config_file, "--output", target)
 
     assert result.exit_code == 1
-    assert f"cannot write {target}: No such file or directory" in result.stderr
+    assert f"cannot create the folder {target.parent}: File exists" in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -669,6 +660,7 @@ def test_lpr_read_refuses_what_is_not_a_regular_file(tmp_path: Path) -> None:
     why = "not a regular file (a device, a FIFO or a socket)"
     assert result.stderr.splitlines() == [f"/dev/zero: {why}", f"{fifo}: {why}",
                                           "Error: 2 of 2 images could not be read"]
+    assert result.stdout == ""  # issue 20: a table repeated each error, so it showed twice
 
 
 # --- logs -----------------------------------------------------------------------------------

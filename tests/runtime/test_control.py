@@ -546,8 +546,8 @@ def test_cli_sensor_watch_prints_lines(daemon):
         loop.call_soon_threadsafe(lot.readings.put_nowait, reading)
     result = _run("sensors", "watch", "--socket", str(path))
     assert result.stdout.splitlines() == [
-        "2026-03-02 08:00:01  A-01  free -> occupied  healthy  raw=42",
-        "2026-03-02 08:00:02  A-02  free -> unknown  FAULT no echo",
+        "2026-03-02 08:00:01+00:00  A-01  free -> occupied  healthy  raw=42",
+        "2026-03-02 08:00:02+00:00  A-02  free -> unknown  FAULT no echo",
     ]
     assert result.exit_code == 1  # the daemon ended the watch: it is stopping
     assert "ended the watch" in result.stderr
@@ -568,7 +568,7 @@ def test_cli_sensor_watch_ends_quietly_on_ctrl_c(daemon, monkeypatch):
     async def interrupted(*_args: Any, **_kwargs: Any) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("gateway.cli.service._watch", interrupted)
+    monkeypatch.setattr("gateway.cli.sensors._watch", interrupted)
     result = _run("sensors", "watch", "--socket", str(path))
     assert result.exit_code == 0
     assert result.stderr == ""

@@ -47,6 +47,9 @@ def test_a_restarted_demo_resumes_the_lot_where_it_stopped(tmp_path: Path) -> No
         sessions = run["sessions"]
         assert abs(sessions["open"] - sessions["inside_truth"]) <= 3, run  # cars mid-lane
     assert second["sessions"]["inside_truth"] >= first["sessions"]["inside_truth"] - 10
+    # Where a technician's commands reach it, and its money with the currency (issue 20).
+    assert first["control_socket"] == str(tmp_path / "control.sock")
+    assert (first["currency"], type(first["payments_minor"])) == ("EUR", int)
 
 
 def test_traffic_resumed_from_its_position_draws_the_same_arrivals() -> None:

@@ -345,13 +345,14 @@ def test_a_short_run_keeps_the_barrier_off_cars_and_draws_a_png(tmp_path: Path) 
 
 
 def test_sim_run_command(tmp_path: Path) -> None:
-    out = tmp_path / "day.png"
+    out = tmp_path / "plots" / "day.png"  # a new folder: made, and said so, as `report -o` does
     runner = CliRunner()
     result = runner.invoke(cli, ["sim", "run", str(SCENARIOS / "weekday.toml"), "--hours", "0.5",
                                  "--seed", "3", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert f"plot: {out.resolve()}" in result.output
     assert out.is_file()
+    assert result.stderr == f"created the folder {out.parent}\n"
     bad = runner.invoke(cli, ["sim", "run", str(SCENARIOS / "weekday.toml"),
                               "--time-scale", "fast"])
     assert bad.exit_code == 2
