@@ -34,20 +34,22 @@ from gateway.controllers.occupancy import Occupancy
 from gateway.controllers.sessions import SessionBook
 from gateway.core import events
 from gateway.core.access import Access
+from gateway.core.availability import Availability, Place, tally
 from gateway.core.clock import Clock, SystemClock
 from gateway.core.operations import LaneMode, LotState, OperationRefused
 from gateway.core.plates import normalize
+from gateway.core.reads import PlateResult, PlateSource
 from gateway.drivers import FrameSource, MonitoredSource
 from gateway.journal import Alarm, Audit, Journal, JournalWriteError, PutSetting
-from gateway.lpr.capture import expire_captures, purge_captures
-from gateway.lpr.worker import PlateResult, PlateSource
 from gateway.runtime.notify import Notifier
 from gateway.runtime.supervise import Part, StopDeadline, supervise
+from gateway.web.live import AvailabilityFeed
 
 if TYPE_CHECKING:
     from gateway.drivers.modbus import ModbusBus
     from gateway.lpr.worker import PlateWorker
     from gateway.sync.service import Sync
+    from gateway.web.server import WebServer
 
 log = structlog.get_logger("gateway.app")
 
@@ -103,6 +105,8 @@ class Gateway:
         self._access: Access | None = None
         self._sessions: SessionBook | None = None
         self.sync: Sync | None = None
+        self.web: WebServer | None = None  # the local HTTP API, when [http] enables it
+        self._availability: AvailabilityFeed | None = None
         self.worker: PlateWorker | None = None
         self.bus: ModbusBus | None = None
         self._closers: list[Callable[[], Awaitable[None]]] = []
@@ -112,6 +116,7 @@ class Gateway:
         self.ready_after_s: float | None = None
         self.full_lamp: Any = None
         self.lane_lamps: dict[str, Any] = {}
+        self._sensor_watchers: set[asyncio.Queue[dict[str, Any]]] = set()  # `sensors watch`
 
     # --- the parts, once built ---
 
@@ -130,6 +135,10 @@ class Gateway:
     @property
     def sessions(self) -> SessionBook:
         return _built(self._sessions)
+
+    @property
+    def availability(self) -> AvailabilityFeed:
+        return _built(self._availability)
 
     # --- running ---
 
@@ -179,7 +188,11 @@ class Gateway:
             log.info("gateway.lot_state_restored", state=state)
         await self._load_pushed_config()
         restored = await self.sessions.restore()
-        self._occupancy = Occupancy(s.bays, s.lot, journal, self.clock)
+        # Rebuilt on each journal commit (a session changes the counted bays) and each change
+        # of a bay, its service or the lot's state.
+        self._availability = AvailabilityFeed(self.availability_now, commits=journal.changes)
+        self._occupancy = Occupancy(s.bays, s.lot, journal, self.clock,
+                                    on_change=self.availability.changed)
         access = self.access
         self.occupancy.vehicles_inside = lambda: len(access.inside)
         await self.occupancy.restore(settings)
@@ -213,6 +226,17 @@ class Gateway:
 
             self.sync = Sync(s, journal, self.clock, self)
             self.sync.inbox.subscribe(self._config_applied)
+            sync = self.sync  # the retained `occupancy` state is the availability document
+            self.availability.listen(lambda now: sync.publish_state("occupancy", now.document()))
+        if s.http.enabled:  # aiohttp and prometheus-client are loaded only then
+            from gateway.web.server import WebServer
+
+            self.web = WebServer(self, s.http, self.availability)
+            for lane_id, lane in self.lanes.items():
+                lane.open_latencies_ms = self.web.metrics.gate_open(lane_id,
+                                                                    lane.open_latencies_ms)
+            self.occupancy.journal_latencies_ms = self.web.metrics.bay_commit(
+                self.occupancy.journal_latencies_ms)
         if self._want_control:
             from gateway.runtime.control import ControlServer
 
@@ -303,8 +327,13 @@ class Gateway:
     def _parts(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
         parts: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             (f"lane:{lane_id}", lane.run) for lane_id, lane in self.lanes.items()]
+        # Before the occupancy: it subscribes before the first reading is applied.
+        parts.append(("sensor-watch", self._relay_sensor_changes))
         parts.append(("occupancy", self.occupancy.run))
+        parts.append(("availability", self.availability.run))
         parts.append(("maintenance", self._maintain))
+        if self.web is not None:
+            parts.append(("http", self.web.run))
         if self.sync is not None:
             parts.append(("sync", self.sync.run))
         return parts
@@ -324,7 +353,8 @@ class Gateway:
         await self.journal.clear_alarm(_part_alarm(part), f"{part.name} runs again")
 
     async def _maintain(self) -> None:
-        """Once a second: violations, the hourly roll-up, retained state, the STATUS line."""
+        """Once a second: violations, the hourly roll-up, retained state (the availability
+        goes on change, from its feed), the STATUS line."""
         loop = asyncio.get_running_loop()
         last_overstay = loop.time()
         while True:
@@ -338,10 +368,9 @@ class Gateway:
                 last_overstay = now
             self._expire_recent()
             if self.sync is not None:
-                self.sync.publish_state("occupancy", self.occupancy.summary())
                 self.sync.publish_state("lanes", {k: v.status() for k, v in self.lanes.items()})
                 self.sync.publish_state("settings", self.settings_view())
-                self.sync.publish_state("health", self._health())
+                self.sync.publish_state("health", self._health_state())
             self._set_lamps()
             if self.started.is_set():  # READY comes first
                 self.notifier.status(self.status_line())
@@ -405,6 +434,29 @@ class Gateway:
         return (f"{self.lot_state()}: {counts.free} free, {counts.occupied} occupied, "
                 f"{counts.unknown} unknown; {lanes}")
 
+    def _health_state(self) -> dict[str, Any]:
+        """The retained `health` document: states only, so that it changes, and goes over the
+        (often metered) link, only when one does: a part up or down and its last error, the
+        active alarms and their severity, the bus's port and how many nodes stopped answering,
+        each camera's link. Counters, rates and readings stay in `status` (`_health`) and the
+        metrics; the bays and the lot's state are in the availability document."""
+        bus = None
+        if self.bus is not None:
+            summary = self.bus.summary()
+            bus = {"port": summary["port"], "portState": summary["portState"],
+                   "portError": summary["portError"], "nodes": summary["nodes"],
+                   "nodesFaulty": sum(n.faulty for n in self.bus.nodes.values())}
+        return {
+            "parts": {name: {"running": p.running, "lastError": p.last_error}
+                      for name, p in self.parts.items()},
+            "alarms": {a.alarm_id: a.severity for a in self.journal.active_alarms()},
+            "bus": bus,
+            "cameras": {lane_id: (lane.camera.summary()["state"]
+                                  if isinstance(lane.camera, MonitoredSource)
+                                  else "none" if lane.camera is None else "unmonitored")
+                        for lane_id, lane in self.lanes.items()},
+        }
+
     def _health(self) -> dict[str, Any]:
         return {
             "parts": {name: {"running": p.running, "restarts": p.restarts,
@@ -417,6 +469,32 @@ class Gateway:
                               "state": "none" if lane.camera is None else "unmonitored"}
                         for lane_id, lane in self.lanes.items()],
         }
+
+    # --- what the HTTP API reads besides LotControl (gateway.web.lot.LotView) ---
+
+    def availability_now(self) -> Availability:
+        """The lot's availability at this moment; the feed rebuilds it on each change."""
+        places = [Place(b.config.floor, b.config.zone, b.config.type, b.state, b.in_service)
+                  for b in self.occupancy.bays.values()]
+        places += [Place(b.floor, b.zone, b.type, None) for b in self.occupancy.counted]
+        gw = self.settings.gateway
+        return Availability(gw.lot_id, gw.gateway_id, self.clock.now(), self.lot_state(),
+                            tally(places, inside=len(self.access.inside)))
+
+    def readiness(self) -> dict[str, bool]:
+        """For /readyz: running, the journal open, every lane's loop turning."""
+        running = self.started.is_set() and not self.stopping
+        return {"started": running, "journal": running and self._journal is not None,
+                "lanes": running and self.alive()}
+
+    async def events_after(self, after: int, limit: int) -> list[dict[str, Any]]:
+        gw = self.settings.gateway
+        source = events.source_uri(gw.lot_id, gw.gateway_id)
+        return [json.loads(r.to_json(source))
+                for r in await self.journal.read_events(after, limit)]
+
+    def reader_stats(self) -> dict[str, Any] | None:
+        return None if self.worker is None else self.worker.stats().to_json()
 
     # --- LotControl ---
 
@@ -462,12 +540,15 @@ class Gateway:
             Audit(at, actor, "lot.state", None, None, events.dumps({"state": state})),
             PutSetting("lot.state", state, at, actor)], [])
         log.info("gateway.lot_state", state=state, actor=actor)
+        self.availability.changed()
 
     async def set_bay_service(self, bay_id: str, in_service: bool, *, actor: str) -> None:
         try:
             await self.occupancy.set_service(bay_id, in_service, actor=actor)
         except KeyError:
             raise OperationRefused(f"no bay {bay_id!r}") from None
+        self._tell_sensor_watchers({"kind": "service", "bayId": bay_id, "inService": in_service,
+                                    "actor": actor, "at": events.rfc3339(self.clock.now())})
 
     async def alarms(self) -> list[dict[str, Any]]:
         return [_alarm_view(a) for a in self.journal.active_alarms()]
@@ -509,6 +590,8 @@ class Gateway:
         self.recent.extend(kept)
         capture_dir = self.settings.lpr.capture_dir
         if capture_dir is not None:
+            from gateway.lpr.capture import purge_captures
+
             removed["crops"] = await asyncio.to_thread(purge_captures, capture_dir, wanted)
         try:
             return await self.journal.purge_plate(wanted, actor=actor, removed_elsewhere=removed)
@@ -531,12 +614,52 @@ class Gateway:
     async def _expire_captures(self) -> None:
         lpr = self.settings.lpr
         if lpr.capture_dir is not None:
+            from gateway.lpr.capture import expire_captures
+
             before = self.clock.now() - timedelta(hours=lpr.capture_max_age_h)
             await asyncio.to_thread(expire_captures, lpr.capture_dir, before)
 
     async def watch_sensors(self) -> AsyncIterator[dict[str, Any]]:
+        """Every bay sensor's state now (`sensor_states`), then each change as it comes: a
+        reading (kind "reading") or a bay taken out of service or back ("service"). The queue
+        is in place before the snapshot is taken, so no change falls between the two."""
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
+        self._sensor_watchers.add(queue)
+        try:
+            yield self.sensor_states()
+            while True:
+                yield await queue.get()
+        finally:
+            self._sensor_watchers.discard(queue)
+
+    def sensor_states(self) -> dict[str, Any]:
+        """What `sensors watch` opens with: each bay sensor's state, and for a bay on the bus
+        its node's (unit, fault, seconds silent), with the bus's summary."""
+        now = self.clock.stamp()
+        bus = self.bus.summary() if self.bus is not None else None
+        nodes = {n.bay_id: n for n in self.bus.nodes.values()} if self.bus is not None else {}
+        silent = {n["bayId"]: n["silentS"] for n in (bus or {}).get("nodesSilent", [])}
+        bays = []
+        for bay in self.occupancy.bays.values():
+            since = now.wall - timedelta(seconds=max(0.0, now.mono - bay.since_mono))
+            row = {**bay.as_dict(), "since": events.rfc3339(since), "fault": None}
+            if (node := nodes.get(bay.id)) is not None:
+                # Before its first poll a node's fault says so: no fault of the node.
+                fault = node.fault if node.faulty or node.last_reply is not None else None
+                row.update(unitId=node.unit_id, fault=fault, silentS=silent.get(bay.id))
+            bays.append(row)
+        return {"kind": "snapshot", "at": events.rfc3339(now.wall), "bus": bus, "bays": bays}
+
+    async def _relay_sensor_changes(self) -> None:
+        """The occupancy's readings, as it applies them, to every `sensors watch`."""
         async for change in self.occupancy.watch():
-            yield change
+            self._tell_sensor_watchers({"kind": "reading", **change})
+
+    def _tell_sensor_watchers(self, change: dict[str, Any]) -> None:
+        """A slow watcher loses changes rather than slowing the lot."""
+        for queue in self._sensor_watchers:
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(change)
 
 
 T = TypeVar("T")

@@ -679,9 +679,29 @@ class JournalConfig(_Section):
     # payments, this many days after the car left; audit entries this many days.
     sessions_retention_days: int = Field(90, ge=1, le=3660)
     audit_retention_days: int = Field(365, ge=1, le=3660)
+    # The plate of a car the lanes refused or matched to no session (a violation that names a
+    # plate but no session) is kept only this many hours once the backend has it.
+    refused_retention_h: float = Field(24.0, gt=0, le=87840)
+    # Such a plate is journaled as a keyed hash (HMAC-SHA256, docs/privacy.md) instead of its
+    # text; the key is made on first use in plate_key_file (default: plate.key beside the
+    # journal), never journaled nor synced.
+    pseudonymise_refused: bool = False
+    plate_key_file: Path | None = None
     # Rows of each kind one maintenance run deletes at most, so a backlog (retention shortened
     # on a full journal) is worked off over several runs without holding up the writer.
     prune_batch: int = Field(5000, ge=100, le=1_000_000)
+
+    @property
+    def plate_key_path(self) -> Path:
+        return self.plate_key_file or self.path.with_name("plate.key")
+
+    @model_validator(mode="after")
+    def _key_apart_from_journal(self) -> JournalConfig:
+        if self.plate_key_path.name.startswith(self.path.name) and (
+                self.plate_key_path.parent == self.path.parent):
+            raise _problems_error([(("plate_key_file",),
+                                    "must not be the journal or one of its files")])
+        return self
 
 
 # --- sync ---------------------------------------------------------------------------------
@@ -846,6 +866,77 @@ class ControlConfig(_Section):
     group: NonEmpty = "parking"
 
 
+# --- the local HTTP API -------------------------------------------------------------------
+
+HttpRole = Literal["viewer", "technician", "device"]
+# What `parking-gateway user add` writes: `scrypt:N:r:p$<salt>$<key>` (base64), N a power of
+# two up to 2^17 and r at most 16, so that checking one costs at most 256 MiB.
+ScryptHash = Annotated[str, _matching(
+    r"scrypt:(1024|2048|4096|8192|16384|32768|65536|131072):([1-9]|1[0-6]):[1-4]"
+    r"\$[A-Za-z0-9+/]{22,}={0,2}\$[A-Za-z0-9+/]{43,}={0,2}",
+    "a hash written by `parking-gateway user add` (scrypt:N:r:p$salt$key)")]
+DEFAULT_HTTP_LISTEN = "127.0.0.1:8080"
+
+
+def _listen_address(value: str) -> str:
+    """`host:port` or `[v6 address]:port`; port 0 takes any free port (tests)."""
+    host, port = _host_port(value)
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError("must be host:port, e.g. 127.0.0.1:8080 or [::1]:8080")
+    return value
+
+
+def _host_port(value: str) -> tuple[str, str]:
+    host, _, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, port
+
+
+class HttpAccount(_Section):
+    """Someone (or a device) the HTTP API knows: `[http.accounts.<name>]`."""
+
+    role: HttpRole
+    password_hash: ScryptHash | None = None  # the browser's login
+    token_hash: ScryptHash | None = None  # an API token, `Authorization: Bearer <token>`
+
+    @model_validator(mode="after")
+    def _some_credential(self) -> HttpAccount:
+        if self.password_hash is None and self.token_hash is None:
+            raise _problems_error([(("password_hash",),
+                                    "an account needs a password_hash, a token_hash or both")])
+        return self
+
+
+class HttpTlsConfig(_Section):
+    cert_file: Path
+    key_file: Path
+
+
+class HttpServerConfig(_Section):
+    """The local HTTP API, its live stream and metrics (`[http]`, gateway/web/)."""
+
+    enabled: bool = False
+    listen: Annotated[str, AfterValidator(_listen_address)] = DEFAULT_HTTP_LISTEN
+    tls: HttpTlsConfig | None = None
+    # Availability (and only it) may be read by anyone who reaches the port.
+    anonymous_viewer: bool = False
+    accounts: dict[Slug, HttpAccount] = Field(default_factory=dict)
+    session_max_age_s: float = Field(8 * 3600.0, ge=60, le=7 * 86400)
+    # Failed logins (and bad tokens) one address, or one account, may have in a minute.
+    login_failures_per_min: int = Field(5, ge=1, le=100)
+    max_stream_clients: int = Field(16, ge=1, le=256)
+    max_body_bytes: int = Field(16384, ge=1024, le=1048576)
+
+    @property
+    def host(self) -> str:
+        return _host_port(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return int(_host_port(self.listen)[1])
+
+
 # --- the whole lot ------------------------------------------------------------------------
 
 
@@ -873,6 +964,7 @@ class Settings(BaseSettings):
     lpr: LprConfig = Field(default_factory=LprConfig)
     bus: BusConfig | None = None
     control: ControlConfig = Field(default_factory=ControlConfig)
+    http: HttpServerConfig = Field(default_factory=HttpServerConfig)
 
     # Uniqueness within a list is checked on the list itself, so that it is reported together
     # with the other sections' problems; checks across sections wait for all sections.
@@ -904,6 +996,15 @@ class Settings(BaseSettings):
         ]
         _check(problems)
         return bays
+
+    @field_validator("tariffs")
+    @classmethod
+    def _lower_case_tariff_names(cls, tariffs: dict[str, RateTable]) -> dict[str, RateTable]:
+        # An environment variable's name, the backend's pushed tariffs and `tariff quote
+        # --tariff` are read in lower case: `Staff` would be a table none of them can reach.
+        _check(((name,), f"a tariff name is lower case: write tariffs.{name.lower()}")
+               for name in tariffs if name != name.lower())
+        return tariffs
 
     @model_validator(mode="after")
     def _cross_references(self) -> Settings:
@@ -1083,4 +1184,15 @@ def describe(settings: Settings) -> dict[str, Any]:
             "command_hmac_key_set": settings.sync.command_hmac_key is not None,
         },
         "logging": {"level": settings.logging.level, "format": settings.logging.format},
+        # Where a technician finds the daemon, and what its hardware is.
+        "control": {"socket_path": str(settings.control.socket_path),
+                    "group": settings.control.group},
+        "http": {"enabled": settings.http.enabled, "listen": settings.http.listen,
+                 "tls": settings.http.tls is not None,
+                 "anonymous_viewer": settings.http.anonymous_viewer,
+                 "accounts": _counts(a.role for a in settings.http.accounts.values())},
+        "lpr": {"enabled": settings.lpr.enabled, "formats": list(settings.lpr.formats)},
+        "bus": None if settings.bus is None else {
+            "port": settings.bus.port, "baudrate": settings.bus.baudrate,
+            "nodes": sum(1 for bay in bays if bay.sensor.kind == "modbus")},
     }

@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
     "gateway.journal": 3,
     "gateway.lpr": 4,
     "gateway.sync": 4,
+    "gateway.web": 4,
     "gateway.controllers": 5,
     "gateway.app": 6,
     "gateway.bench": 7,

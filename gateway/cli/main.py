@@ -26,7 +26,7 @@ COMPLETE_VAR = "_PARKING_GATEWAY_COMPLETE"  # click's, from the program's name
 SHELLS: dict[str, type[ShellComplete]] = {
     "bash": BashComplete, "zsh": ZshComplete, "fish": FishComplete}
 
-SERVICE_COMMANDS = ("status", "gate", "lane", "lot", "bay", "alarms", "sensors", "sessions",
+SERVICE_COMMANDS = ("status", "gate", "lane", "lot", "bay", "alarms", "sessions",
                     "plates", "report")
 COMMANDS = {
     "config": "gateway.cli.config:config",
@@ -37,6 +37,8 @@ COMMANDS = {
     "lpr": "gateway.cli.lpr:lpr",
     "doctor": "gateway.cli.doctor:doctor",
     "privacy": "gateway.cli.privacy:privacy",
+    "sensors": "gateway.cli.sensors:sensors",
+    "user": "gateway.cli.user:user",
     **{name: f"gateway.cli.service:{name}" for name in SERVICE_COMMANDS},
 }
 

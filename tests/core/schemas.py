@@ -20,7 +20,7 @@ from referencing import Registry, Resource
 from gateway.core.events import TYPE_PREFIX
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "docs" / "schemas"
-SHARED = ("envelope", "common")  # schema files that are not an event type
+SHARED = ("envelope", "common", "availability", "health")  # schema files that are not an event type
 
 
 def _strict_integer(_checker: object, instance: object) -> bool:

@@ -1,0 +1,151 @@
+"""The HTTP API's routes as data: path, method, who may call it, parameters, body, answer.
+
+The server registers its handlers from this table and the OpenAPI document (`openapi.py`) is
+written from it, so the two cannot differ on a route. No aiohttp here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from gateway.core.availability import BAY_TYPES
+from gateway.core.operations import LaneMode, LotState
+from gateway.web.auth import Permission
+
+EVENTS_PAGE_MAX = 500
+EVENTS_PAGE_DEFAULT = 100
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Login(Body):
+    user: Annotated[str, StringConstraints(min_length=1, max_length=63)]
+    password: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+
+
+class GateOpen(Body):
+    """A manual vend; the reason goes into the audit trail."""
+
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3,
+                                             max_length=500)]
+
+
+class LaneModeSet(Body):
+    mode: LaneMode
+
+
+class LotStateSet(Body):
+    state: LotState
+
+
+class BayServiceSet(Body):
+    in_service: bool = Field(alias="inService")
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    name: str
+    description: str
+    schema: dict[str, Any]
+    where: Literal["query", "path"] = "query"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: str  # the OpenAPI operationId, and the server's handler
+    method: Literal["GET", "POST"]
+    path: str
+    summary: str
+    allow: Permission | None  # None: anyone who reaches the port
+    response: dict[str, Any]  # the schema of a 200's body
+    params: tuple[Param, ...] = ()
+    body: type[Body] | None = None
+    media: str = "application/json"
+
+
+def _list_of(key: str, item: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "properties": {key: {"type": "array", "items": item}},
+            "required": [key]}
+
+
+OBJECT: dict[str, Any] = {"type": "object"}
+DONE: dict[str, Any] = {"type": "object", "properties": {"ok": {"const": True}},
+                        "required": ["ok"]}
+AVAILABILITY: dict[str, Any] = {"$ref": "#/components/schemas/Availability"}
+_FILTERS = (
+    Param("floor", "Only the bays of this floor.", {"type": "string"}),
+    Param("zone", "Only the bays of this zone.", {"type": "string"}),
+    Param("type", "Only the bays of this type.", {"enum": list(BAY_TYPES)}),
+)
+_LANE = Param("lane", "The lane's id.", {"type": "string"}, "path")
+
+ROUTES: tuple[Route, ...] = (
+    Route("healthz", "GET", "/healthz", "Liveness: the daemon answers.", None,
+          {"type": "object", "properties": {"status": {"const": "alive"}}}),
+    Route("readyz", "GET", "/readyz",
+          "Readiness: the journal is open and the lanes are turning (503 until then).", None,
+          {"type": "object", "properties": {
+              "ready": {"type": "boolean"},
+              "checks": {"type": "object", "additionalProperties": {"type": "boolean"}}}}),
+    Route("metrics", "GET", "/metrics", "Prometheus metrics (text exposition format).",
+          "read", {"type": "string"}, media="text/plain"),
+    Route("openapi", "GET", "/api/v1/openapi.json", "This document.", None, OBJECT),
+    Route("login", "POST", "/api/v1/login",
+          "A browser's login: sets the session cookie; answers the CSRF token for actions.",
+          None, {"type": "object", "properties": {
+              "account": {"type": "string"}, "role": {"type": "string"},
+              "csrfToken": {"type": "string"}}}, body=Login),
+    Route("logout", "POST", "/api/v1/logout", "Ends the browser's session.", None, DONE),
+    Route("session", "GET", "/api/v1/session",
+          "Who the caller is: account, role and, for a browser, its CSRF token.",
+          "availability", {"type": "object", "properties": {
+              "account": {"type": ["string", "null"]}, "role": {"type": "string"},
+              "csrfToken": {"type": "string"}}}),
+    Route("availability", "GET", "/api/v1/availability",
+          "The availability document, of the lot or of a floor, zone or bay type.",
+          "availability", AVAILABILITY, params=_FILTERS),
+    Route("availability_stream", "GET", "/api/v1/availability/stream",
+          "Server-Sent Events: the availability document now (event `availability`), then"
+          " each time it changes; a comment line every 15 s keeps the link open.",
+          "availability", {"type": "string"}, params=_FILTERS, media="text/event-stream"),
+    Route("lanes", "GET", "/api/v1/lanes", "Each lane's mode, state, barrier and counts.",
+          "read", _list_of("lanes", OBJECT)),
+    Route("alarms", "GET", "/api/v1/alarms", "The active alarms, oldest first.", "read",
+          _list_of("alarms", OBJECT)),
+    Route("sessions", "GET", "/api/v1/sessions", "The open parking sessions.", "read",
+          _list_of("sessions", OBJECT),
+          params=(Param("state", "Which sessions: only `open` is served.",
+                        {"enum": ["open"], "default": "open"}),)),
+    Route("events", "GET", "/api/v1/events",
+          "Stored events after a sequence, in order, a page at a time (as CloudEvents).",
+          "read", {"type": "object", "properties": {
+              "events": {"type": "array", "items": OBJECT},
+              "next": {"type": "integer",
+                       "description": "`after` for the next page: the last sequence here."},
+              "more": {"type": "boolean"}}, "required": ["events", "next", "more"]},
+          params=(Param("after", "Events with a higher sequence.",
+                        {"type": "integer", "minimum": 0, "default": 0}),
+                  Param("limit", "The most events in the page.",
+                        {"type": "integer", "minimum": 1, "maximum": EVENTS_PAGE_MAX,
+                         "default": EVENTS_PAGE_DEFAULT}))),
+    Route("gate_open", "POST", "/api/v1/lanes/{lane}/open",
+          "Open the lane's barrier for one vehicle (a manual vend, audited with the reason).",
+          "act", DONE, params=(_LANE,), body=GateOpen),
+    Route("lane_mode", "POST", "/api/v1/lanes/{lane}/mode", "Set the lane's mode (audited).",
+          "act", DONE, params=(_LANE,), body=LaneModeSet),
+    Route("lot_state", "POST", "/api/v1/lot/state",
+          "Open or close the lot, or mark it full (audited).", "act", DONE, body=LotStateSet),
+    Route("bay_service", "POST", "/api/v1/bays/{bay}/service",
+          "Take a bay out of service, or put it back (audited).", "act", DONE,
+          params=(Param("bay", "The bay's id.", {"type": "string"}, "path"),),
+          body=BayServiceSet),
+    Route("alarm_ack", "POST", "/api/v1/alarms/{alarm}/ack",
+          "Acknowledge an active alarm: it is cleared (audited).", "act", OBJECT,
+          params=(Param("alarm", "The alarm's id.", {"type": "string"}, "path"),)),
+)
+BY_NAME = {route.name: route for route in ROUTES}
