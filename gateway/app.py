@@ -248,6 +248,11 @@ class Gateway:
                 log.error("gateway.control_unavailable", error=str(e))
 
     def _open_camera(self, config: Any) -> FrameSource | None:
+        if not self.settings.lpr.enabled:
+            # Nothing would read its frames: every car goes to the intercom. Not opening it
+            # keeps OpenCV out of the daemon, and the `lpr` extra (which brings it) optional.
+            log.info("gateway.camera_unused", lane=config.id, reason="plate reading is off")
+            return None
         from gateway.drivers.camera import open_camera
 
         try:

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from gateway.bench import journal as benchmarks
+from gateway.bench import retention
 from gateway.cli.common import (
     EXIT_CODES,
     InvalidInput,
@@ -39,6 +40,38 @@ BENCH_RATIOS = {
              expected={"lane": SIMULATOR, "bus": SIMULATOR})
 def bench() -> None:
     """Benchmarks: figures for this machine, not pass/fail tests."""
+
+
+@bench.command("footprint", epilog=EXIT_CODES)
+@click.option("--seconds", type=click.FloatRange(min=1), default=20.0, show_default=True,
+              help="The idle daemon's quiet window; the demo's traffic is watched twice as "
+                   "long. The whole run takes about four times this, and a minute more.")
+@click.option("--venv", type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help="Measure this venv's installed size (one built on a Pi, say) instead of "
+                   "the running one's.")
+@json_option
+def bench_footprint(seconds: float, venv: Path | None, as_json: bool) -> None:
+    """What the daemon costs a Pi, on the demo lot: memory, wake-ups, CPU, start to READY,
+    disk writes per event, the venv's size. See docs/operations.md, "Footprint"."""
+    from gateway.bench.footprint import footprint
+
+    try:
+        result = footprint(seconds=seconds, venv=venv)
+    except (RuntimeError, OSError) as e:
+        raise OperationalError(f"benchmark failed: {e}") from None
+    if as_json:
+        print_json(result)
+        return
+    sizes = result.pop("venv")
+    causes = result.pop("disk_causes_per_1000_events")
+    print_sections([
+        Section("footprint", [(k.replace("_", " "), number(v)) for k, v in result.items()],
+                right_last=True),
+        Section("disk writes per 1,000 events, by cause",
+                [(k, number(v)) for k, v in causes.items()], right_last=True),
+        Section(f"venv {sizes.pop('path')}", [(k.replace("_", " "), number(v))
+                                               for k, v in sizes.items()], right_last=True),
+    ])
 
 
 @bench.command("journal", epilog=EXIT_CODES)
@@ -74,3 +107,47 @@ def bench_journal(producers: int, events: int, directory: Path | None, as_json: 
     ])
 
 
+@bench.command("retention", epilog=EXIT_CODES)
+@click.option("--days", type=click.IntRange(min=1, max=3660), default=365, show_default=True,
+              help="Days of traffic written.")
+@click.option("--every", type=click.IntRange(min=1), default=30, show_default=True,
+              help="Sizes every this many days, and at the end.")
+@click.option("--day", "day_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="The day to repeat: `journal export --format jsonl` of a recorded day (the"
+                   " simulated end-to-end day, say); default: a day made like it.")
+@click.option("--traffic", type=click.FloatRange(min=0.01, max=100), default=1.0,
+              show_default=True,
+              help="For the day made here: its arrivals times this (the e2e lot has ~2,000).")
+@click.option("--dir", "directory", type=click.Path(path_type=Path, file_okay=False),
+              help="Where to write the journals (kept afterwards); default: a temporary"
+                   " directory, removed afterwards.")
+@json_option
+def bench_retention(days: int, every: int, day_file: Path | None, traffic: float,
+                    directory: Path | None, as_json: bool) -> None:
+    """The journal's size over DAYS days of the end-to-end lot's traffic, with no retention,
+    synced events only (as before per-kind retention), and the default retentions."""
+    where = (contextlib.nullcontext(str(directory)) if directory is not None
+             else tempfile.TemporaryDirectory(prefix="parking-gateway-bench-"))
+    try:
+        day = None if day_file is None else retention.read_day(day_file)
+        with where as path:
+            result = run(retention.retention_bench(Path(path), days=days, every=every, day=day,
+                                                   traffic=traffic))
+    except ValueError as e:  # a file that is not an export
+        raise InvalidInput(str(e)) from None
+    except OSError as e:
+        raise OperationalError(f"benchmark failed: {e}") from None
+    if as_json:
+        print_json(result)
+        return
+    modes = list(result["modes"])
+    print_sections([
+        Section(f"journal size, MiB ({result['day']} day of {number(result['events_per_day'])}"
+                " events; on disk, the WAL adds up to a few MiB)",
+                [[str(row["day"]), *(f"{row['bytes'][m] / 2**20:,.1f}" for m in modes)]
+                 for row in result["sizes"]], header=["day", *modes], right_last=True),
+        Section("retention", [[m, text] for m, text in result["modes"].items()]),
+        Section("run", [["seconds", number(result["seconds"])],
+                        ["of which pruning", number(result["pruning_seconds"])]],
+                right_last=True),
+    ])

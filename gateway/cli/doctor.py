@@ -638,7 +638,11 @@ async def _snapshot(check: str, where: str, camera_id: str, camera: CameraConfig
                     timeout_s: float) -> Finding:
     """One snapshot through the lane's own driver: its credentials, size cap and decoding."""
     shown = shown_url(camera.url)
-    source = await asyncio.to_thread(_snapshot_source, camera_id, camera, timeout_s)
+    try:
+        source = await asyncio.to_thread(_snapshot_source, camera_id, camera, timeout_s)
+    except ModuleNotFoundError as e:  # OpenCV and numpy come with the lpr extra
+        return fail(check, f"plate reading is on, but {e.name} is not installed",
+                    f"{INSTALLER} --lpr (or set [lpr] enabled = false)")
     try:
         async with asyncio.timeout(timeout_s * 2):  # the request, then decoding the picture
             answered = await source.snapshot()
@@ -689,8 +693,9 @@ async def run_checks(config: Path, user: str, host: Host,
     local(check_clock, host)
     if settings is not None:
         jobs.extend(backend_checks(settings.sync, timeout_s))
-        jobs.extend(check_camera(i, lane, who, user, timeout_s, host.root)
-                    for i, lane in enumerate(settings.lanes))
+        if settings.lpr.enabled:  # else no lane opens its camera (app.py)
+            jobs.extend(check_camera(i, lane, who, user, timeout_s, host.root)
+                        for i, lane in enumerate(settings.lanes))
     local(check_watchdog, host)
     return [configured, *_flat(await asyncio.gather(*jobs))]
 

@@ -63,10 +63,26 @@ class LazyGroup(click.Group):
         return {entry.name: entry for entry in entry_points(group=self.plugins)}
 
 
+# Modules of the optional extras (pyproject.toml), by the extra that brings them.
+EXTRA_OF = {"numpy": "lpr", "cv2": "lpr", "onnxruntime": "lpr", "matplotlib": "sim"}
+
+
 def _import(target: str) -> click.Command:
-    """A command of this package, named "module:attribute"."""
+    """A command of this package, named "module:attribute"; one that needs an extra that is
+    not installed becomes a command that says which."""
     module, _, attribute = target.partition(":")
-    command = getattr(importlib.import_module(module), attribute)
+    try:
+        loaded = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        extra = EXTRA_OF.get((e.name or "").partition(".")[0])
+        if extra is None:
+            raise
+        name = module.rpartition(".")[2]
+        return _unavailable(name, OperationalError(
+            f"'{name}' needs the '{extra}' extra ({e.name} is not installed): "
+            f"pip install 'parking-gateway[{extra}]', or on a lot controller scripts/install"
+            + (" --lpr" if extra == "lpr" else "")))
+    command = getattr(loaded, attribute)
     if not isinstance(command, click.Command):
         raise TypeError(f"{target} is not a click command")
     return command

@@ -614,8 +614,11 @@ class _Ranger:
     gpiozero's ``DistanceSensor`` drops a missed echo without a trace and keeps its last
     median, so a dead sensor would go on reading its last distance; a bay must see the misses
     to read ``unknown``. So this pings the sensor itself, the way ``DistanceSensor`` does: a
-    10 us trigger pulse, the echo's length from the echo pin's edge ticks, every 60 ms (the
-    HC-SR04's cycle) on its own thread, and the median of the last ``queue_len`` answers.
+    10 us trigger pulse, the echo's length from the echo pin's edge ticks, on its own thread,
+    and the median of the last ``queue_len`` answers. Unlike ``DistanceSensor`` it pings only
+    when a reading is asked for (`want`), never sooner than 60 ms (the HC-SR04's cycle) after
+    the ping before: pinging without pause woke the thread tens of times a second for
+    readings nobody read, most of an idle daemon's wake-ups.
     """
 
     SPEED_OF_SOUND_MPS = 343.26
@@ -634,7 +637,9 @@ class _Ranger:
         self._rise: float | None = None
         self._fall: float | None = None
         self._answered = threading.Event()
+        self._wanted = threading.Event()
         self._stop = threading.Event()
+        self._pinged = -self.CYCLE_S  # time.monotonic() of the last ping
         self._trigger = DigitalOutputDevice(trigger, pin_factory=factory)
         try:
             self._echo = InputDevice(echo, pull_up=False, pin_factory=factory)
@@ -653,9 +658,14 @@ class _Ranger:
         """The median of the recent readings, in metres (0 before the first)."""
         return statistics.median(self._recent) if self._recent else 0.0
 
+    def want(self) -> None:
+        """Ask for one more ping: the reader asks each time it takes the figures."""
+        self._wanted.set()
+
     def close(self) -> None:
         """Stop pinging (joins the thread, so call it off the loop) and release the pins."""
         self._stop.set()
+        self._wanted.set()
         self._thread.join()
         self._trigger.close()
         self._echo.close()
@@ -668,7 +678,12 @@ class _Ranger:
             self._answered.set()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.CYCLE_S):
+        while self._wanted.wait() and not self._stop.is_set():
+            self._wanted.clear()
+            rest = self._pinged + self.CYCLE_S - time.monotonic()
+            if rest > 0 and self._stop.wait(rest):
+                return
+            self._pinged = time.monotonic()
             self._record(self._ping())
 
     def _ping(self) -> float | None:
@@ -770,8 +785,10 @@ class UltrasonicBay:
             await asyncio.sleep(self._poll_s)
 
     def poll(self) -> None:
-        """Take the sensor's newest figures and update the bay (the poller calls this)."""
+        """Take the sensor's newest figures and update the bay (the poller calls this); the
+        sensor pings again for the next poll, so that it pings only as often as it is read."""
         sensor = self._sensor
+        sensor.want()
         misses, far, attempts = sensor.misses, sensor.far, sensor.attempts
         if misses >= self._fault_after or far >= self._fault_after:
             fault = "no_echo" if misses >= self._fault_after else "out_of_range"

@@ -20,7 +20,7 @@ import random
 import ssl
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -34,7 +34,6 @@ from gateway.journal import Journal, JournalReader
 from gateway.runtime.aio import Backoff, TaskSet, cancel_and_wait, first_of
 from gateway.sync.commands import CommandHandler, Reply
 from gateway.sync.drain import LinkLost, OutboxDrain, SyncStats
-from gateway.sync.http import HttpBackend, HttpSender, HttpSyncError
 from gateway.sync.inbound import KINDS, ConfigInbox, FloodWatch, InboundQueue, to_the_end
 from gateway.sync.mqtt import (
     PUBACK_TIMEOUT_S,
@@ -46,6 +45,10 @@ from gateway.sync.mqtt import (
     tls_context,
 )
 from gateway.sync.topics import Topics
+
+if TYPE_CHECKING:
+    # httpx is imported only where HTTP is used: a lot that syncs over MQTT never loads it.
+    from gateway.sync.http import HttpBackend
 
 log = structlog.get_logger(__name__)
 
@@ -324,12 +327,16 @@ class Sync:
 
     async def _run_http(self) -> None:
         """HTTP as the transport (primary, or the fallback): drain and pull config."""
+        from gateway.sync.http import HttpBackend
+
         async with (HttpBackend(self.sync.http, self.settings.gateway.gateway_id) as backend,
                     asyncio.TaskGroup() as tg):
             tg.create_task(self._http_drain(backend))
             tg.create_task(self._http_config(backend))
 
     async def _http_drain(self, backend: HttpBackend) -> None:
+        from gateway.sync.http import HttpSender
+
         delays = Backoff(self.sync.reconnect_min_s, self.sync.reconnect_max_s,
                          self._rng).delays()
         while True:
@@ -348,6 +355,8 @@ class Sync:
 
     async def pull_config(self, backend: HttpBackend) -> None:
         """Pull every config kind once (ETag: unchanged kinds cost a 304)."""
+        from gateway.sync.http import HttpSyncError
+
         source: ConfigSource = "http"
         for kind in KINDS:
             try:

@@ -1,1 +1,1 @@
-"""The benchmark commands' own parts, and what `bench footprint` measures kept in check."""
+"""The benchmark commands: their parts, and what they measure kept in check."""

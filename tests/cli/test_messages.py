@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -170,3 +172,16 @@ def test_export_into_a_new_folder_makes_it_and_says_so(config_file: Path,
     assert result.exit_code == 0, result.stderr
     assert target.read_text().startswith("seq,id,type,time,acked,data\n")
     assert result.stderr.splitlines()[0] == f"created the folder {target.parent}"
+
+
+def test_a_command_of_a_missing_extra_says_which_extra(tmp_path: Path) -> None:
+    """numpy and OpenCV come with the `lpr` extra: on a lot installed without it, `lpr` says
+    so in one line (exit 1) instead of a traceback."""
+    blocked = "import sys; sys.modules['numpy'] = None; from gateway.cli.main import main; main()"
+    done = subprocess.run([sys.executable, "-c", blocked, "lpr", "read", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "Error: 'lpr' needs the 'lpr' extra (numpy is not installed): pip install "
+        "'parking-gateway[lpr]', or on a lot controller scripts/install --lpr"]
