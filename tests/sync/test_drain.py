@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pytest
@@ -160,3 +160,36 @@ def test_first_of_finds_the_wanted_error_in_nested_groups() -> None:
     group = BaseExceptionGroup("outer", [ValueError("x"), BaseExceptionGroup("inner", [lost])])
     assert first_of(group, LinkLost) is lost
     assert first_of(group, KeyError) is None
+
+
+class CountedJournal(Journal):
+    """Counts the journal writes that record acks."""
+
+    marks = 0
+
+    async def mark_acked(self, seqs: Iterable[int]) -> int:
+        self.marks += 1
+        return await super().mark_acked(seqs)
+
+
+async def test_a_trickle_of_events_is_acked_in_one_write_a_second(journal_path: Path,
+                                                                  clock: FakeClock) -> None:
+    """Each ack write is a commit, an fsync of the WAL: with acks gathered 20 ms, a lot's
+    trickle of events (one every 50 ms here) cost one ack commit per event, half of the SD
+    card's writes. Gathered for a second, a second's events share one."""
+    journal = await CountedJournal.open(JournalConfig(path=journal_path), clock=clock)
+    drain = OutboxDrain(journal)
+    task = asyncio.create_task(drain.run(FakeSender()))
+    try:
+        for i in range(20):
+            await journal.append(bay_event(clock, i))
+            await asyncio.sleep(0.05)
+        async with asyncio.timeout(5):
+            while journal.acked_through < 20:  # noqa: ASYNC110 (no ack notification)
+                await asyncio.sleep(0.01)
+        assert journal.marks <= 3  # 20 events over about a second: one or two, and a margin
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await journal.close()
