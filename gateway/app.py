@@ -456,23 +456,25 @@ class Gateway:
                       for name, p in self.parts.items()},
             "alarms": {a.alarm_id: a.severity for a in self.journal.active_alarms()},
             "bus": bus,
-            "cameras": {lane_id: (lane.camera.summary()["state"]
-                                  if isinstance(lane.camera, MonitoredSource)
-                                  else "none" if lane.camera is None else "unmonitored")
-                        for lane_id, lane in self.lanes.items()},
+            "cameras": {camera["cameraId"]: camera["state"] for camera in self._cameras()},
         }
 
+    def _cameras(self) -> list[dict[str, Any]]:
+        """Each lane's camera: its state, and for a monitored one its frames and last error."""
+        # The simulator's and the tests' cameras report nothing of their own.
+        return [lane.camera.summary() if isinstance(lane.camera, MonitoredSource)
+                else {"cameraId": lane_id,
+                      "state": "none" if lane.camera is None else "unmonitored"}
+                for lane_id, lane in self.lanes.items()]
+
     def _health(self) -> dict[str, Any]:
+        """The whole picture for `status` and the metrics, counters and readings included."""
         return {
             "parts": {name: {"running": p.running, "restarts": p.restarts,
                              "lastError": p.last_error} for name, p in self.parts.items()},
             "alarms": [a.alarm_id for a in self.journal.active_alarms()],
             "bus": self.bus.health().as_dict() if self.bus is not None else None,
-            # The simulator's and the tests' cameras report nothing of their own.
-            "cameras": [lane.camera.summary() if isinstance(lane.camera, MonitoredSource)
-                        else {"cameraId": lane_id,
-                              "state": "none" if lane.camera is None else "unmonitored"}
-                        for lane_id, lane in self.lanes.items()],
+            "cameras": self._cameras(),
         }
 
     # --- what the HTTP API reads besides LotControl (gateway.web.lot.LotView) ---

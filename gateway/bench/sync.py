@@ -165,12 +165,12 @@ def _subscriber(port: int, topic: str, conn: Connection) -> None:
     def on_message(_c: Any, _u: Any, message: paho.MQTTMessage) -> None:
         at = time.monotonic()
         payload = message.payload
-        i = payload.find(b'"sequence":')
+        i = payload.find(b'"seq":')
         while i != -1:  # one event, or a batch of them
-            i += 11
+            i += 6
             end = payload.index(b",", i)
             received.setdefault(int(payload[i:end]), at)
-            i = payload.find(b'"sequence":', end)
+            i = payload.find(b'"seq":', end)
 
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-backend")
     client.on_message = on_message

@@ -107,6 +107,33 @@ def bench_journal(producers: int, events: int, directory: Path | None, as_json: 
     ])
 
 
+@bench.command("mqtt-day", epilog=EXIT_CODES)
+@click.option("--seconds", type=click.FloatRange(min=5), default=60.0, show_default=True,
+              help="Real seconds of the demo's day to run; what it covers is projected to 24"
+                   " lot hours (about 1,000 for the whole day on a 2-core machine).")
+@json_option
+def bench_mqtt_day(seconds: float, as_json: bool) -> None:
+    """Bytes the gateway sends its broker in the demo lot's day, by topic (a local
+    mosquitto, the demo flat out in virtual time, a subscriber counting PUBLISH packets)."""
+    from gateway.bench.mqtt_day import mqtt_day
+
+    try:
+        result = mqtt_day(seconds)
+    except (RuntimeError, OSError) as e:
+        raise OperationalError(f"benchmark failed: {e}") from None
+    if as_json:
+        print_json(result)
+        return
+    topics = result.pop("topics")
+    print_sections([
+        Section("mqtt day", [(k.replace("_", " "), number(v)) for k, v in result.items()],
+                right_last=True),
+        Section("by topic", [[name, number(t["messages"]), number(t["bytes"]),
+                              number(t["mb_per_day"])] for name, t in topics.items()],
+                header=["topic", "messages", "bytes", "MB per day"], right_last=True),
+    ])
+
+
 @bench.command("retention", epilog=EXIT_CODES)
 @click.option("--days", type=click.IntRange(min=1, max=3660), default=365, show_default=True,
               help="Days of traffic written.")

@@ -1,8 +1,9 @@
 """Domain events and their CloudEvents 1.0 envelope.
 
 A producer makes an `Event` (id, type, time, data); the journal gives it its
-gapless per-gateway `sequence` when it commits, and the sync side wraps the
-stored row in the envelope with `envelope_json`. The data is serialised once,
+gapless per-gateway sequence number when it commits (the envelope's `seq`, an
+extension of our own: docs/events.md), and the sync side wraps the stored row in
+the envelope with `envelope_json`. The data is serialised once,
 when the event is made, and never parsed again on the way out.
 """
 
@@ -10,12 +11,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Annotated, Any, Literal, NotRequired, TypedDict
+
+from pydantic import AwareDatetime, BeforeValidator
 
 SPEC_VERSION = "1.0"
 TYPE_PREFIX = "org.parking.v1."
@@ -77,7 +81,7 @@ def envelope_json(
         + ',"type":"' + TYPE_PREFIX + type
         + '","time":"' + time
         + '","datacontenttype":"' + DATA_CONTENT_TYPE
-        + '","sequence":' + str(sequence)
+        + '","seq":' + str(sequence)
         + ',"data":' + data_json + "}"
     )
 
@@ -98,6 +102,22 @@ def rfc3339(at: datetime) -> str:
         raise ValueError("event times must be tz-aware")
     # isoformat is several times faster than strftime; "+00:00" becomes "Z".
     return at.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+
+
+_LEAP_SECOND = re.compile(r"^(\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:)60(?:[.,]\d+)?(.*)$", re.ASCII)
+
+
+def _without_leap_second(value: object) -> object:
+    """RFC 3339 allows a leap second (`23:59:60Z`); Python's datetime cannot hold one, so it
+    is read as the last microsecond of the minute it ends."""
+    if isinstance(value, str) and (leap := _LEAP_SECOND.match(value)):
+        return f"{leap[1]}59.999999{leap[2]}"
+    return value
+
+
+# A time the backend sends: any RFC 3339 date-time, with an offset (pydantic reads any number
+# of fractional digits, any offset, T and Z in either case; a leap second as above).
+Rfc3339Time = Annotated[AwareDatetime, BeforeValidator(_without_leap_second)]
 
 
 _last_uuid7_ms = 0

@@ -10,9 +10,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-from gateway.core.events import BayType
+from gateway.core.events import BayType, Rfc3339Time
 
 Plate = Annotated[str, Field(min_length=1, max_length=20)]
 Ident = Annotated[str, Field(min_length=1, max_length=128)]
@@ -27,8 +27,8 @@ class Permit(_Model):
 
     permitId: Ident
     plates: tuple[Plate, ...] = Field(min_length=1, max_length=20)
-    validFrom: AwareDatetime | None = None
-    validUntil: AwareDatetime | None = None
+    validFrom: Rfc3339Time | None = None
+    validUntil: Rfc3339Time | None = None
     zones: tuple[Ident, ...] = ()  # empty: every zone
     holder: Annotated[str, Field(max_length=200)] | None = None
     # The tariff the holder pays by; absent: the permit parks free.
@@ -52,8 +52,8 @@ class Reservation(_Model):
 
     reservationId: Ident
     plate: Plate
-    start: AwareDatetime
-    end: AwareDatetime
+    start: Rfc3339Time
+    end: Rfc3339Time
     bayType: BayType | None = None
 
     @model_validator(mode="after")
@@ -68,7 +68,7 @@ class DenyEntry(_Model):
 
     plate: Plate
     reason: Annotated[str, Field(max_length=500)] | None = None
-    until: AwareDatetime | None = None
+    until: Rfc3339Time | None = None
 
     def active_at(self, at: datetime) -> bool:
         return self.until is None or at < self.until

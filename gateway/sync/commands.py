@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import structlog
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from gateway.core import events
 from gateway.core.clock import Clock
@@ -55,7 +55,7 @@ class Command(_Model):
     commandId: Ident
     command: Annotated[str, Field(min_length=1, max_length=64)]
     args: dict[str, Any] = Field(default_factory=dict)
-    issuedAt: AwareDatetime
+    issuedAt: events.Rfc3339Time
     nonce: Annotated[str, Field(min_length=16, max_length=128)]
     issuedBy: Ident | None = None
     replyTo: Annotated[str, Field(min_length=1, max_length=256)] | None = None

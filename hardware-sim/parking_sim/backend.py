@@ -95,7 +95,7 @@ class BackendSim:
     def ingest(self, event: Any, via: str) -> str:
         """Store one CloudEvent: `new`, `duplicate` or `invalid`."""
         try:
-            source, seq, event_id = event["source"], event["sequence"], event["id"]
+            source, seq, event_id = event["source"], event["seq"], event["id"]
             if not (isinstance(source, str) and isinstance(seq, int) and isinstance(event_id, str)):
                 raise TypeError
         except (KeyError, TypeError):
@@ -289,7 +289,7 @@ class BackendSim:
             row = self.db.execute("SELECT 1 FROM events WHERE id = ?", (event["id"],)).fetchone()
             if row is not None:
                 got = self.received.setdefault(str(event.get("source")), Received())
-                got.arrivals.append(int(event.get("sequence", 0)))
+                got.arrivals.append(int(event.get("seq", 0)))
                 got.duplicates += 1
                 return "duplicate"
         return self.ingest(event, "http")

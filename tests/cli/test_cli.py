@@ -449,7 +449,7 @@ def test_export_jsonl_is_one_cloudevent_per_line(config_file: Path) -> None:
         event = json.loads(line)
         validate_cloudevent(event)
         assert event["source"] == "urn:parking:test-lot:gw-1"
-        assert event["sequence"] == seq
+        assert event["seq"] == seq
         assert event["type"] == "org.parking.v1.bay.changed"
     assert result.stderr == "exported 5 events (seq 1 to 5) to stdout\n"
 
@@ -458,7 +458,7 @@ def test_export_after_a_sequence(config_file: Path) -> None:
     result = run("journal", "export", "--config", config_file, "--after", "3")
 
     assert result.exit_code == 0
-    assert [json.loads(line)["sequence"] for line in result.stdout.splitlines()] == [4, 5]
+    assert [json.loads(line)["seq"] for line in result.stdout.splitlines()] == [4, 5]
 
 
 def test_export_csv_to_a_file(config_file: Path, tmp_path: Path) -> None:
@@ -605,7 +605,7 @@ def test_a_reader_that_stops_reading_ends_the_export_quietly(tmp_path: Path) -> 
 
     assert export.wait(timeout=60) == 0
     assert export.stderr.read() == b""
-    assert first["sequence"] == 1
+    assert first["seq"] == 1
 
 
 def test_export_to_an_unwritable_place_is_an_operational_failure(

@@ -84,7 +84,7 @@ async def test_commit_applies_state_and_appends_event(journal: Journal, clock: F
     assert (record.seq, record.id, record.type, record.acked) == (1, ev.id, "bay.changed", False)
     envelope = json.loads(record.to_json(SOURCE))
     validate_cloudevent(envelope)
-    assert envelope["sequence"] == 1
+    assert envelope["seq"] == 1
     assert envelope["data"] == ev.data
 
 

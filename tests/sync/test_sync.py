@@ -94,7 +94,7 @@ async def test_every_event_arrives_once_in_order(broker: Mosquitto, journal: Jou
     assert backend.state[f"{LOT}/{GATEWAY}/occupancy"] == {"free": 10, "occupied": 2}
     first = backend.events(SOURCE)[0]
     assert first["source"] == SOURCE
-    assert first["sequence"] == 1
+    assert first["seq"] == 1
 
 
 async def test_a_broker_outage_under_load_loses_nothing_and_never_stalls_the_lanes(
@@ -417,7 +417,7 @@ async def test_tls_with_a_client_certificate_and_a_password(
                 async for message in sub.messages:
                     assert isinstance(message.payload, bytes)
                     body = json.loads(message.payload)  # the backlog comes as one batch
-                    got.extend(e["sequence"] for e in (body if isinstance(body, list) else [body]))
+                    got.extend(e["seq"] for e in (body if isinstance(body, list) else [body]))
                     if len(got) == 50:
                         return
 
@@ -537,7 +537,7 @@ async def test_mqtt_unreachable_falls_back_to_http_then_returns(
                 await journal.commit((), [bay_event(clock, 100)])
                 await wait_until(lambda: journal.acked_through == 101)
                 await asyncio.sleep(0.1)
-    via = {e["sequence"]: e for e in backend.events(SOURCE)}
+    via = {e["seq"]: e for e in backend.events(SOURCE)}
     assert len(via) == 100  # the last one went over MQTT, with no MQTT backend listening
     assert backend.gaps(SOURCE) == []
 

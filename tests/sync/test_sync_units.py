@@ -147,6 +147,21 @@ async def test_a_reply_to_that_is_not_a_topic_under_replies_rejects_the_command(
     assert executed["outcome"] == "rejected"
 
 
+@pytest.mark.parametrize("issued_at", [
+    "2026-03-02T07:59:60Z",  # a leap second: pydantic (and Python's datetime) have none
+    "2026-03-02T08:59:60.5+01:00",
+    "2026-03-02t07:59:30.123456789z",  # nanoseconds, lower-case t and z
+    "2026-03-02T02:59:30-05:00",
+])
+async def test_a_command_issued_at_any_rfc3339_time_is_taken(
+        journal: Journal, clock: FakeClock, issued_at: str) -> None:
+    """Issue 18, item 6: the backend may write any RFC 3339 time (the clock: 08:00:00Z)."""
+    handler = make_handler(journal, clock)
+    reply = await handler.handle(signed_command(
+        KEY.encode(), cmd(clock, "request_status", issuedAt=issued_at)))
+    assert reply.payload["outcome"] == "accepted", reply.payload
+
+
 async def test_a_reply_to_under_replies_is_honoured(journal: Journal, clock: FakeClock) -> None:
     handler = make_handler(journal, clock)
     key = KEY.encode()
