@@ -22,8 +22,9 @@ find_python() {
     return 1
 }
 
-# System packages the tests and the demo need (mosquitto for the sync tests; python3-venv for
-# the venv). Installed with apt-get when missing and we may; otherwise a clear message.
+# System packages the tests and the demo need (mosquitto: the demo's backend and the sync
+# tests' broker; python3-venv for the venv; scripts/test adds the tests' own). Installed with
+# apt-get when missing and we may; otherwise a clear message.
 apt_install() {
     local missing=()
     for spec in "$@"; do
@@ -42,7 +43,7 @@ apt_install() {
         echo "warning: missing system packages: ${missing[*]} (install them with apt-get)" >&2
     fi
 }
-apt_install mosquitto:mosquitto jq:jq  # jq: the log recipe's test (docs/operations.md)
+apt_install mosquitto:mosquitto
 
 # uv, pinned (scripts/uv.sh), in a small venv of its own: .tools/uv.
 source "$ROOT/scripts/uv.sh"

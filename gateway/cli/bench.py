@@ -42,6 +42,31 @@ def bench() -> None:
     """Benchmarks: figures for this machine, not pass/fail tests."""
 
 
+@bench.command("availability", epilog=EXIT_CODES)
+@click.option("--changes", type=click.IntRange(min=1, max=10_000), default=100,
+              show_default=True, help="Bay changes made, one at a time, a quarter second apart.")
+@click.option("--clients", type=click.IntRange(min=1, max=1000), default=50, show_default=True,
+              help="Concurrent clients of GET /api/v1/availability.")
+@click.option("--seconds", type=click.FloatRange(min=1, max=600), default=10.0,
+              show_default=True, help="How long the clients ask.")
+@json_option
+def bench_availability(changes: int, clients: int, seconds: float, as_json: bool) -> None:
+    """How soon a bay change reaches a client of the live stream and an MQTT subscriber, and
+    GET /api/v1/availability under concurrent clients: the daemon on the demo lot, with a
+    local mosquitto. See docs/http.md, "How fast"."""
+    from gateway.bench.availability import availability_bench
+
+    try:
+        result = availability_bench(changes=changes, clients=clients, seconds=seconds)
+    except (RuntimeError, OSError) as e:
+        raise OperationalError(f"benchmark failed: {e}") from None
+    if as_json:
+        print_json(result)
+        return
+    print_sections([Section("availability", [(k.replace("_", " "), number(v))
+                                             for k, v in result.items()], right_last=True)])
+
+
 @bench.command("footprint", epilog=EXIT_CODES)
 @click.option("--seconds", type=click.FloatRange(min=1), default=20.0, show_default=True,
               help="The idle daemon's quiet window; the demo's traffic is watched twice as "

@@ -6,5 +6,6 @@ the daemon's app implements, and takes its actions through `LotControl`, as the 
 does. aiohttp and prometheus-client are imported by `server.py` and `metrics.py` alone, and
 the daemon imports those only when the server is enabled; `live.py` (the availability feed,
 which also feeds the retained MQTT state) and `accounts.py` (the CLI's `user add`) need
-neither.
+neither. The web console is `static/` (one page, by hand), with its bay grid and files in
+`console.py` and its day report in `today.py`.
 """

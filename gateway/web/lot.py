@@ -8,10 +8,35 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from gateway.config import Settings
+from gateway.core.clock import Clock
 from gateway.core.operations import LotControl
+from gateway.core.records import OutboxRecord
+
+
+class StoredEvents(Protocol):
+    """The journal's read side, as the console's day report reads it (`journal.Journal`)."""
+
+    @property
+    def last_seq(self) -> int: ...
+
+    async def read_events(self, after: int, limit: int = 500) -> list[OutboxRecord]: ...
 
 
 class LotView(LotControl, Protocol):
+    @property
+    def settings(self) -> Settings:
+        """The lot's configuration: its bays, time zone and currency, for the console."""
+        ...
+
+    @property
+    def clock(self) -> Clock:
+        """The lot's clock: what "today" is (a simulated lot's is not the machine's)."""
+        ...
+
+    @property
+    def journal(self) -> StoredEvents: ...
+
     def readiness(self) -> dict[str, bool]:
         """Each condition of readiness (the journal open, the lanes turning, ...), by name."""
         ...
@@ -23,4 +48,9 @@ class LotView(LotControl, Protocol):
 
     def reader_stats(self) -> dict[str, Any] | None:
         """The plate reader's counters and latencies (`WorkerStats`); None without a reader."""
+        ...
+
+    def sensor_states(self) -> dict[str, Any]:
+        """Each sensed bay's state now (`bays`: bayId, floor, zone, type, state, inService,
+        ...), as `sensors watch` opens with it."""
         ...

@@ -18,7 +18,7 @@ ERRORS = {
     "401": "No credentials, or wrong ones (`unauthenticated`).",
     "403": "The caller's role may not do this, or an action lacks its CSRF token"
            " (`forbidden`).",
-    "404": "No bay where a filter looks (`not_found`).",
+    "404": "No bay where a filter looks, or no such file of the console (`not_found`).",
     "409": "The lot refused (`refused`): no such lane, bay or alarm, a lane out of order;"
            " the message says which.",
     "413": "The body is larger than `http.max_body_bytes`.",
@@ -101,8 +101,10 @@ def _errors(route: Route) -> list[str]:
         codes.add("400")
     if route.body is not None:
         codes |= {"413", "415"}
-    if route.name in ("availability", "availability_stream"):
+    if route.name in ("availability", "availability_stream", "static"):
         codes.add("404")
+    if route.name == "static":
+        codes.discard("400")  # a name that is not the console's is not found
     if route.allow == "act":
         codes.add("409")
     if route.name == "login":

@@ -14,9 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from gateway.core.availability import BAY_TYPES
 from gateway.core.operations import LaneMode, LotState
 from gateway.web.auth import Permission
+from gateway.web.console import ASSETS
 
 EVENTS_PAGE_MAX = 500
 EVENTS_PAGE_DEFAULT = 100
+PLATES_MAX = 200  # the daemon keeps the last 200 reads
+PLATES_DEFAULT = 20
 
 
 class Body(BaseModel):
@@ -83,8 +86,43 @@ _FILTERS = (
     Param("type", "Only the bays of this type.", {"enum": list(BAY_TYPES)}),
 )
 _LANE = Param("lane", "The lane's id.", {"type": "string"}, "path")
+_TEXT: dict[str, Any] = {"type": "string"}
+_COUNT: dict[str, Any] = {"type": "integer", "minimum": 0}
+BAYS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "recordDateTime": {"type": "string", "format": "date-time"},
+        "bays": {"type": "array", "description": "Each bay with a sensor, in the config's order.",
+                 "items": {"type": "object", "properties": {
+                     "bayId": _TEXT, "floor": _TEXT, "zone": _TEXT,
+                     "type": {"enum": list(BAY_TYPES)},
+                     "state": {"enum": ["free", "occupied", "unknown"]},
+                     "inService": {"type": "boolean"}},
+                     "required": ["bayId", "floor", "zone", "type", "state", "inService"]}},
+        "counted": {"type": "array",
+                    "description": "The bays without a sensor, per floor, zone and type, and how"
+                                   " many are taken: an estimate from the vehicles inside, as"
+                                   " the availability document makes it.",
+                    "items": {"type": "object", "properties": {
+                        "floor": _TEXT, "zone": _TEXT, "type": {"enum": list(BAY_TYPES)},
+                        "total": _COUNT, "occupied": _COUNT},
+                        "required": ["floor", "zone", "type", "total", "occupied"]}},
+    },
+    "required": ["recordDateTime", "bays", "counted"],
+}
+SYNC: dict[str, Any] = {"type": "object", "properties": {"sync": {
+    "type": "object", "description": "As `parking-gateway status` shows the sync side.",
+    "properties": {"connected": {"type": "boolean"}, "backlog": _COUNT,
+                   "lag_s": {"type": ["number", "null"]}},
+    "required": ["connected", "backlog"]}}, "required": ["sync"]}
 
 ROUTES: tuple[Route, ...] = (
+    Route("console", "GET", "/", "The web console: one page, and its files under /static/.",
+          None, _TEXT, media="text/html"),
+    Route("static", "GET", "/static/{file}",
+          "A file of the console: its stylesheet, script or icon.", None, _TEXT,
+          params=(Param("file", "The file's name.", {"enum": list(ASSETS)}, "path"),),
+          media="*/*"),
     Route("healthz", "GET", "/healthz", "Liveness: the daemon answers.", None,
           {"type": "object", "properties": {"status": {"const": "alive"}}}),
     Route("readyz", "GET", "/readyz",
@@ -113,8 +151,23 @@ ROUTES: tuple[Route, ...] = (
           "Server-Sent Events: the availability document now (event `availability`), then"
           " each time it changes; a comment line every 15 s keeps the link open.",
           "availability", {"type": "string"}, params=_FILTERS, media="text/event-stream"),
+    Route("bays", "GET", "/api/v1/bays",
+          "Each bay with a sensor and its state, and the bays without one, counted: the"
+          " console's bay grid.", "availability", BAYS),
     Route("lanes", "GET", "/api/v1/lanes", "Each lane's mode, state, barrier and counts.",
           "read", _list_of("lanes", OBJECT)),
+    Route("plates_recent", "GET", "/api/v1/plates/recent",
+          "The lanes' latest plate reads, newest first, as `parking-gateway plates recent`"
+          " shows them (kept `lpr.recent_max_age_min`).", "read", _list_of("plates", OBJECT),
+          params=(Param("limit", "The most reads in the answer.",
+                        {"type": "integer", "minimum": 1, "maximum": PLATES_MAX,
+                         "default": PLATES_DEFAULT}),)),
+    Route("sync", "GET", "/api/v1/sync",
+          "The backend link: connected or not, the events not yet acknowledged and the age"
+          " of the oldest.", "read", SYNC),
+    Route("report_today", "GET", "/api/v1/report/today",
+          "Today's occupancy by hour and revenue, lot-local, as `parking-gateway report --day"
+          " <today> --json` gives it.", "read", OBJECT),
     Route("alarms", "GET", "/api/v1/alarms", "The active alarms, oldest first.", "read",
           _list_of("alarms", OBJECT)),
     Route("sessions", "GET", "/api/v1/sessions", "The open parking sessions.", "read",

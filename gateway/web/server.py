@@ -1,5 +1,6 @@
 """The local HTTP server: aiohttp on `http.listen` (127.0.0.1:8080 by default), TLS from files
-when configured, serving the routes of `routes.py` behind the roles of `auth.py`.
+when configured, serving the routes of `routes.py` behind the roles of `auth.py`, the web
+console's page and files among them (`console.py`).
 
 It runs as a supervised part of the daemon (`run()`): a port in use or unreadable TLS files
 fail the part, which the supervisor alarms and retries. It knows the lot through
@@ -31,6 +32,7 @@ from gateway.core.availability import BAY_TYPES, Availability, Where
 from gateway.core.operations import OperationRefused
 from gateway.runtime.aio import TaskSet
 from gateway.web.auth import Authenticator, Identity, TooManyFailures, Unauthenticated
+from gateway.web.console import ASSETS, PAGE, PAGE_POLICY, asset, bays_document
 from gateway.web.live import AvailabilityFeed
 from gateway.web.lot import LotView
 from gateway.web.metrics import CONTENT_TYPE, Metrics, Snapshot
@@ -39,6 +41,8 @@ from gateway.web.routes import (
     BY_NAME,
     EVENTS_PAGE_DEFAULT,
     EVENTS_PAGE_MAX,
+    PLATES_DEFAULT,
+    PLATES_MAX,
     ROUTES,
     BayServiceSet,
     Body,
@@ -47,6 +51,7 @@ from gateway.web.routes import (
     Login,
     LotStateSet,
 )
+from gateway.web.today import TodayReport
 
 log = structlog.get_logger(__name__)
 
@@ -93,8 +98,12 @@ class WebServer:
         self._documents_of: Availability | None = None
         self._documents: dict[Where, tuple[dict[str, Any], bytes]] = {}
         self._openapi = document()
+        self.today = TodayReport(lot)
         self._handlers: dict[str, Handler] = {
-            "healthz": self._healthz, "readyz": self._readyz, "metrics": self._metrics,
+            "console": self._console, "static": self._static, "bays": self._bays,
+            "plates_recent": self._plates_recent, "sync": self._sync,
+            "report_today": self._report_today, "healthz": self._healthz,
+            "readyz": self._readyz, "metrics": self._metrics,
             "openapi": self._openapi_json, "login": self._login, "logout": self._logout,
             "session": self._session, "availability": self._availability,
             "availability_stream": self._availability_stream, "lanes": self._lanes,
@@ -327,7 +336,36 @@ class WebServer:
             log.warning("http.stream_client_not_reading", timeout_s=WRITE_TIMEOUT_S)
             raise
 
+    # --- the console ---
+
+    async def _console(self, _request: web.Request) -> web.StreamResponse:
+        response = _file(PAGE)
+        response.headers["Content-Security-Policy"] = PAGE_POLICY
+        return response
+
+    async def _static(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["file"]
+        if name not in ASSETS:
+            raise HttpError(404, "not_found", f"the console has no file {name!r}")
+        return _file(name)
+
+    async def _bays(self, _request: web.Request) -> web.StreamResponse:
+        lot = self.lot
+        inside = len(await lot.open_sessions())
+        return _json(bays_document(lot.settings.bays, lot.sensor_states()["bays"],
+                                   inside=inside, at=lot.clock.now()))
+
+    async def _report_today(self, _request: web.Request) -> web.StreamResponse:
+        return _json((await self.today.report()).as_dict())
+
     # --- reads ---
+
+    async def _plates_recent(self, request: web.Request) -> web.StreamResponse:
+        limit = _int(request, "limit", PLATES_DEFAULT, 1, PLATES_MAX)
+        return _json({"plates": await self.lot.recent_plates(limit)})
+
+    async def _sync(self, _request: web.Request) -> web.StreamResponse:
+        return _json({"sync": (await self.lot.status())["sync"]})
 
     async def _lanes(self, _request: web.Request) -> web.StreamResponse:
         return _json({"lanes": (await self.lot.status())["lanes"]})
@@ -344,7 +382,7 @@ class WebServer:
         after = _int(request, "after", 0, 0, None)
         limit = _int(request, "limit", EVENTS_PAGE_DEFAULT, 1, EVENTS_PAGE_MAX)
         events = await self.lot.events_after(after, limit)
-        return _json({"events": events, "next": events[-1]["sequence"] if events else after,
+        return _json({"events": events, "next": events[-1]["seq"] if events else after,
                       "more": len(events) == limit})
 
     # --- the technician's actions ---
@@ -399,6 +437,11 @@ def _error(status: int, code: str, message: str,
     response = _json({"error": {"code": code, "message": message}}, status)
     response.headers.update(headers or {})
     return response
+
+
+def _file(name: str) -> web.Response:
+    found = asset(name)
+    return web.Response(body=found.body, headers={"Content-Type": found.media})
 
 
 def _unauthenticated(message: str) -> HttpError:

@@ -8,6 +8,11 @@ journal and the control socket stay in the state directory. Time is virtual, pac
 always runs: it journals offline, says so, and delivers once a broker answers, whenever that is.
 With ``--duration`` it runs for that many real seconds, prints a summary and exits 0.
 
+The daemon serves its web console (``[http]``, docs/http.md) and the demo prints its address:
+on a free port of 127.0.0.1 unless ``http.listen`` is set (``PARKING_GATEWAY__HTTP__LISTEN``),
+to anonymous viewers unless ``http.anonymous_viewer`` says otherwise, and with a technician
+``demo`` whose password is made at each start and printed, unless accounts are configured.
+
 A demo started again on the same ``--state-dir`` goes on where it stopped: the same lot time,
 the vehicles inside still inside, in their bays (``parking_sim.state``).
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import sys
 import tempfile
@@ -41,19 +47,67 @@ from gateway.runtime.aio import cancel_and_wait
 
 ROOT = Path(__file__).resolve().parent.parent.parent  # the repository (an editable install)
 DEMO_SCENARIO = ROOT / "hardware-sim" / "scenarios" / "demo.toml"
+DEMO_ACCOUNT = "demo"  # the console's technician, when no account is configured
+CONSOLE_WAIT_S = 10.0  # real seconds for the console's port to open
 
 
 def demo_settings(scenario: Any, state_dir: Path, *, lpr: bool,
-                  env: Mapping[str, str]) -> Settings:
+                  env: Mapping[str, str], password: str | None = None) -> Settings:
     """The demo lot's settings with `env`'s overrides, as ``run`` loads them; an invalid
-    override is the same input error (exit 2), naming the variable."""
+    override is the same input error (exit 2), naming the variable. The console is served
+    (`with_console`); `password` is the technician `demo`'s, if the config has no account."""
     from parking_sim.daemon import sim_settings
 
     try:
         lot = scenario.settings(env)
     except ConfigError as e:
         raise config_problems(scenario.resolve(scenario.lot.config), e) from None
-    return sim_settings(lot, state_dir, lpr=lpr)
+    return with_console(sim_settings(lot, state_dir, lpr=lpr), password)
+
+
+def with_console(settings: Settings, password: str | None) -> Settings:
+    """`[http]` on, on a free port of 127.0.0.1, to anonymous viewers, with the technician
+    `demo` (of `password`): each unless the config or the environment says otherwise."""
+    from gateway.config import HttpAccount
+    from gateway.web.accounts import hash_secret
+
+    http = settings.http
+    given = http.model_fields_set
+    update: dict[str, Any] = {key: value for key, value in (
+        ("enabled", True), ("listen", "127.0.0.1:0"), ("anonymous_viewer", True))
+        if key not in given}
+    if password is not None and not http.accounts:
+        update["accounts"] = {DEMO_ACCOUNT: HttpAccount(role="technician",
+                                                        password_hash=hash_secret(password))}
+    return settings.model_copy(update={"http": http.model_copy(update=update)})
+
+
+async def console_line(gateway: Any, password: str) -> str | None:
+    """Where the console is, once its port is open, and how a technician logs in (`password`,
+    if the account `demo` is the demo's own); None with `[http]` off. Real time is waited (the
+    loop's is the lot's). A port that does not open (in use, say) is said, and the lot runs
+    on, the daemon trying it again, as `run` does."""
+    from gateway.web.accounts import verify_secret
+
+    web = gateway.web
+    if web is None:
+        return None
+    end = time.monotonic() + CONSOLE_WAIT_S
+    while not web.listening.is_set() and time.monotonic() < end:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    if not web.listening.is_set():
+        part = gateway.parts.get("http")
+        why = part.last_error if part is not None and part.last_error else "no answer"
+        return f"web console: not listening on {web.config.listen} ({why}); the lot runs on"
+    host = web.config.host
+    host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    host = f"[{host}]" if ":" in host else host
+    scheme = "https" if web.config.tls is not None else "http"
+    account = web.config.accounts.get(DEMO_ACCOUNT)
+    ours = account is not None and account.password_hash is not None and verify_secret(
+        password, account.password_hash)
+    login = f" (technician: log in as {DEMO_ACCOUNT}, password {password})" if ours else ""
+    return f"web console: {scheme}://{host}:{web.port}/{login}"
 
 
 def backend(gateway: Any) -> str:
@@ -156,8 +210,10 @@ def _view(run: Any, feed: Feed, started: float) -> Group:
 
 async def run_demo(duration_s: float | None, pace: float, seed: int | None, lpr: bool,
                    state_dir: Path, console: Console,
-                   env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """`env`: the environment the settings' overrides come from (default: the process's)."""
+                   env: Mapping[str, str] | None = None,
+                   stop: asyncio.Event | None = None) -> dict[str, Any]:
+    """`env`: the environment the settings' overrides come from (default: the process's);
+    `stop`: set it to end the demo as Ctrl-C does (SIGINT and SIGTERM set it too)."""
     from gateway.runtime.log import configure_logging
     from parking_sim.daemon import lot_run, outbox
     from parking_sim.scenario import load_scenario
@@ -167,8 +223,9 @@ async def run_demo(duration_s: float | None, pace: float, seed: int | None, lpr:
     loop = asyncio.get_running_loop()
     assert isinstance(loop, TimeWarpLoop)
     scenario = load_scenario(DEMO_SCENARIO)
+    password = secrets.token_urlsafe(9)
     settings = demo_settings(scenario, state_dir, lpr=lpr,
-                             env=os.environ if env is None else env)
+                             env=os.environ if env is None else env, password=password)
     configure_logging("error", "console", sys.stderr)  # the live view is the output
     mqtt = settings.sync.mqtt
     console.print(f"[bold]demo[/]: journal {settings.journal.path}; events go to MQTT "
@@ -187,7 +244,7 @@ async def run_demo(duration_s: float | None, pace: float, seed: int | None, lpr:
     plates = None
     if lpr:
         console.print("starting the plate reader (EasyOCR warms up for a few seconds) ...")
-    stop = asyncio.Event()
+    stop = asyncio.Event() if stop is None else stop
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
@@ -196,6 +253,9 @@ async def run_demo(duration_s: float | None, pace: float, seed: int | None, lpr:
     async with lot_run(settings, scenario, clock=clock, seed=seed, plates=plates, sync=True,
                        render_frames=lpr, node_sample_period_s=0.5, restart=again) as run:
         traffic = asyncio.ensure_future(run.world.run(scenario.scenario.hours * 3600))
+        line = await console_line(run.gateway, password)
+        if line is not None:
+            console.print(line, highlight=False, soft_wrap=True)
         live = console.is_terminal
         with Live(console=console, refresh_per_second=4, transient=False) if live \
                 else contextlib.nullcontext() as view:

@@ -18,13 +18,16 @@ import aiohttp
 import pytest
 import structlog
 
-from gateway.config import HttpAccount, HttpRole, HttpServerConfig
+from gateway.config import HttpAccount, HttpRole, HttpServerConfig, load_settings
 from gateway.core.availability import Availability, Place, tally
+from gateway.core.clock import FakeClock
 from gateway.core.operations import LaneMode, LotState, OperationRefused
+from gateway.core.records import OutboxRecord
 from gateway.runtime.log import configure_logging
 from gateway.web.accounts import hash_secret
 from gateway.web.live import AvailabilityFeed
 from gateway.web.server import WebServer
+from tests.conftest import EXAMPLE
 
 PASSWORDS = {"tech": "tech-password-1", "view": "view-password-1"}
 TOKENS = {"tech": "tech.T0ken-of-the-technician", "view": "view.T0ken-of-the-viewer",
@@ -41,6 +44,25 @@ ACCOUNTS = {name: HttpAccount(
     role=role,
     password_hash=_hash(PASSWORDS[name]) if name in PASSWORDS else None,
     token_hash=_hash(TOKENS[name]) if name in TOKENS else None) for name, role in ROLES.items()}
+
+
+SETTINGS = load_settings(EXAMPLE)  # the console reads the lot's bays, time zone and currency
+
+
+class FakeJournal:
+    """The stored events (`records`, in sequence order) that the day's report reads."""
+
+    def __init__(self) -> None:
+        self.records: list[OutboxRecord] = []
+        self.reads = 0
+
+    @property
+    def last_seq(self) -> int:
+        return self.records[-1].seq if self.records else 0
+
+    async def read_events(self, after: int, limit: int = 500) -> list[OutboxRecord]:
+        self.reads += 1
+        return [r for r in self.records if r.seq > after][:limit]
 
 
 def http_config(**overrides: Any) -> HttpServerConfig:
@@ -70,6 +92,13 @@ class FakeLot:
         self.alarm_list = [{"alarmId": "modbus.port_missing", "severity": "critical",
                             "message": "the bus port is missing", "component": "modbus",
                             "raisedAt": "2026-12-07T09:00:00.000000Z", "details": {}}]
+        self.settings = SETTINGS
+        self.clock = FakeClock(AT)
+        self.journal = FakeJournal()
+        # The example lot's sensed bays, as sensor_states() has them (its places aside).
+        self.sensed = [{"bayId": b.id, "floor": b.floor, "zone": b.zone, "type": b.type,
+                        "state": "free", "inService": True}
+                       for b in SETTINGS.bays if b.sensor.kind != "none"]
 
     def availability(self) -> Availability:
         return Availability("test-lot", "gw-1", AT, self.state,
@@ -131,8 +160,11 @@ class FakeLot:
     def readiness(self) -> dict[str, bool]:
         return dict(self.ready)
 
+    def sensor_states(self) -> dict[str, Any]:
+        return {"kind": "snapshot", "bays": self.sensed}
+
     async def events_after(self, after: int, limit: int) -> list[dict[str, Any]]:
-        return [{"specversion": "1.0", "sequence": seq, "type": "org.parking.v1.bay.changed"}
+        return [{"specversion": "1.0", "seq": seq, "type": "org.parking.v1.bay.changed"}
                 for seq in (1, 2, 3) if seq > after][:limit]
 
     def reader_stats(self) -> dict[str, Any] | None:

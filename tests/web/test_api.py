@@ -62,6 +62,13 @@ CALLS = {
                         ("set_bay_service", "A-01", False)),
     "alarm_ack": Call("POST", "/api/v1/alarms/modbus.port_missing/ack", None,
                       ("acknowledge_alarm", "modbus.port_missing")),
+    # The console's page and reads (their answers: tests/web/test_console_api.py).
+    "console": Call("GET", "/"),
+    "static": Call("GET", "/static/console.js"),
+    "bays": Call("GET", "/api/v1/bays"),
+    "plates_recent": Call("GET", "/api/v1/plates/recent?limit=5"),
+    "sync": Call("GET", "/api/v1/sync"),
+    "report_today": Call("GET", "/api/v1/report/today"),
 }
 PUBLIC = [r.name for r in ROUTES if r.allow is None]
 GUARDED = [r.name for r in ROUTES if r.allow is not None]
@@ -187,11 +194,11 @@ async def test_events_come_a_bounded_page_at_a_time(client: aiohttp.ClientSessio
     async with client.get("/api/v1/events", params={"after": "1", "limit": "1"},
                           headers=headers) as response:
         page = await response.json()
-    assert ([e["sequence"] for e in page["events"]], page["next"], page["more"]) == (
+    assert ([e["seq"] for e in page["events"]], page["next"], page["more"]) == (
         [2], 2, True)
     async with client.get("/api/v1/events", params={"after": "2"}, headers=headers) as response:
         page = await response.json()
-    assert ([e["sequence"] for e in page["events"]], page["next"], page["more"]) == (
+    assert ([e["seq"] for e in page["events"]], page["next"], page["more"]) == (
         [3], 3, False)
     for bad in ({"limit": "0"}, {"limit": "501"}, {"after": "-1"}, {"after": "x"}):
         async with client.get("/api/v1/events", params=bad, headers=headers) as response:
