@@ -17,8 +17,9 @@ processes, through /proc, as `top` and `iotop` see them:
 The daemon runs as `parking-gateway run` runs it, on the demo lot's settings, except for the
 lanes' cameras: in the demo the simulator supplies them, here each lane has one with nothing in
 view (`IdleCamera`), so no camera driver, and no OpenCV, is loaded (a lot that reads plates
-from RTSP cameras loads both; with plate reading off no lane opens its camera). Nothing answers on the sensor bus's port either. A local mosquitto plays the
-backend when one is installed; otherwise the daemon runs offline, as on a lot with no network.
+from RTSP cameras loads both; with plate reading off no lane opens its camera). Nothing
+answers on the sensor bus's port either. A local mosquitto plays the backend when one is
+installed; otherwise the daemon runs offline, as on a lot with no network.
 """
 
 # The daemon's process imports this module too (`DAEMON`): at the top, only what the daemon

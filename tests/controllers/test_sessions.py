@@ -15,7 +15,8 @@ def stay_on(table: str, clock: FakeClock) -> OpenStay:
                     {"rateTable": table})
 
 
-async def test_a_permit_names_its_rate_table_in_any_case(journal: Journal, clock: FakeClock) -> None:
+async def test_a_permit_names_its_rate_table_in_any_case(journal: Journal,
+                                                         clock: FakeClock) -> None:
     """Tariff names are lower case (the config refuses another; pushed ones are stored so), but
     a backend's permit may say "Staff": it is priced by `staff`, not by the default table."""
     settings: Settings = load_settings(EXAMPLE, env={})

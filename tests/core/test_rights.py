@@ -22,6 +22,8 @@ def test_a_pushed_right_takes_any_rfc3339_time(when: str) -> None:
     (denied,) = DENY_LIST.validate_python([{"plate": "BAD666", "until": when}])
 
     new_year = datetime(2027, 1, 1, tzinfo=UTC)
-    assert permit.validUntil is not None and permit.validUntil <= new_year
+    assert permit.validUntil is not None
+    assert permit.validUntil <= new_year
     assert booking.end <= new_year
-    assert denied.until is not None and denied.until <= new_year
+    assert denied.until is not None
+    assert denied.until <= new_year
