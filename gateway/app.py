@@ -31,6 +31,7 @@ import structlog
 from gateway.config import Settings
 from gateway.controllers.lane import Lane, RecentPlate
 from gateway.controllers.occupancy import Occupancy
+from gateway.controllers.paydesk import PayDesk
 from gateway.controllers.sessions import SessionBook
 from gateway.core import events
 from gateway.core.access import Access
@@ -39,6 +40,7 @@ from gateway.core.clock import Clock, SystemClock
 from gateway.core.operations import LaneMode, LotState, OperationRefused
 from gateway.core.plates import normalize
 from gateway.core.reads import PlateResult, PlateSource
+from gateway.core.signs import SignMode
 from gateway.drivers import FrameSource, MonitoredSource
 from gateway.journal import Alarm, Audit, Journal, JournalWriteError, PutSetting
 from gateway.runtime.notify import Notifier
@@ -46,6 +48,8 @@ from gateway.runtime.supervise import Part, StopDeadline, supervise
 from gateway.web.live import AvailabilityFeed
 
 if TYPE_CHECKING:
+    from gateway.controllers.counting import Counting
+    from gateway.controllers.signs import SignBoard
     from gateway.drivers.modbus import ModbusBus
     from gateway.lpr.worker import PlateWorker
     from gateway.sync.service import Sync
@@ -56,6 +60,7 @@ log = structlog.get_logger("gateway.app")
 MAINTENANCE_S = 1.0
 LIVENESS_S = 10.0  # a lane loop silent for longer than this stops the watchdog
 STOP_GRACE_S = 10.0  # the longest a barrier movement may hold up a shutdown
+PASSBACK_RESETS = "passback.resets"  # the setting: open sessions whose plate was cleared
 
 
 @dataclass
@@ -65,6 +70,7 @@ class HardwareOverrides:
     pin_factory: Any | None = None  # a gpiozero pin factory
     cameras: Mapping[str, FrameSource] = field(default_factory=dict)
     bus_port: str | None = None  # the serial port of the RS-485 bus
+    sign_ports: Mapping[str, str] = field(default_factory=dict)  # sign id -> its serial port
 
 
 class NoReader:
@@ -106,9 +112,12 @@ class Gateway:
         self._sessions: SessionBook | None = None
         self.sync: Sync | None = None
         self.web: WebServer | None = None  # the local HTTP API, when [http] enables it
+        self.pay_desk: PayDesk | None = None  # pay on foot, once built
         self._availability: AvailabilityFeed | None = None
         self.worker: PlateWorker | None = None
         self.bus: ModbusBus | None = None
+        self.counting: Counting | None = None  # the levels counted at their ramps
+        self.sign_board: SignBoard | None = None  # the free-space signs, when [[signs]] has any
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._last_sync_ok = time.monotonic()
@@ -180,21 +189,29 @@ class Gateway:
         s = self.settings
         self._journal = journal = await Journal.open(s.journal, clock=self.clock)
         self._closers.append(journal.close)
-        self._access = Access(s.lot, max_distance=s.lpr.max_match_distance)
+        self._access = Access(s.lot, max_distance=s.lpr.max_match_distance,
+                              tz=s.gateway.tzinfo)
         self._sessions = SessionBook(s, journal, self.access, self.clock)
+        await self._load_ticket_key()
+        # Pay on foot (the HTTP API's device role, and the simulator's pay station). Ticket
+        # lookups need the ticket verifier: `tickets=` takes text -> session id.
+        tickets = self.sessions.tickets
+        self.pay_desk = PayDesk(self.sessions, journal,
+                                tickets=None if tickets is None else tickets.verify)
         settings = await journal.lot_settings()
         if (state := _setting(settings, "lot.state", LotState)) is not None:
             self.access.operator_state = state  # a closed lot stays closed
             log.info("gateway.lot_state_restored", state=state)
         await self._load_pushed_config()
         restored = await self.sessions.restore()
+        self._restore_passback_resets(settings)
         # Rebuilt on each journal commit (a session changes the counted bays) and each change
         # of a bay, its service or the lot's state.
         self._availability = AvailabilityFeed(self.availability_now, commits=journal.changes)
         self._occupancy = Occupancy(s.bays, s.lot, journal, self.clock,
                                     on_change=self.availability.changed)
-        access = self.access
-        self.occupancy.vehicles_inside = lambda: len(access.inside)
+        self.occupancy.vehicles_inside = self._inside_uncounted
+        self.occupancy.ramp_levels = self._ramp_levels
         await self.occupancy.restore(settings)
         log.info("gateway.restored", open_sessions=restored)
         plates = self._plates or await self._start_reader()
@@ -217,10 +234,15 @@ class Gateway:
                 config, arming=io.arming, safety=io.safety, closing=io.closing,
                 barrier=io.barrier, camera=camera, plates=plates, access=self.access,
                 sessions=self.sessions, journal=journal, clock=self.clock, lot=self,
-                recent=self.recent, mode=_setting(settings, f"lane.mode:{config.id}", LaneMode))
+                recent=self.recent, mode=_setting(settings, f"lane.mode:{config.id}", LaneMode),
+                **self._ticket_devices(config))
             if io.lamp is not None:
                 self.lane_lamps[config.id] = io.lamp
         await self._start_bay_sensors(factory)
+        if s.levels:
+            await self._start_counting(factory, settings)
+        if s.signs:
+            self._start_signs(settings)
         if self._want_sync:
             from gateway.sync.service import Sync
 
@@ -231,7 +253,7 @@ class Gateway:
         if s.http.enabled:  # aiohttp and prometheus-client are loaded only then
             from gateway.web.server import WebServer
 
-            self.web = WebServer(self, s.http, self.availability)
+            self.web = WebServer(self, s.http, self.availability, pay=self.pay_desk)
             for lane_id, lane in self.lanes.items():
                 lane.open_latencies_ms = self.web.metrics.gate_open(lane_id,
                                                                     lane.open_latencies_ms)
@@ -246,6 +268,75 @@ class Gateway:
                 self._closers.append(server.close)
             except Exception as e:  # the lot runs on without its technician socket
                 log.error("gateway.control_unavailable", error=str(e))
+
+    # --- tickets (issue 19): the key, and each lane's printer or scanner ---
+
+    async def _load_ticket_key(self) -> None:
+        """The lot's ticket key, where a lane prints or scans tickets (made on first use)."""
+        s = self.settings
+        if not any(c.printer is not None or c.scanner is not None for c in s.lanes):
+            return
+        from gateway.core.tickets import TicketSigner
+        from gateway.journal.pseudonyms import load_key
+
+        key = await asyncio.to_thread(load_key, s.journal.ticket_key_path, "ticket key")
+        self.sessions.tickets = TicketSigner(key)
+
+    def _ticket_devices(self, config: Any) -> dict[str, Any]:
+        """The lane's ticket printer or scanner; opened by the lane, on first use."""
+        if config.printer is not None and config.direction == "entry":
+            from gateway.drivers.printer import EscPosPrinter
+
+            return {"printer": EscPosPrinter(config.printer)}
+        if config.scanner is not None and config.direction == "exit":
+            from gateway.drivers.scanner import BarcodeScanner
+
+            return {"scanner": BarcodeScanner(config.scanner)}
+        return {}
+
+    async def _start_counting(self, factory: Any, settings: Mapping[str, Any]) -> None:
+        """The levels counted at their ramps: each ramp's two loops, the journaled counts."""
+        from gateway.controllers.counting import Counting
+        from gateway.drivers.gpio import VehicleLoop
+
+        s = self.settings
+        counting = Counting(s.levels, self.journal, self.clock, tz=s.gateway.tzinfo,
+                            sensed_floors={bay.config.floor
+                                           for bay in self.occupancy.bays.values()},
+                            sensed=self._sensed_on, on_change=self.availability.changed)
+        await counting.restore(settings)
+        for level in s.levels:
+            for ramp in level.ramps:
+                # No debounce here: the ramp's own logic drops chatter (glitch_ms), and its
+                # direction needs the edges' order as they came.
+                loop_a, loop_b = (VehicleLoop(f"ramp.{ramp.id}.{name}", pin, debounce_ms=0,
+                                              factory=factory)
+                                  for name, pin in (("a", ramp.loop_a), ("b", ramp.loop_b)))
+                self._closers += [_async(loop_a.close), _async(loop_b.close)]
+                counting.attach(ramp.id, loop_a, loop_b)
+        self._closers.append(_async(counting.close))
+        self.counting = counting
+
+    def _inside_uncounted(self) -> int:
+        """The vehicles inside less those on the levels shown by their ramp counts: these
+        are the vehicles the sensed bays and the bays with no sensor hold."""
+        on_levels = self.counting.vehicles() if self.counting is not None else 0
+        return max(0, len(self.access.inside) - on_levels)
+
+    def _ramp_levels(self) -> tuple[int, int]:
+        """(capacity, count) of the levels shown by their ramp counts together."""
+        cells = self.counting.cells().values() if self.counting is not None else ()
+        return (sum(capacity for capacity, _ in cells),
+                sum(min(capacity, count) for capacity, count in cells))
+
+    def _sensed_on(self, floor: str) -> int | None:
+        """The occupied bays of a floor by its sensors (in service); None while one of them
+        reads unknown: then they cannot correct a count."""
+        bays = [b for b in self.occupancy.bays.values()
+                if b.config.floor == floor and b.in_service]
+        if any(b.state == "unknown" for b in bays):
+            return None
+        return sum(1 for b in bays if b.state == "occupied")
 
     def _open_camera(self, config: Any) -> FrameSource | None:
         if not self.settings.lpr.enabled:
@@ -301,6 +392,17 @@ class Gateway:
             await self.bus.start()
             self._closers.append(self.bus.close)
 
+    def _start_signs(self, saved: Mapping[str, Any]) -> None:
+        """The signs follow the availability feed; a technician's modes come from `saved`."""
+        from gateway.controllers.signs import SignBoard
+
+        ports = self.hardware.sign_ports
+        configs = [c.model_copy(update={"port": ports[c.id]}) if c.id in ports else c
+                   for c in self.settings.signs]
+        self.sign_board = SignBoard.from_settings(configs, alarms=self.journal, saved=saved)
+        self.availability.listen(self.sign_board.show_availability)
+        self._closers.append(self.sign_board.close)
+
     async def _load_pushed_config(self) -> None:
         """The pushed config in force: the journal's newest version of each kind, validated
         as sync validated it on arrival."""
@@ -337,10 +439,14 @@ class Gateway:
         parts.append(("occupancy", self.occupancy.run))
         parts.append(("availability", self.availability.run))
         parts.append(("maintenance", self._maintain))
+        if self.counting is not None:
+            parts.append(("counting", self.counting.run))
         if self.web is not None:
             parts.append(("http", self.web.run))
         if self.sync is not None:
             parts.append(("sync", self.sync.run))
+        if self.sign_board is not None:
+            parts.append(("signs", self.sign_board.run))
         return parts
 
     async def _supervise(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
@@ -485,8 +591,9 @@ class Gateway:
                   for b in self.occupancy.bays.values()]
         places += [Place(b.floor, b.zone, b.type, None) for b in self.occupancy.counted]
         gw = self.settings.gateway
+        levels = self.counting.cells() if self.counting is not None else None
         return Availability(gw.lot_id, gw.gateway_id, self.clock.now(), self.lot_state(),
-                            tally(places, inside=len(self.access.inside)))
+                            tally(places, inside=self._inside_uncounted(), levels=levels))
 
     def readiness(self) -> dict[str, bool]:
         """For /readyz: running, the journal open, every lane's loop turning."""
@@ -520,8 +627,10 @@ class Gateway:
             "alarms": [_alarm_view(a) for a in self.journal.active_alarms()],
             "settings": self.settings_view(),
             "openSessions": len(self.access.inside),
+            "levels": self.counting.summary()["levels"] if self.counting is not None else [],
             "bus": self.bus.summary() if self.bus is not None else None,
             "cameras": health["cameras"],
+            "signs": self.sign_board.summary() if self.sign_board is not None else None,
             "health": health,
         }
 
@@ -549,6 +658,22 @@ class Gateway:
         log.info("gateway.lot_state", state=state, actor=actor)
         self.availability.changed()
 
+    async def set_level_count(self, level: str, count: int, *, actor: str) -> dict[str, Any]:
+        if self.counting is None or level not in self.counting.levels:
+            known = ", ".join(self.counting.levels) if self.counting is not None else "none"
+            raise OperationRefused(f"no level {level!r} counted at its ramps (levels: {known})")
+        try:
+            previous = await self.counting.set_count(level, count, actor=actor)
+        except ValueError as e:
+            raise OperationRefused(str(e)) from None
+        except JournalWriteError as e:
+            raise OperationRefused(f"the count could not be journaled: {e}") from None
+        return {"level": level, "count": count, "previous": previous,
+                "error": previous - count}
+
+    async def level_counts(self) -> dict[str, Any]:
+        return self.counting.summary() if self.counting is not None else {"levels": []}
+
     async def set_bay_service(self, bay_id: str, in_service: bool, *, actor: str) -> None:
         try:
             await self.occupancy.set_service(bay_id, in_service, actor=actor)
@@ -569,6 +694,26 @@ class Gateway:
         except JournalWriteError as e:
             raise OperationRefused(f"the acknowledgement could not be journaled: {e}") from None
         return _alarm_view(alarm)
+
+    async def signs(self) -> list[dict[str, Any]]:
+        return [] if self.sign_board is None else self.sign_board.summary()
+
+    async def set_sign_mode(self, sign_id: str, mode: SignMode, *, offset: int | None,
+                            actor: str) -> dict[str, Any]:
+        board = self.sign_board
+        if board is None or sign_id not in board.states:
+            known = ", ".join(board.states) if board is not None else "none configured"
+            raise OperationRefused(f"no sign {sign_id!r} (signs: {known})")
+        from gateway.controllers.signs import setting_key
+
+        offset = board.state(sign_id).offset if offset is None else offset
+        at = events.rfc3339(self.clock.now())
+        setting = {"mode": mode, "offset": offset}
+        await self.journal.commit([
+            Audit(at, actor, "sign.mode", sign_id, None, events.dumps(setting)),
+            PutSetting(setting_key(sign_id), setting, at, actor)], [])
+        board.set_mode(sign_id, mode, offset)
+        return next(row for row in board.summary() if row["signId"] == sign_id)
 
     def settings_view(self) -> dict[str, Any]:
         """The technician's settings in force: in `status` and the retained `settings` state."""
@@ -610,6 +755,32 @@ class Gateway:
         held = await self.journal.plate_records(wanted)
         held["recent_reads"] = [r.as_dict() for r in self.recent if r.plate == wanted]
         return held
+
+    # --- anti-passback reset ---
+
+    async def reset_passback(self, plate: str, *, actor: str) -> dict[str, Any]:
+        """The plate's open session stops keeping it out. Kept as the setting
+        `passback.resets` (the open sessions cleared, by id: no plate in the settings), which
+        holds only sessions still open; audited with the session, not the plate."""
+        stay = self.access.stay_of(_plate_of(plate))
+        if stay is None:
+            raise OperationRefused(f"{plate!r} is not inside: no anti-passback to clear")
+        cleared = sorted((self.access.passback_resets & set(self.access.inside))
+                         | {stay.session_id})
+        at = events.rfc3339(self.clock.now())
+        await self.journal.commit([
+            Audit(at, actor, "passback.reset", stay.session_id, None,
+                  events.dumps({"sessionId": stay.session_id})),
+            PutSetting(PASSBACK_RESETS, cleared, at, actor)], [])
+        self.access.reset_passback(stay.plate or plate)
+        log.info("gateway.passback_reset", session_id=stay.session_id, actor=actor)
+        return {"sessionId": stay.session_id, "enteredAt": events.rfc3339(stay.entry.wall),
+                "entryLane": stay.entry_lane}
+
+    def _restore_passback_resets(self, settings: Mapping[str, Any]) -> None:
+        saved = settings.get(PASSBACK_RESETS)
+        if isinstance(saved, list):
+            self.access.passback_resets = {str(s) for s in saved} & set(self.access.inside)
 
     def _expire_recent(self) -> None:
         """Reads shown by `plates recent` are forgotten after `[lpr] recent_max_age_min`."""

@@ -49,7 +49,9 @@ from pydantic_settings import (
 from gateway.core.access import AntiPassback, InitialState, NoEntryRecord, OfflineExit
 from gateway.core.events import BayType
 from gateway.core.operations import Direction, LaneMode
+from gateway.core.signs import MAX_OFFSET, Scope, SignMode
 from gateway.core.tariff import RateTable
+from gateway.core.tickets import TicketMode
 
 ENV_PREFIX = "PARKING_GATEWAY__"
 ENV_NESTED_DELIMITER = "__"
@@ -483,6 +485,35 @@ class LoopGeometry(_Section):
     max_vehicle_m: float = Field(7.1, gt=2, le=30)
 
 
+# --- tickets: a printer at an entry, a scanner at an exit (gateway.drivers.printer, .scanner) ---
+
+
+SerialBaud = Literal[9600, 19200, 38400, 57600, 115200]
+
+
+class PrinterConfig(_Section):
+    """An ESC/POS ticket printer on a serial port (8N1, hardware handshake off)."""
+
+    port: NonEmpty  # /dev/ttyUSB1, /dev/serial/by-id/...
+    baudrate: SerialBaud = 19200
+    # How long the printer may take to answer a status request (DLE EOT) before it counts
+    # as not answering (a printer fault).
+    timeout_ms: int = Field(500, ge=50, le=5000)
+    # The paper and error status is polled this often, so an empty roll raises its alarm before
+    # the next car and a refilled one clears it.
+    poll_s: float = Field(10.0, ge=1, le=3600)
+    qr_module_dots: int = Field(6, ge=1, le=16)  # the QR code's module size (GS ( k fn 167)
+    header: str = Field("Parking ticket", min_length=1, max_length=42)  # the ticket's first line
+
+
+class ScannerConfig(_Section):
+    """A serial barcode scanner whose every scan ends with CR (or LF)."""
+
+    port: NonEmpty
+    baudrate: SerialBaud = 9600
+    max_length: int = Field(128, ge=16, le=1024)  # a longer scan is noise, not a ticket
+
+
 class LaneConfig(_Section):
     id: Ident
     direction: Direction
@@ -493,6 +524,27 @@ class LaneConfig(_Section):
     barrier: BarrierConfig = Field(default_factory=BarrierConfig)
     timing: LaneTiming = Field(default_factory=LaneTiming)
     loops: LoopGeometry = Field(default_factory=LoopGeometry)
+    # Tickets (docs/operations.md): an entry lane with a printer prints one for a car whose
+    # plate is unreadable ("unreadable") or for every visitor ("always"); an exit lane with a
+    # scanner takes them back.
+    ticket: TicketMode = "unreadable"
+    printer: PrinterConfig | None = None
+    scanner: ScannerConfig | None = None
+
+    @property
+    def ticket_mode(self) -> TicketMode:
+        """The mode in force: tickets need an entry lane with a printer."""
+        return self.ticket if self.direction == "entry" and self.printer is not None else "off"
+
+    @model_validator(mode="after")
+    def _ticket_devices_fit_the_direction(self) -> LaneConfig:
+        if self.direction == "exit" and self.printer is not None:
+            raise _problems_error([(("printer",), "an exit lane takes tickets back: give it a "
+                                                  "scanner, not a printer")])
+        if self.direction == "entry" and self.scanner is not None:
+            raise _problems_error([(("scanner",), "an entry lane issues tickets: give it a "
+                                                  "printer, not a scanner")])
+        return self
 
     @model_validator(mode="after")
     def _close_relay_needs_pulse_drive(self) -> LaneConfig:
@@ -645,6 +697,134 @@ class BusConfig(_Section):
     alarm_after_s: float = Field(30.0, gt=0, le=3600)
 
 
+# --- free-space signs ---------------------------------------------------------------------
+
+
+def _sign_scope(value: str) -> str:
+    Scope.parse(value)  # the names are checked against the bays in Settings
+    return value
+
+
+class SignConfig(_Section):
+    """A free-space count sign (`[[signs]]`) on an RS-485 line of its own (not the detectors').
+
+    Several signs may share one line (multi-drop), each at its own address, if their line
+    settings agree. docs/operations.md, "Free-space signs", has the frames and the wiring.
+    """
+
+    id: Ident
+    kind: Literal["ascii", "modbus"]
+    port: NonEmpty  # /dev/ttyUSB1, /dev/serial/by-id/...
+    baudrate: Literal[9600, 19200, 38400, 57600, 115200] = 9600
+    parity: Literal["N", "E", "O"] | None = None  # None: N for an ASCII sign, E for Modbus
+    stopbits: Literal[1, 2] = 1
+    address: int | None = Field(None, ge=1, le=99)  # an ASCII sign's address (its DIP switches)
+    unit_id: int | None = Field(None, ge=1, le=247)  # a Modbus sign's unit id
+    # lot, floor:<name>, zone:<name> or type:<bay type>: whose free bays the sign counts.
+    shows: Annotated[str, AfterValidator(_sign_scope)] = "lot"
+    mode: SignMode = "auto"  # a technician's `sign mode` overrides it until set again
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)  # keep this many free: shows free - offset
+    brightness: int = Field(100, ge=0, le=100)  # percent
+    timeout_ms: int = Field(300, ge=10, le=5000)  # for the sign's answer, from the frame's end
+    retries: int = Field(1, ge=0, le=5)  # extra tries of one update
+    refresh_s: float = Field(30.0, ge=1, le=3600)  # sent again this often: a rebooted sign
+    alarm_after_s: float = Field(60.0, gt=0, le=86400)  # silent this long: sign.unreachable
+    # Modbus: the first of three holding registers (count, mode, brightness), and whether
+    # they are written in one 0x10 request or three 0x06 ones (for signs that lack 0x10).
+    first_register: int = Field(0, ge=0, le=65533)
+    write_function: Literal[6, 16] = 16
+
+    @model_validator(mode="after")
+    def _address_of_its_kind(self) -> SignConfig:
+        wanted, other = ("address", "unit_id") if self.kind == "ascii" else ("unit_id",
+                                                                            "address")
+        problems: list[tuple[Loc, str]] = []
+        if getattr(self, wanted) is None:
+            problems.append(((wanted,), f"a {self.kind} sign needs its {wanted}"))
+        if getattr(self, other) is not None:
+            problems.append(((other,), f"a {self.kind} sign is addressed by its {wanted}"))
+        _check(problems)
+        return self
+
+    @property
+    def scope(self) -> Scope:
+        return Scope.parse(self.shows)
+
+    @property
+    def line(self) -> BusConfig:
+        """The sign's serial line, in the terms the RS-485 line code takes."""
+        return BusConfig(port=self.port, baudrate=self.baudrate,
+                         parity=self.parity or ("N" if self.kind == "ascii" else "E"),
+                         stopbits=self.stopbits, timeout_ms=self.timeout_ms, retries=0)
+
+    @property
+    def station(self) -> int:
+        """Its address on the line: an ASCII address or a Modbus unit id."""
+        return self.address if self.address is not None else self.unit_id or 0
+
+
+# --- counted levels -----------------------------------------------------------------------
+
+OUTSIDE = "outside"  # a ramp's `from` when it leads in from the street
+QuietHour = Annotated[str, _matching(r"([01][0-9]|2[0-3]):[0-5][0-9]", "a lot-local HH:MM")]
+
+
+class RampConfig(_Section):
+    """A ramp's two loop detectors: a vehicle over A, then B, goes from `from` into `into`.
+
+    Place A on the `from` side; spaced so that a car covers both loops for a moment
+    (docs/operations.md, "Ramp loops").
+    """
+
+    id: Ident
+    loop_a: Pin
+    loop_b: Pin
+    into: Ident | None = None  # None: the level this ramp is listed under
+    from_: Ident = Field(alias="from")  # the level it leaves, or "outside"
+    # A loop's pulse or dropout shorter than this is chatter, not a vehicle.
+    glitch_ms: int = Field(100, ge=0, le=2000)
+    # Both loops clear this long closes a crossing; a car crossing a gap between the loops
+    # must reach B within it.
+    settle_ms: int = Field(600, ge=50, le=10_000)
+
+    @model_validator(mode="after")
+    def _settle_after_glitch(self) -> RampConfig:
+        if self.settle_ms < self.glitch_ms:
+            raise _problems_error([(("settle_ms",), "must be at least glitch_ms")])
+        return self
+
+
+class LevelConfig(_Section):
+    """A level counted at its ramps (`[[levels]]`): the cars on it, from the crossings of its
+    ramps' loops, kept in the journal; free = capacity - count."""
+
+    id: Ident  # the floor, as the bays name it
+    capacity: int = Field(ge=1, le=100_000)
+    zone: Ident | None = None  # the zone its count is shown under; None: the level's id
+    ramps: tuple[RampConfig, ...] = Field(min_length=1)
+    # Where the level also has bay sensors: at this lot-local time each day the count is set
+    # to the sensors' (audited as system:correction). Choose an hour with no traffic.
+    correct_at: QuietHour | None = None
+
+    @model_validator(mode="after")
+    def _ramps_touch_the_level(self) -> LevelConfig:
+        problems: list[tuple[Loc, str]] = []
+        for i, ramp in enumerate(self.ramps):
+            into = ramp.into or self.id
+            if into == ramp.from_:
+                problems.append((("ramps", i, "from"), f"a ramp leads from one level into"
+                                 f" another: into and from are both {into!r}"))
+            elif self.id not in (into, ramp.from_):
+                problems.append((("ramps", i, "into"), f"a ramp of level {self.id!r} leads"
+                                 f" into it or from it (into {into!r}, from {ramp.from_!r})"))
+        _check(problems)
+        return self
+
+    @property
+    def zone_name(self) -> str:
+        return self.zone or self.id
+
+
 # --- journal ------------------------------------------------------------------------------
 
 
@@ -687,6 +867,10 @@ class JournalConfig(_Section):
     # journal), never journaled nor synced.
     pseudonymise_refused: bool = False
     plate_key_file: Path | None = None
+    # The key that signs tickets' QR codes (gateway.core.tickets), made on first use where a
+    # lane has a ticket printer or scanner (default: ticket.key beside the journal); never
+    # journaled nor synced. Give every gateway of a lot the same file.
+    ticket_key_file: Path | None = None
     # Rows of each kind one maintenance run deletes at most, so a backlog (retention shortened
     # on a full journal) is worked off over several runs without holding up the writer.
     prune_batch: int = Field(5000, ge=100, le=1_000_000)
@@ -695,11 +879,19 @@ class JournalConfig(_Section):
     def plate_key_path(self) -> Path:
         return self.plate_key_file or self.path.with_name("plate.key")
 
+    @property
+    def ticket_key_path(self) -> Path:
+        return self.ticket_key_file or self.path.with_name("ticket.key")
+
     @model_validator(mode="after")
     def _key_apart_from_journal(self) -> JournalConfig:
         if self.plate_key_path.name.startswith(self.path.name) and (
                 self.plate_key_path.parent == self.path.parent):
             raise _problems_error([(("plate_key_file",),
+                                    "must not be the journal or one of its files")])
+        if self.ticket_key_path.name.startswith(self.path.name) and (
+                self.ticket_key_path.parent == self.path.parent):
+            raise _problems_error([(("ticket_key_file",),
                                     "must not be the journal or one of its files")])
         return self
 
@@ -965,6 +1157,8 @@ class Settings(BaseSettings):
     bus: BusConfig | None = None
     control: ControlConfig = Field(default_factory=ControlConfig)
     http: HttpServerConfig = Field(default_factory=HttpServerConfig)
+    signs: tuple[SignConfig, ...] = ()  # free-space count signs
+    levels: tuple[LevelConfig, ...] = ()  # levels counted at their ramps
 
     # Uniqueness within a list is checked on the list itself, so that it is reported together
     # with the other sections' problems; checks across sections wait for all sections.
@@ -1006,6 +1200,49 @@ class Settings(BaseSettings):
                for name in tariffs if name != name.lower())
         return tariffs
 
+    @field_validator("signs")
+    @classmethod
+    def _signs_apart(cls, signs: tuple[SignConfig, ...]) -> tuple[SignConfig, ...]:
+        """Ids unique; signs that share a line agree on its kind and settings and each has
+        an address of its own on it."""
+        problems = [(loc, f"duplicate sign id, first used at signs.{first[0]}")
+                    for loc, first in _duplicates(((i, "id"), s.id) for i, s in enumerate(signs))]
+        field = {"ascii": "address", "modbus": "unit_id"}
+        problems += [(loc, f"address already used on {signs[int(loc[0])].port} by"
+                           f" signs.{first[0]}")
+                     for loc, first in _duplicates(((i, field[s.kind]), (s.port, s.station))
+                                                   for i, s in enumerate(signs))]
+        first_on: dict[str, int] = {}
+        for i, sign in enumerate(signs):
+            j = first_on.setdefault(sign.port, i)
+            if (sign.kind, sign.line) != (signs[j].kind, signs[j].line):
+                problems.append(((i, "port"), f"{sign.port} is signs.{j}'s line, with another"
+                                 " kind or line settings (baudrate, parity, stopbits, timeout_ms)"))
+        _check(problems)
+        return signs
+
+    @model_validator(mode="after")
+    def _sign_scopes(self) -> Settings:
+        """A sign counts bays that exist, and keeps off the detectors' bus."""
+        names: dict[str, set[str]] = {"floor": {b.floor for b in self.bays},
+                                      "zone": {b.zone for b in self.bays},
+                                      "type": {str(b.type) for b in self.bays}}
+        for level in self.levels:  # a level counted at its ramps has a count of its own
+            names["floor"].add(level.id)
+            names["zone"].add(level.zone or level.id)
+        problems: list[tuple[Loc, str]] = []
+        for i, sign in enumerate(self.signs):
+            scope = sign.scope
+            if scope.name is not None and scope.name not in names[scope.kind]:
+                known = ", ".join(sorted(names[scope.kind])) or "none"
+                problems.append((("signs", i, "shows"),
+                                 f"no bay has {scope.kind} {scope.name!r} (known: {known})"))
+            if self.bus is not None and sign.port == self.bus.port:
+                problems.append((("signs", i, "port"), "the detector bus's port: a sign needs"
+                                 " a line of its own (the bus master polls without pause)"))
+        _check(problems)
+        return self
+
     @model_validator(mode="after")
     def _cross_references(self) -> Settings:
         problems = [
@@ -1015,8 +1252,39 @@ class Settings(BaseSettings):
         if self.gateway.default_tariff not in self.tariffs:
             known = ", ".join(sorted(self.tariffs)) or "none"
             problems.append((("gateway", "default_tariff"), f"no such tariff (defined: {known})"))
+        problems += self._level_problems()
         _check(problems)
         return self
+
+    def _level_problems(self) -> list[tuple[Loc, str]]:
+        """Counted levels: ids and ramp ids unique; a ramp's other end a level, a floor or
+        outside; no bay with no sensor on a counted level (the ramps count it); a quiet-hour
+        correction only where bay sensors are to correct from."""
+        levels = self.levels
+        problems = [(loc, f"duplicate level id, first used at {_dotted(first)}")
+                    for loc, first in _duplicates((("levels", i, "id"), lv.id)
+                                                  for i, lv in enumerate(levels))]
+        problems += [(loc, f"duplicate ramp id, first used at {_dotted(first)}")
+                     for loc, first in _duplicates((("levels", i, "ramps", j, "id"), ramp.id)
+                                                   for i, lv in enumerate(levels)
+                                                   for j, ramp in enumerate(lv.ramps))]
+        floors = {bay.floor for bay in self.bays} | {lv.id for lv in levels} | {OUTSIDE}
+        sensed = {bay.floor for bay in self.bays if bay.sensor.kind != "none"}
+        unsensed = {bay.floor: i for i, bay in enumerate(self.bays) if bay.sensor.kind == "none"}
+        for i, level in enumerate(levels):
+            for j, ramp in enumerate(level.ramps):
+                for key, name in (("into", ramp.into), ("from", ramp.from_)):
+                    if name is not None and name not in floors:
+                        problems.append((("levels", i, "ramps", j, key), f"no level or floor"
+                                         f" {name!r} (levels, bays' floors, or {OUTSIDE!r})"))
+            if level.id in unsensed:
+                problems.append((("bays", unsensed[level.id], "sensor"), f"floor {level.id!r}"
+                                 " is counted at its ramps (levels): a bay there has a sensor, or"
+                                 " is left out (the lanes' count would take its cars twice)"))
+            if level.correct_at is not None and level.id not in sensed:
+                problems.append((("levels", i, "correct_at"), f"level {level.id!r} has no bay"
+                                 " sensors to correct its count from"))
+        return problems
 
     def _gpio_pins(self) -> Iterator[tuple[Loc, int]]:
         for i, lane in enumerate(self.lanes):
@@ -1028,6 +1296,10 @@ class Settings(BaseSettings):
                     yield ("bays", i, "sensor", key), pin
         if self.gpio.lot_full_lamp is not None:
             yield ("gpio", "lot_full_lamp"), self.gpio.lot_full_lamp
+        for i, level in enumerate(self.levels):
+            for j, ramp in enumerate(level.ramps):
+                yield ("levels", i, "ramps", j, "loop_a"), ramp.loop_a
+                yield ("levels", i, "ramps", j, "loop_b"), ramp.loop_b
 
 
 # --- loading ------------------------------------------------------------------------------

@@ -49,6 +49,22 @@ timeout_ms = 100
 fault_after_failures = 3
 poll_interval_s = 2
 
+# Free-space signs on an RS-485 line of their own: the simulator puts its pty here and plays
+# the signs (parking_sim.signs).
+[[signs]]
+id = "entrance"
+kind = "ascii"
+port = "/dev/ttyUSB1"
+address = 1
+shows = "lot"
+
+[[signs]]
+id = "level-1"
+kind = "ascii"
+port = "/dev/ttyUSB1"
+address = 2
+shows = "floor:1"
+
 [sync.mqtt]
 host = "127.0.0.1"
 port = 1883
@@ -165,9 +181,28 @@ E2E_HEADER = HEADER.replace(
 ).replace('poll_interval_s = 2', 'poll_interval_s = 10')
 
 
+# The end-to-end lot's roof: a level with no bay sensors, counted at the ramp up from floor 2.
+# Its 40 places replace 40 of floor 2's bays: the lot keeps 300, and so its day (who finds the
+# lot full, who queues) stays the day the other checks were written for.
+# GPIO 14 and 15 are the UART's, free here: this lot's RS-485 bus is on a USB adapter.
+E2E_LEVEL_PLACES = 40
+E2E_LEVEL = f'''
+[[levels]]
+id = "3"
+capacity = {E2E_LEVEL_PLACES}
+zone = "D"
+
+[[levels.ramps]]
+id = "ramp-2-3"
+loop_a = 14
+loop_b = 15
+from = "2"
+'''
+
+
 def e2e_bays() -> str:
     out = []
-    for n in range(1, 301):
+    for n in range(1, 301 - E2E_LEVEL_PLACES):
         if n <= 8:
             sensor = f'{{ kind = "modbus", unit_id = {n} }}'
         elif n == 9:
@@ -190,6 +225,6 @@ if __name__ == "__main__":
     root = Path(__file__).resolve().parent.parent
     for path, text in ((root / "config" / "demo-lot.toml", HEADER + lanes() + bays()),
                        (root / "hardware-sim" / "scenarios" / "e2e-lot.toml",
-                        E2E_HEADER + lanes() + e2e_bays())):
+                        E2E_HEADER + lanes() + e2e_bays() + E2E_LEVEL)):
         path.write_text(text, encoding="utf-8")
         print(f"wrote {path}")

@@ -55,6 +55,12 @@ class _NoLot:
     async def set_bay_service(self, bay_id: str, in_service: bool, *, actor: str) -> None:
         raise OperationRefused("benchmark")
 
+    async def set_level_count(self, level: str, count: int, *, actor: str) -> dict[str, Any]:
+        raise OperationRefused("benchmark")
+
+    async def level_counts(self) -> dict[str, Any]:
+        return {"levels": []}
+
     async def alarms(self) -> list[dict[str, Any]]:
         return []
 
@@ -74,6 +80,16 @@ class _NoLot:
         raise OperationRefused("benchmark")
 
     def watch_sensors(self) -> AsyncIterator[dict[str, Any]]:
+        raise OperationRefused("benchmark")
+
+    async def reset_passback(self, plate: str, *, actor: str) -> dict[str, Any]:
+        raise OperationRefused("benchmark")
+
+    async def signs(self) -> list[dict[str, Any]]:
+        return []
+
+    async def set_sign_mode(self, sign_id: str, mode: Any, *, offset: int | None,
+                            actor: str) -> dict[str, Any]:
         raise OperationRefused("benchmark")
 
 

@@ -99,6 +99,27 @@ def bench_footprint(seconds: float, venv: Path | None, as_json: bool) -> None:
     ])
 
 
+@bench.command("signs", epilog=EXIT_CODES)
+@click.option("--changes", type=click.IntRange(min=1, max=10_000), default=100,
+              show_default=True, help="Bay changes made, one at a time, a quarter second apart.")
+@json_option
+def bench_signs(changes: int, as_json: bool) -> None:
+    """How soon a bay change reaches the free-space signs: the daemon on the demo lot, its
+    sign line on a pty played by the bench (frames decoded, ACKed). See docs/operations.md,
+    "Free-space signs"."""
+    from gateway.bench.signs import signs_bench
+
+    try:
+        result = signs_bench(changes=changes)
+    except (RuntimeError, OSError) as e:
+        raise OperationalError(f"benchmark failed: {e}") from None
+    if as_json:
+        print_json(result)
+        return
+    print_sections([Section("signs", [(k.replace("_", " "), number(v))
+                                      for k, v in result.items()], right_last=True)])
+
+
 @bench.command("journal", epilog=EXIT_CODES)
 @click.option("--producers", type=click.IntRange(min=1), default=64, show_default=True,
               help="Concurrent writers, as lanes and sensors are.")

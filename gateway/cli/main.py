@@ -37,8 +37,11 @@ COMMANDS = {
     "lpr": "gateway.cli.lpr:lpr",
     "doctor": "gateway.cli.doctor:doctor",
     "privacy": "gateway.cli.privacy:privacy",
+    "passback": "gateway.cli.passback:passback",
     "sensors": "gateway.cli.sensors:sensors",
+    "count": "gateway.cli.count:count",
     "user": "gateway.cli.user:user",
+    "sign": "gateway.cli.signs:sign",
     **{name: f"gateway.cli.service:{name}" for name in SERVICE_COMMANDS},
 }
 

@@ -40,6 +40,7 @@ from gateway.cli.common import (
     utc_option,
 )
 from gateway.cli.journal import journal_option, journal_target
+from gateway.cli.sign_view import sign_line
 from gateway.config import DEFAULT_CONTROL_SOCKET
 from gateway.core.clock import SystemClock
 from gateway.core.verdict import Verdict, verdict
@@ -173,6 +174,8 @@ def _hardware_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
         rows.append(("sensor bus", _bus_line(bus)))
     for camera in report.get("cameras") or []:
         rows.append((f"camera {camera.get('cameraId', '?')}", _camera_line(camera)))
+    for sign in report.get("signs") or []:
+        rows.append((f"sign {sign.get('signId', '?')}", sign_line(sign)))
     return rows
 
 

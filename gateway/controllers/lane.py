@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, get_args
 
@@ -59,6 +59,9 @@ from gateway.core.lane_machine import (
     PaymentsFetched,
     PlateRead,
     Position,
+    PrinterChecked,
+    PrinterProblem,
+    PrintTicket,
     RaiseAlarm,
     RaiseBarrier,
     Read,
@@ -74,6 +77,10 @@ from gateway.core.lane_machine import (
     StartRead,
     StartSession,
     StartTimer,
+    TicketNotPrinted,
+    TicketPrinted,
+    TicketRefused,
+    TicketScanned,
     TimerFired,
     TimerName,
     Vend,
@@ -81,16 +88,22 @@ from gateway.core.lane_machine import (
 )
 from gateway.core.operations import LaneMode, OperationRefused
 from gateway.core.reads import PlateResult, PlateSource
+from gateway.core.records import Alarm
+from gateway.core.tickets import TicketError
 from gateway.drivers import Frame, FrameSource
+from gateway.drivers.printer import PaperOut, PrinterError
 from gateway.journal import Audit, Journal, JournalWriteError, PutSetting
 from gateway.runtime.aio import TaskSet
 
 log = structlog.get_logger("gateway.controllers.lane")
 
 FOLLOWER_FRAMES = 15  # frames kept, 0.4 s apart, after a vehicle reaches the barrier
+SCANNER_RETRY_S = 10.0  # a scanner whose port failed is opened again this often
+PRINTER_POLL_S = 10.0  # a printer's status is asked this often, where its config says nothing
 _LOOPS: dict[str, LoopName] = {name: name for name in get_args(LoopName)}
 
-__all__ = ["BarrierDrive", "Lane", "LoopInput", "LotContext", "Position", "RecentPlate"]
+__all__ = ["BarrierDrive", "Lane", "LoopInput", "LotContext", "Position", "RecentPlate",
+           "TicketPrinter", "TicketScanner"]
 
 
 class LoopInput(Protocol):
@@ -120,6 +133,28 @@ class BarrierDrive(Protocol):
     async def raise_(self) -> None: ...
 
     async def lower(self) -> None: ...
+
+
+class TicketPrinter(Protocol):
+    """An entry's ticket printer (gateway.drivers.printer.EscPosPrinter, or a test's fake).
+    Both calls raise PaperOut or PrinterError (PrinterFault) when it cannot print."""
+
+    async def check(self) -> object: ...
+
+    async def print_ticket(self, lines: Sequence[str], qr: str) -> object: ...
+
+    def close(self) -> None: ...
+
+
+class TicketScanner(Protocol):
+    """An exit's ticket scanner (gateway.drivers.scanner.BarcodeScanner, or a test's fake).
+    `open` and `next_scan` raise OSError when its port fails."""
+
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    async def next_scan(self) -> str: ...
 
 
 class LotContext(Protocol):
@@ -165,8 +200,20 @@ class Lane:
         lot: LotContext,
         recent: deque[RecentPlate] | None = None,
         mode: LaneMode | None = None,
+        printer: TicketPrinter | None = None,
+        scanner: TicketScanner | None = None,
     ) -> None:
-        """`mode` is the one a technician left the lane in (journaled), else the config's."""
+        """`mode` is the one a technician left the lane in (journaled), else the config's.
+
+        `printer` (an entry) and `scanner` (an exit) put the lane's tickets to work; both need
+        the lot's ticket key in `sessions.tickets`.
+        """
+        if (printer is not None or scanner is not None) and sessions.tickets is None:
+            raise ValueError(f"lane {config.id}: a ticket printer or scanner needs the lot's "
+                             "ticket key (SessionBook.tickets)")
+        self.printer = printer if config.direction == "entry" else None
+        self.scanner = scanner if config.direction == "exit" else None
+        self._paper_low = False  # the printer's near-end sensor, as last read
         self.config = config
         self.id = config.id
         self.direction = config.direction
@@ -191,6 +238,8 @@ class Lane:
             barrier_feedback=bool(getattr(barrier, "has_feedback", False)),
             on_journal_full=journal.settings.on_full,
             max_held=journal.settings.max_held_records,
+            tickets=config.ticket_mode if self.printer is not None else "off",
+            scanner=self.scanner is not None,
         ), access=access, price=sessions.fee_at, mode=mode or config.mode)
         self._events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._identify: asyncio.Task[Read] | None = None
@@ -257,6 +306,11 @@ class Lane:
         """The lane's one task: events in order, and a tick a second for the watchdog."""
         self._subscribe()
         ticker = asyncio.get_running_loop().call_later(1.0, self._tick)
+        devices = TaskSet("lane.tickets", lane=self.id)  # the printer's poll, the scanner
+        if self.printer is not None:
+            devices.spawn(self._watch_printer(self.printer))
+        if self.scanner is not None:
+            devices.spawn(self._scan(self.scanner))
         try:
             await self._feed(Started(
                 self.arming.occupied, self.safety.occupied,
@@ -271,6 +325,7 @@ class Lane:
                                   state=self.state)
         finally:
             ticker.cancel()
+            await devices.cancel_and_wait()
             for unsubscribe in self._unsubscribe:
                 unsubscribe()
             for task in (self._identify, *self._followers.values()):
@@ -309,6 +364,10 @@ class Lane:
             return Vend(*value)
         if kind == "mode":
             return ModeSet(*value)
+        if kind == "ticket":
+            return self._scanned(value)
+        if kind == "printer":
+            return PrinterChecked(*value)
         return None  # the tick: liveness only
 
     def _lot_now(self) -> LotNow:
@@ -383,6 +442,8 @@ class Lane:
                                                read.confidence, effect.decision, effect.allowed))
             case Log():
                 getattr(log, effect.level)(effect.event, **effect.fields)
+            case PrintTicket():
+                return await self._print_ticket()
         return None
 
     def _raise(self) -> None:
@@ -419,7 +480,8 @@ class Lane:
         if isinstance(entry, StartSession):
             self.sessions.hold(entry.decision, lane_id=self.id, at=entry.at,
                                flags=None if entry.flags is None else dict(entry.flags),
-                               record=id(entry))  # the machine holds `entry` until written
+                               record=id(entry),  # the machine holds `entry` until written
+                               session_id=entry.session_id)
         else:
             self.sessions.hold_exit(entry.stay)
 
@@ -440,7 +502,7 @@ class Lane:
                     entry.decision, lane_id=self.id, at=entry.at, confidence=entry.confidence,
                     extra_events=[self._violation(v) for v in entry.violations],
                     flags=None if entry.flags is None else dict(entry.flags),
-                    record=id(entry))
+                    record=id(entry), session_id=entry.session_id)
             case EndSession():
                 payments = (await self.journal.payments(entry.stay.session_id)
                             if entry.with_payments else [])
@@ -451,6 +513,11 @@ class Lane:
             case LostTicket():
                 await self.sessions.lost_ticket(entry.plate, lane_id=self.id, at=entry.at,
                                                 collected=entry.collected)
+            case TicketRefused():
+                await self.journal.commit([Audit(
+                    events.rfc3339(entry.at), f"lane:{self.id}", "ticket.refused",
+                    entry.session_id, "no open session: used before, or its car never came in",
+                )], [])
 
     def _violation(self, violation: Violation, *, alone: bool = False) -> Event:
         """`alone`: recorded on its own. With no session either, its plate is one the lane did
@@ -555,6 +622,84 @@ class Lane:
                 return Read(result.plate, result.confidence, result, frame.at)
         return None
 
+    # --- tickets ---
+
+    async def _print_ticket(self) -> LaneEvent:
+        """A new session's id, signed, on a ticket; its session opens when the car passes."""
+        assert self.printer is not None
+        assert self.sessions.tickets is not None
+        session_id = events.uuid7()
+        entered = self.clock.now().astimezone(self.sessions.tz)
+        header = self.config.printer.header if self.config.printer else "Parking ticket"
+        lines = [header, self.config.name, entered.strftime("%Y-%m-%d %H:%M"),
+                 f"No. {session_id[-12:]}", "Pay before you return to your car"]
+        problem, error = await self._printer_call(
+            self.printer.print_ticket(lines, self.sessions.tickets.issue(session_id)))
+        if problem is not None:
+            return TicketNotPrinted(problem, error)
+        return TicketPrinted(session_id)
+
+    async def _printer_call(self, call: Awaitable[object]) -> tuple[PrinterProblem | None, str]:
+        try:
+            paper = await call
+        except PaperOut as e:
+            return "paper_out", str(e)
+        except PrinterError as e:
+            return "fault", str(e)
+        except Exception as e:  # a bug or an I/O error in a driver: a fault, not a stuck lane
+            log.exception("lane.printer_failed", lane=self.id)
+            return "fault", repr(e)
+        low = bool(getattr(paper, "near_end", False))
+        if low and not self._paper_low:  # once a roll: a warning to order paper, not an alarm
+            log.warning("lane.printer_paper_low", lane=self.id)
+        self._paper_low = low
+        return None, ""
+
+    async def _watch_printer(self, printer: TicketPrinter) -> None:
+        """Poll the printer, so an empty roll alarms before the next car and a new one clears."""
+        every = self.config.printer.poll_s if self.config.printer else PRINTER_POLL_S
+        try:
+            while True:
+                self.post("printer", await self._printer_call(printer.check()))
+                await asyncio.sleep(every)
+        finally:
+            printer.close()
+
+    def _scanned(self, text: str) -> TicketScanned:
+        signer = self.sessions.tickets
+        assert signer is not None
+        try:
+            return TicketScanned(signer.verify(text), self._lot_now())
+        except TicketError as e:
+            return TicketScanned(None, self._lot_now(), f"{e.problem}: {e}")
+
+    async def _scan(self, scanner: TicketScanner) -> None:
+        """Every scan to the lane; a port that fails is opened again, under an alarm."""
+        alarm_id = f"scanner.down:{self.id}"
+        down = False
+        try:
+            while True:
+                try:
+                    scanner.open()
+                    if down:
+                        down = False
+                        await self._alarm(self.journal.clear_alarm(alarm_id, "scanner port open"))
+                    while True:
+                        self.post("ticket", await scanner.next_scan())
+                except OSError as e:
+                    scanner.close()
+                    log.error("lane.scanner_down", lane=self.id, error=str(e))
+                    if not down:
+                        down = True
+                        await self._alarm(self.journal.raise_alarm(Alarm(
+                            alarm_id, "critical",
+                            f"{self.config.name}: the ticket scanner's port failed; ticket cars"
+                            " go to the intercom", {"laneId": self.id, "error": str(e)},
+                            component="scanner")))
+                    await asyncio.sleep(SCANNER_RETRY_S)
+        finally:
+            scanner.close()
+
     # --- commands ---
 
     async def vend(self, reason: str, actor: str) -> None:
@@ -593,4 +738,15 @@ class Lane:
             "mode": self.mode, "state": self.state, "barrier": self.barrier.position,
             "outOfOrder": self.state == "out_of_order", "passages": self.passages,
             "tailgates": self.tailgates, "refusals": self.refusals,
+            **self._ticket_status(),
         }
+
+    def _ticket_status(self) -> dict[str, Any]:
+        machine = self.machine
+        if self.printer is not None:
+            return {"tickets": {"issued": machine.tickets_issued,
+                                "printer": machine.printer_problem or "ok"}}
+        if self.scanner is not None:
+            return {"tickets": {"invalid": machine.tickets_invalid,
+                                "refused": machine.tickets_refused}}
+        return {}

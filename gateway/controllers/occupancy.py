@@ -122,6 +122,9 @@ class Occupancy:
         # accounts for are taken to fill them (the lanes tell how many are inside).
         self.counted = [b for b in bays if b.sensor.kind == "none"]
         self.vehicles_inside: Callable[[], int] = lambda: 0
+        # Levels counted at their ramps (gateway.controllers.counting): (capacity, count)
+        # together; their bays count in the lot's totals, and so in its being full.
+        self.ramp_levels: Callable[[], tuple[int, int]] = lambda: (0, 0)
         self.lot = lot
         self.journal = journal
         self.clock = clock
@@ -248,6 +251,10 @@ class Occupancy:
             filled = self.counted_occupied(tally["occupied"])
             tally["occupied"] += filled
             tally["free"] += len(self.counted) - filled
+        if bays is None:
+            capacity, taken = self.ramp_levels()
+            tally["occupied"] += taken
+            tally["free"] += capacity - taken
         return Counts(tally["free"], tally["occupied"], tally["unknown"], tally["out_of_service"])
 
     def counted_occupied(self, sensed_occupied: int | None = None) -> int:

@@ -36,6 +36,7 @@ from gateway.core.tariff import (
     lost_ticket_quote,
     quote_stay,
 )
+from gateway.core.tickets import TicketSigner
 from gateway.journal import (
     CloseSession,
     Journal,
@@ -59,6 +60,15 @@ def plate_credentials(plate: str | None, confidence: float | None, session_id: s
     return [cred]
 
 
+def stay_credentials(stay: OpenStay, confidence: float | None) -> list[Credential]:
+    """The stay's credentials: its plate (or its id as a ticket), and its paper ticket if it took
+    one with its plate read too (a lane in ``ticket = "always"`` mode)."""
+    creds = plate_credentials(stay.plate, confidence, stay.session_id)
+    if stay.plate and stay.data.get("ticket"):
+        creds.append({"type": "ticket", "identifier": stay.session_id})
+    return creds
+
+
 def _right(stay: OpenStay) -> Right:
     right: Right = {"kind": stay.right_kind}  # type: ignore[typeddict-item]
     if stay.right_ref is not None:
@@ -79,6 +89,8 @@ class SessionBook:
         self.tariffs: dict[str, RateTable] = dict(settings.tariffs)  # pushed ones join later
         self.paid_until: dict[str, datetime] = {}  # session id -> when its payment runs out
         self.overstay_reported: set[str] = set()
+        # The lot's ticket key, where a lane prints or scans tickets (set by the app).
+        self.tickets: TicketSigner | None = None
         self._unwritten: dict[int, OpenStay] = {}  # stays inside whose start is not journaled
         self.opened = 0
         self.closed = 0
@@ -115,7 +127,7 @@ class SessionBook:
             details: dict[str, Any] | None = None
             kind: events.ViolationKind = "overstay"
             if stay.right_kind == "reservation":
-                booking = self.access.reservation(stay.plate, stay.right_ref)
+                booking = self.access.reservation(stay.plate, stay.right_ref, stay.entry.wall)
                 if booking is not None and now > booking.end + grace:
                     details = {"reservationId": booking.reservationId,
                                "reservedUntil": events.rfc3339(booking.end)}
@@ -131,6 +143,16 @@ class SessionBook:
         if found:
             await self.journal.commit([], found)
         return len(found)
+
+    # --- tickets ---
+
+    def by_ticket(self, text: str) -> OpenStay | None:
+        """The open session a scanned ticket names; None if it is not open (the car left, or
+        never came in). Raises TicketError for a text that is no ticket of this lot (forged,
+        garbage), and RuntimeError where no lane uses tickets (no key loaded)."""
+        if self.tickets is None:
+            raise RuntimeError("tickets are not in use at this lot (no lane has a printer)")
+        return self.access.inside.get(self.tickets.verify(text))
 
     # --- pricing ---
 
@@ -164,16 +186,19 @@ class SessionBook:
 
     async def open(self, decision: EntryDecision, *, lane_id: str, at: Stamp,
                    confidence: float | None, extra_events: Sequence[Event] = (),
-                   flags: dict[str, Any] | None = None, record: int | None = None) -> OpenStay:
+                   flags: dict[str, Any] | None = None, record: int | None = None,
+                   session_id: str | None = None) -> OpenStay:
         """A vehicle has come in: its session opens, with the right it came in under.
 
         `record` names a lane's record that is retried until the journal takes it (a full
         disk): it opens the stay `hold` put inside for it, under the same session id.
+        `session_id`: the id chosen beforehand (the one printed on its ticket), else a new one.
         """
         if record is None:
-            stay = self._new_stay(decision, lane_id, at, flags)
+            stay = self._new_stay(decision, lane_id, at, flags, session_id)
         else:
-            stay = self.hold(decision, lane_id=lane_id, at=at, flags=flags, record=record)
+            stay = self.hold(decision, lane_id=lane_id, at=at, flags=flags, record=record,
+                             session_id=session_id)
         session_id = stay.session_id
         data = stay.data
         clock: ClockStatus = {"synchronized": at.synced, "reliable": at.synced}
@@ -182,7 +207,7 @@ class SessionBook:
         vehicle: Vehicle | None = {"plate": decision.plate} if decision.plate else None
         ev = events.session_started(
             at=self.clock.now(), session_id=session_id, lane_id=lane_id, actual_start=at.wall,
-            credentials=plate_credentials(decision.plate, confidence, session_id),
+            credentials=stay_credentials(stay, confidence),
             segments=[events.segment(start=at.wall, rate_table_id=self.table_name(stay))],
             right=_right(stay), clock=clock, vehicle=vehicle)
         change = OpenSession(session_id, decision.plate, decision.right_kind, decision.right_ref,
@@ -196,14 +221,15 @@ class SessionBook:
         return stay
 
     def hold(self, decision: EntryDecision, *, lane_id: str, at: Stamp,
-             flags: dict[str, Any] | None, record: int) -> OpenStay:
+             flags: dict[str, Any] | None, record: int, session_id: str | None = None
+             ) -> OpenStay:
         """A car let in while its session's start waits for the journal (a full disk): it is
         inside now, under the session id its start will be written with, so the lanes decide
         on it (an exit finds it) before the record is written. Its end waits for its start
         (`close`)."""
         stay = self._unwritten.get(record)
         if stay is None:
-            stay = self._new_stay(decision, lane_id, at, flags)
+            stay = self._new_stay(decision, lane_id, at, flags, session_id)
             self._unwritten[record] = stay
             self.access.admit(stay)
         return stay
@@ -213,14 +239,14 @@ class SessionBook:
         self.access.release(stay.session_id)
 
     def _new_stay(self, decision: EntryDecision, lane_id: str, at: Stamp,
-                  flags: dict[str, Any] | None) -> OpenStay:
+                  flags: dict[str, Any] | None, session_id: str | None = None) -> OpenStay:
         data: dict[str, Any] = dict(flags or {})
         if decision.rate_table is not None:
             data["rateTable"] = decision.rate_table
         elif decision.right_kind in ("permit", "account"):
             data["rateTable"] = PERMIT_FREE
-        return OpenStay(events.uuid7(), decision.plate, decision.right_kind, decision.right_ref,
-                        lane_id, at, data)
+        return OpenStay(session_id or events.uuid7(), decision.plate, decision.right_kind,
+                        decision.right_ref, lane_id, at, data)
 
     async def close(self, stay: OpenStay, *, lane_id: str, at: Stamp, exit_reason: ExitReason,
                     payments: Sequence[PaymentRecord] = (), collected: bool = True,
@@ -255,7 +281,7 @@ class SessionBook:
         ev = events.session_ended(
             at=self.clock.now(), session_id=stay.session_id, lane_id=lane_id,
             actual_start=stay.entry.wall, actual_end=at.wall, duration_seconds=span_seconds,
-            credentials=plate_credentials(stay.plate, None, stay.session_id),
+            credentials=stay_credentials(stay, None),
             segments=[events.segment(start=stay.entry.wall, end=at.wall,
                                      rate_table_id=self.table_name(stay),
                                      amount={"amountMinor": fee.amount_minor,
@@ -314,8 +340,10 @@ class SessionBook:
     async def record_payment(self, *, payment_id: str, session_id: str, amount_minor: int,
                              currency: str, method: events.PaymentMethod,
                              source: events.PaymentSource,
-                             valid_until: datetime | None = None) -> None:
-        """A payment from a pay station or the backend (the same id twice is kept once)."""
+                             valid_until: datetime | None = None, device: str | None = None,
+                             reference: str | None = None) -> datetime:
+        """A payment from a pay station or the backend (the same id twice is kept once); when
+        it was recorded. `device` and `reference`: the station's account and its reference."""
         at = self.clock.now()
         self._paid(session_id, at, valid_until)
         await self.journal.commit(
@@ -325,7 +353,8 @@ class SessionBook:
             [events.payment_recorded(
                 at=at, payment_id=payment_id, session_id=session_id,
                 amount={"amountMinor": amount_minor, "currency": currency}, method=method,
-                source=source, valid_until=valid_until)])
+                source=source, valid_until=valid_until, device=device, reference=reference)])
+        return at
 
 
 def _quote(priced: StayQuote | Quote) -> Quote:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Literal, Protocol, TypeVar
 
 import structlog
@@ -25,13 +25,19 @@ from gateway.core.events import RightKind
 from gateway.core.operations import LotState
 from gateway.core.plates import Match
 from gateway.core.records import PaymentRecord, SessionRecord
-from gateway.core.rights import DenyEntry, Permit, Reservation
+from gateway.core.rights import (
+    DenyEntry,
+    Permit,
+    PermitPool,
+    RecurringReservation,
+    Reservation,
+)
 
 log = structlog.get_logger("gateway.core.access")
 
 EntryReason = Literal[
     "permit", "reservation", "visitor", "deny_listed", "lot_full", "lot_closed", "anti_passback",
-    "ambiguous", "unreadable", "permit_expired",
+    "ambiguous", "unreadable", "permit_expired", "pool_full",
 ]
 ExitReasonCode = Literal[
     "paid", "free", "permit", "account", "unable_to_collect", "lost_ticket", "unpaid",
@@ -130,27 +136,41 @@ class LotPolicy(Protocol):
 class Access:
     """The lot's rights and who is inside; decides entries and exits."""
 
-    def __init__(self, lot: LotPolicy, *, max_distance: float = plates.DEFAULT_MAX_DISTANCE
-                 ) -> None:
+    def __init__(self, lot: LotPolicy, *, max_distance: float = plates.DEFAULT_MAX_DISTANCE,
+                 tz: tzinfo = UTC) -> None:
         self.lot = lot
         self.max_distance = max_distance
+        self.tz = tz  # the lot's: weekly reservations are in its wall time
         self.operator_state: LotState = "open" if lot.initial_state == "open" else "closed"
         self.permits: dict[str, list[Permit]] = {}
         self.reservations: dict[str, list[Reservation]] = {}
         self.deny: dict[str, DenyEntry] = {}
+        self.pools: dict[str, PermitPool] = {}
+        self.recurring: dict[str, list[RecurringReservation]] = {}
+        self._pool_of: dict[str, str] = {}  # permit id -> pool id
+        # Open sessions whose plate a technician cleared: its next entry replaces the session.
+        self.passback_resets: set[str] = set()
         self.inside: dict[str, OpenStay] = {}  # by session id
         self._by_plate: dict[str, str] = {}  # plate -> session id
         self.versions: dict[str, int] = {}
 
     # --- loading ---
 
-    def load(self, kind: str, items: Iterable[Permit | Reservation | DenyEntry],
+    def load(self, kind: str, items: Iterable[
+                 Permit | Reservation | DenyEntry | PermitPool | RecurringReservation],
              version: int = 0) -> None:
         """Put a validated pushed config in force, replacing the previous version whole."""
         items = tuple(items)
         if kind == "permits":
             self.permits = _index((plate, p) for p in items if isinstance(p, Permit)
                                   for plate in p.plates)
+            self._pool_of = {p.permitId: p.poolId for p in items
+                             if isinstance(p, Permit) and p.poolId is not None}
+        elif kind == "permit_pools":
+            self.pools = {p.poolId: p for p in items if isinstance(p, PermitPool)}
+        elif kind == "recurring_reservations":
+            self.recurring = _index((r.plate, r) for r in items
+                                    if isinstance(r, RecurringReservation))
         elif kind == "reservations":
             self.reservations = _index((r.plate, r) for r in items if isinstance(r, Reservation))
         elif kind == "deny_list":
@@ -166,6 +186,7 @@ class Access:
             self._by_plate[stay.plate] = stay.session_id
 
     def release(self, session_id: str) -> OpenStay | None:
+        self.passback_resets.discard(session_id)
         stay = self.inside.pop(session_id, None)
         if stay is not None and stay.plate and self._by_plate.get(stay.plate) == session_id:
             del self._by_plate[stay.plate]
@@ -186,10 +207,17 @@ class Access:
 
     def pending_reservations(self, at: datetime) -> int:
         """Reservations in their window whose car is not inside yet: each holds a bay."""
-        grace = timedelta(minutes=self.lot.reservation_grace_minutes)
         inside = set(self._by_plate)
-        return sum(1 for plate, found in self.reservations.items() if plate not in inside
-                   for r in found if r.start - grace <= at <= r.end + grace)
+        return sum(1 for plate in {*self.reservations, *self.recurring} if plate not in inside
+                   for _ in self._bookings(plate, at))
+
+    def _bookings(self, plate: str, at: datetime) -> list[Reservation]:
+        """The plate's reservations whose window, with the grace, holds `at`: one-off ones,
+        and the day's booking of a weekly one."""
+        grace = timedelta(minutes=self.lot.reservation_grace_minutes)
+        weekly = [o for r in self.recurring.get(plate, []) for o in r.occurrences(at, self.tz)]
+        return [r for r in [*self.reservations.get(plate, []), *weekly]
+                if r.start - grace <= at <= r.end + grace]
 
     # --- entry ---
 
@@ -202,7 +230,7 @@ class Access:
         if deny.accepted and deny.plate is not None:
             return EntryDecision(False, "deny_listed", deny.plate, match=deny,
                                  deny_reason=self.deny[deny.plate].reason or "deny list")
-        known = self._match(read, {**self.permits, **self.reservations})
+        known = self._match(read, {**self.permits, **self.reservations, **self.recurring})
         if known.outcome == "ambiguous" or deny.outcome == "ambiguous":
             return EntryDecision(False, "ambiguous", read, match=known)
         plate = known.plate if known.accepted and known.plate else read
@@ -212,10 +240,25 @@ class Access:
             decision = self._passback(decision, at)
         return decision
 
+    def ticket_entry(self, *, at: datetime, free_bays: int) -> EntryDecision:
+        """A car with no plate read that takes a ticket: a visitor, if the lot is open and has
+        a bay for one (its ticket, not a plate, will find its session at the exit)."""
+        if self.lot_state(False) == "closed":
+            return EntryDecision(False, "lot_closed", None)
+        if (self.operator_state == "full" or free_bays - self.pending_reservations(at)
+                <= self.lot.full_when_free_at_most):
+            return EntryDecision(False, "lot_full", None)  # as for a visitor read by plate
+        return EntryDecision(True, "visitor", None)
+
     def _right(self, plate: str, at: datetime, free_bays: int) -> EntryDecision:
         if self.lot_state(False) == "closed":
             return EntryDecision(False, "lot_closed", plate)
         held = self.right_of(plate, at)
+        if held.reason == "permit" and (pool := self.pool_full(held.right_ref, plate)):
+            log.info("access.pool_full", pool=pool.poolId, when_full=pool.whenFull)
+            if pool.whenFull == "refuse":
+                return EntryDecision(False, "pool_full", plate, right_ref=held.right_ref)
+            held = EntryDecision(True, "visitor", plate)
         if held.reason != "visitor":
             return held
         # Visitors only: bays held by reservations are not theirs.
@@ -236,10 +279,8 @@ class Access:
             p = valid[0]
             kind: Literal["permit", "account"] = "account" if p.accountId else "permit"
             return EntryDecision(True, "permit", plate, kind, p.permitId, p.rateTable)
-        grace = timedelta(minutes=self.lot.reservation_grace_minutes)
-        for r in self.reservations.get(plate, []):
-            if r.start - grace <= at <= r.end + grace:
-                return EntryDecision(True, "reservation", plate, "reservation", r.reservationId)
+        for r in self._bookings(plate, at):
+            return EntryDecision(True, "reservation", plate, "reservation", r.reservationId)
         if permits:  # an expired permit parks as a visitor, and says so in the log
             log.info("access.permit_not_valid_now", plate=plate)
         return EntryDecision(True, "visitor", plate)
@@ -249,6 +290,8 @@ class Access:
         mode = self.lot.anti_passback
         if existing is None or mode == "off":
             return decision
+        if existing.session_id in self.passback_resets:  # a technician cleared it
+            return replace(decision, passback="replaced", existing=existing)
         if mode == "soft":
             return replace(decision, passback="flagged", existing=existing)
         if mode == "timed":
@@ -281,6 +324,14 @@ class Access:
             if self.lot.no_entry_record == "lost_ticket":
                 return ExitDecision(True, "lost_ticket", plate, match=found)
             return ExitDecision(False, "no_entry_record", plate, match=found)
+        return self.settle(stay, at=at, payments=payments, price=price, online=online,
+                           plate=plate, match=found)
+
+    def settle(self, stay: OpenStay, *, at: datetime, payments: Sequence[PaymentRecord],
+               price: Callable[[OpenStay, datetime], int], online: bool,
+               plate: str | None = None, match: Match | None = None) -> ExitDecision:
+        """May this stay leave now, found by its plate (:meth:`exit`) or by its ticket?"""
+        found, plate = match, plate if plate is not None else stay.plate
         if stay.right_kind == "account":
             return ExitDecision(True, "account", plate, stay, found)
         fee = price(stay, at)
@@ -289,20 +340,55 @@ class Access:
             return ExitDecision(True, reason, plate, stay, found)
         made = [p for p in payments if p.session_id == stay.session_id]
         paid = sum(p.amount_minor for p in made)
-        valid = [p for p in made if _payment_valid(p, at, self.lot)]
-        if paid >= fee or (valid and paid >= price(stay, max(
-                datetime.fromisoformat(p.paid_at) for p in valid))):
+        if self.paid_up(stay, made, at, price):
             return ExitDecision(True, "paid", plate, stay, found, paid)
         if not online and self.lot.offline_exit == "let_out":
             return ExitDecision(True, "unable_to_collect", plate, stay, found, paid)
         return ExitDecision(False, "unpaid", plate, stay, found, paid)
 
-    def reservation(self, plate: str | None, reservation_id: str | None) -> Reservation | None:
-        """The reservation a stay came in under, if it is still known."""
+    def paid_up(self, stay: OpenStay, payments: Sequence[PaymentRecord], at: datetime,
+                price: Callable[[OpenStay, datetime], int]) -> bool:
+        """Whether the stay's `payments` settle it at `at`: they cover the fee now, or a valid
+        one (until its `valid_until`, else for the lot's payment grace) covered the fee at the
+        time it was made. The exit lane and the pay station ask the same question."""
+        paid = sum(p.amount_minor for p in payments)
+        valid = [p for p in payments if _payment_valid(p, at, self.lot)]
+        return paid >= price(stay, at) or bool(valid and paid >= price(stay, max(
+            datetime.fromisoformat(p.paid_at) for p in valid)))
+
+    def reservation(self, plate: str | None, reservation_id: str | None,
+                    entered: datetime | None = None) -> Reservation | None:
+        """The reservation a stay came in under, if it is still known; of a weekly one, the
+        day's booking it `entered` in."""
         if plate is None:
             return None
-        return next((r for r in self.reservations.get(plate, [])
-                     if r.reservationId == reservation_id), None)
+        known = [*self.reservations.get(plate, []),
+                 *(self._bookings(plate, entered) if entered is not None else [])]
+        return next((r for r in known if r.reservationId == reservation_id), None)
+
+    # --- permit pools, passback resets ---
+
+    def pool_full(self, permit_id: str | None, plate: str) -> PermitPool | None:
+        """The permit's pool, if all its spaces are taken by other members inside.
+
+        A pool the backend has not pushed (yet) limits nothing: its permits stay valid.
+        """
+        pool = self.pools.get(self._pool_of.get(permit_id or "", ""))
+        if pool is None:
+            return None
+        members = sum(1 for s in self.inside.values()
+                      if s.plate != plate and s.right_kind in ("permit", "account")
+                      and self._pool_of.get(s.right_ref or "") == pool.poolId)
+        return pool if members >= pool.spaces else None
+
+    def reset_passback(self, plate: str) -> OpenStay | None:
+        """Clear a credential's anti-passback: the plate's open session no longer keeps it
+        out. Its next entry ends that session (as a lost ticket, uncollected) and opens a new
+        one. None: the plate is not inside, nothing to clear."""
+        stay = self.stay_of(plates.normalize(plate))
+        if stay is not None:
+            self.passback_resets.add(stay.session_id)
+        return stay
 
     def find_stay(self, read: str) -> Match:
         return plates.match(read, self._by_plate, max_distance=self.max_distance)

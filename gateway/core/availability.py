@@ -16,6 +16,8 @@ cells, so a floor's count and the same floor asked for with a filter always agre
   remainder, so the cells add up to it exactly). Such a figure is an estimate, and its
   `occupancyMethod` says so: `sensed` (every bay has a sensor), `counted` (none has; the
   lanes' count), `derived` (some have);
+- a level counted at its ramps (`[[levels]]`, gateway.controllers.counting) is one cell of
+  its capacity filled by its own count, `counting`; the vehicles on it are not in `inside`;
 - `held` (bays held for reservations) is 0: a reservation today is a right to enter, and no
   bay is set aside for it. The field is there so that consumers need not change when one is.
 
@@ -37,7 +39,7 @@ from typing import Any, Literal, get_args
 from gateway.core.events import BayState, BayType, rfc3339
 from gateway.core.operations import LotState
 
-OccupancyMethod = Literal["sensed", "counted", "derived"]
+OccupancyMethod = Literal["sensed", "counted", "counting", "derived"]
 Cell = tuple[str, str, str]  # floor, zone, bay type
 
 # The document's format: raised when a field changes meaning or goes away (a new field alone
@@ -72,22 +74,26 @@ class Counts:
     held: int = 0
     sensed: int = 0  # bays with a sensor
     counted: int = 0  # bays without one
+    ramp: int = 0  # bays of a level counted at its ramps
 
     @property
     def total(self) -> int:
-        return self.sensed + self.counted
+        return self.sensed + self.counted + self.ramp
 
     @property
     def method(self) -> OccupancyMethod:
-        if not self.counted:
-            return "sensed"
-        return "counted" if not self.sensed else "derived"
+        named: tuple[tuple[OccupancyMethod, int], ...] = (
+            ("sensed", self.sensed), ("counted", self.counted), ("counting", self.ramp))
+        ways = [way for way, n in named if n]
+        if len(ways) > 1:
+            return "derived"
+        return ways[0] if ways else "sensed"
 
     def __add__(self, other: Counts) -> Counts:
         return Counts(self.free + other.free, self.occupied + other.occupied,
                       self.unknown + other.unknown, self.out_of_service + other.out_of_service,
                       self.held + other.held, self.sensed + other.sensed,
-                      self.counted + other.counted)
+                      self.counted + other.counted, self.ramp + other.ramp)
 
     def as_dict(self) -> dict[str, Any]:
         in_service = self.total - self.out_of_service
@@ -163,11 +169,13 @@ class Availability:
         return doc
 
 
-def tally(places: Iterable[Place], *, inside: int) -> dict[Cell, Counts]:
+def tally(places: Iterable[Place], *, inside: int,
+          levels: Mapping[Cell, tuple[int, int]] | None = None) -> dict[Cell, Counts]:
     """Each cell's counts; the counted bays filled with the vehicles no sensed bay holds.
 
     As the lot counts its free bays: only an occupied sensed bay *in service* accounts for a
     vehicle inside, and the counted bays take no more vehicles than they have room for.
+    `levels`: the cells of levels counted at their ramps, (capacity, count) each.
     """
     states: dict[Cell, Counter[str]] = defaultdict(Counter)
     for place in places:
@@ -188,6 +196,10 @@ def tally(places: Iterable[Place], *, inside: int) -> dict[Cell, Counts]:
             free=t["free"] + t["room"] - taken, occupied=t["occupied"] + taken,
             unknown=t["unknown"], out_of_service=t["out_of_service"], sensed=t["sensed"],
             counted=t["unsensed"])
+    for cell, (capacity, count) in (levels or {}).items():
+        taken = max(0, min(capacity, count))
+        cells[cell] = cells.get(cell, Counts()) + Counts(free=capacity - taken, occupied=taken,
+                                                         ramp=capacity)
     return cells
 
 
@@ -283,10 +295,11 @@ SCHEMA: dict[str, Any] = {
         "occupancyMethod": {
             "enum": list(get_args(OccupancyMethod)),
             "description": "sensed: every bay counted has a sensor; counted: none has, the"
-                           " lanes' count of vehicles inside fills them; derived: some have,"
-                           " and the vehicles no sensed bay holds are shared out over the"
-                           " others (an estimate). APDS occupancyCalculation would call"
-                           " sensed `counted` and the others `derived`."},
+                           " lanes' count of vehicles inside fills them; counting: a level"
+                           " counted at its ramps, its count fills it; derived: a mix, and"
+                           " the vehicles no sensed bay holds are shared out over the"
+                           " bays with no sensor (an estimate). APDS occupancyCalculation"
+                           " would call sensed `counted` and the others `derived`."},
         "counts": _COUNTS,
     },
 }

@@ -39,6 +39,7 @@ class EventType(StrEnum):
     COMMAND_EXECUTED = "command.executed"
     CONFIG_APPLIED = "config.applied"
     OCCUPANCY_HOURLY = "occupancy.hourly"
+    LEVEL_COUNTED = "level.counted"
 
     @property
     def cloudevents_type(self) -> str:
@@ -171,9 +172,11 @@ ViolationKind = Literal[
 PaymentMethod = Literal["card", "cash", "app", "account", "other"]
 PaymentSource = Literal["pay_station", "backend", "manual"]
 CommandOutcome = Literal["accepted", "rejected", "failed", "dropped"]
-ConfigKind = Literal["tariffs", "permits", "reservations", "deny_list", "settings"]
+ConfigKind = Literal["tariffs", "permits", "reservations", "deny_list", "settings",
+                     "permit_pools", "recurring_reservations"]
 ConfigOutcome = Literal["applied", "rejected"]
 ConfigSource = Literal["mqtt", "http", "local"]
+LevelCountCause = Literal["ramp", "recount", "correction"]
 
 
 class Money(TypedDict):
@@ -308,6 +311,8 @@ class PaymentRecordedData(TypedDict):
     method: PaymentMethod
     source: PaymentSource
     validUntil: NotRequired[str]  # exit is allowed until then
+    device: NotRequired[str]  # the pay station's account, for one paid at a station
+    reference: NotRequired[str]  # the station's own reference of the payment
 
 
 class CommandExecutedData(TypedDict):
@@ -335,6 +340,20 @@ class OccupancyHourlyData(TypedDict):
     entries: int
     exits: int
     groups: list[OccupancyGroup]
+
+
+class LevelCountedData(TypedDict):
+    """A counted level's count changed: a vehicle crossed a ramp, or the count was set."""
+
+    levelId: str
+    zone: str
+    count: int  # vehicles on the level now, within 0..capacity
+    previousCount: int
+    capacity: int
+    free: int  # capacity - count
+    cause: LevelCountCause
+    rampId: NotRequired[str]  # the ramp crossed, for cause "ramp"
+    clamped: NotRequired[bool]  # the crossing would have taken the count out of 0..capacity
 
 
 class ConfigAppliedData(TypedDict):
@@ -568,6 +587,8 @@ def payment_recorded(
     method: PaymentMethod,
     source: PaymentSource,
     valid_until: datetime | None = None,
+    device: str | None = None,
+    reference: str | None = None,
 ) -> Event:
     data: PaymentRecordedData = {
         "paymentId": payment_id, "sessionId": session_id, "amount": amount, "method": method,
@@ -575,6 +596,10 @@ def payment_recorded(
     }
     if valid_until is not None:
         data["validUntil"] = rfc3339(valid_until)
+    if device is not None:
+        data["device"] = device
+    if reference is not None:
+        data["reference"] = reference
     return make_event(EventType.PAYMENT_RECORDED, data, at)
 
 
@@ -630,3 +655,27 @@ def occupancy_hourly(
         "exits": exits, "groups": list(groups),
     }
     return make_event(EventType.OCCUPANCY_HOURLY, data, at)
+
+
+def level_counted(
+    *,
+    at: datetime,
+    level_id: str,
+    zone: str,
+    count: int,
+    previous_count: int,
+    capacity: int,
+    cause: LevelCountCause,
+    ramp_id: str | None = None,
+    clamped: bool = False,
+) -> Event:
+    """A counted level's new count (gateway.controllers.counting)."""
+    data: LevelCountedData = {
+        "levelId": level_id, "zone": zone, "count": count, "previousCount": previous_count,
+        "capacity": capacity, "free": max(0, capacity - count), "cause": cause,
+    }
+    if ramp_id is not None:
+        data["rampId"] = ramp_id
+    if clamped:
+        data["clamped"] = True
+    return make_event(EventType.LEVEL_COUNTED, data, at)

@@ -25,6 +25,14 @@ Tailgating: every vehicle that passes is counted; a second one under one opening
 camera caught it), so its exit still finds it. Anti-passback is decided by
 :mod:`gateway.core.access`.
 
+Tickets (:mod:`gateway.core.tickets`): an entry with a printer asks for a ticket
+(:class:`PrintTicket`) for a car that needs one, and opens only once it is printed, under the
+session id printed on it; a printer that cannot print raises its alarm and sends ticket cars to
+the intercom until it prints again (:class:`PrinterChecked`). At an exit with a scanner, a
+scanned ticket (its signature checked by the shell) decides for the car waiting there as a
+plate read would, priced and paid the same way; one whose session is not open is refused and
+audited (:class:`TicketRefused`).
+
 Requests and answers: some effects ask the shell for something the machine needs before it can
 go on (the payments of the stay an exit read found, a follower's plate, a plate read again, the
 outcome of a lowering or of a journal write). The shell answers each at once, before it takes
@@ -55,6 +63,7 @@ from gateway.core.events import ExitReason, GateCloseReason, GateOpenReason, Vio
 from gateway.core.operations import Direction, LaneMode
 from gateway.core.reads import PlateResult
 from gateway.core.records import Alarm, PaymentRecord
+from gateway.core.tickets import TicketMode
 
 RECHECK_S = 3.0  # how often a refused lane looks again at what stands on its arming loop
 # Delays before each retry of a journal write that failed; the last repeats until it is written,
@@ -72,6 +81,7 @@ LowerFor = Literal["close", "lock"]  # closing behind a vehicle, or for a locked
 Step = Literal["opened", "reopened", "passage", "closed", "retry"]
 Price = Callable[[OpenStay, datetime], int]
 """``price(stay, at)``: the stay's fee by the tariff, had it ended at `at`."""
+PrinterProblem = Literal["paper_out", "fault"]  # the ticket printer's alarms: printer.<problem>
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +99,8 @@ class LaneSetup:
     barrier_feedback: bool  # the barrier reports "down" (else lowering is taken as done)
     on_journal_full: Literal["admit", "intercom"] = "admit"  # cars while records are held
     max_held: int = 20_000  # records held at most before every car goes to the intercom
+    tickets: TicketMode = "off"  # an entry lane with a printer: when a car takes a ticket
+    scanner: bool = False  # an exit lane with a ticket scanner
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,9 +229,42 @@ class RecordFailed:
     error: str
 
 
+@dataclass(frozen=True, slots=True)
+class TicketPrinted:
+    """The answer to :class:`PrintTicket`: the ticket for session `session_id` is out."""
+
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TicketNotPrinted:
+    """The answer to :class:`PrintTicket`: the printer could not print it."""
+
+    problem: PrinterProblem
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class PrinterChecked:
+    """The printer's status, polled by the shell: None when it can print."""
+
+    problem: PrinterProblem | None
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TicketScanned:
+    """A ticket scanned at an exit: the session it names (its signature checked by the shell),
+    or None with `error` for a text that is no ticket of this lot (forged, garbage)."""
+
+    session_id: str | None
+    lot: LotNow
+    error: str = ""
+
+
 LaneEvent = (Started | LoopChanged | BarrierMoved | PlateRead | Rechecked | FollowerRead
              | PaymentsFetched | TimerFired | Vend | ModeSet | Lowered | LowerRefused | Recorded
-             | RecordFailed)
+             | RecordFailed | TicketPrinted | TicketNotPrinted | PrinterChecked | TicketScanned)
 
 
 # --- what goes into the journal -----------------------------------------------------------
@@ -257,6 +302,7 @@ class StartSession:
     confidence: float | None
     flags: Mapping[str, Any] | None = None
     violations: tuple[Violation, ...] = ()
+    session_id: str | None = None  # given beforehand: the one its ticket was printed for
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,7 +326,16 @@ class LostTicket:
     collected: bool
 
 
-Entry = GateOpened | GateClosed | Violation | StartSession | EndSession | LostTicket
+@dataclass(frozen=True, slots=True)
+class TicketRefused:
+    """A ticket scanned at an exit that finds no open session (used before, or its car never
+    came in): an audit row, as a technician's action is, for the operator to look into."""
+
+    session_id: str
+    at: datetime
+
+
+Entry = GateOpened | GateClosed | Violation | StartSession | EndSession | LostTicket | TicketRefused
 
 
 # --- effects: what the shell is to do -----------------------------------------------------
@@ -418,9 +473,16 @@ class Log:
     fields: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class PrintTicket:
+    """Print a ticket for a new session (the shell makes its id); answered by
+    :class:`TicketPrinted` or :class:`TicketNotPrinted`."""
+
+
 Effect = (RaiseBarrier | LowerBarrier | StartRead | CancelRead | Recheck | StartFollowerRead
           | KeepFollowerFrames | ReadFollower | DropFollower | FetchPayments | Record | RaiseAlarm
-          | ClearAlarm | StartTimer | CancelTimer | NotePassage | Remember | Hold | Log)
+          | ClearAlarm | StartTimer | CancelTimer | NotePassage | Remember | Hold | Log
+          | PrintTicket)
 
 
 # --- the machine ----------------------------------------------------------------------------
@@ -437,6 +499,7 @@ class Cycle:
     read: Read | None = None
     vend_reason: str | None = None
     command_id: str | None = None  # a vend by a remote command (actor `backend:<id>`)
+    ticket: str | None = None  # the session id of the ticket printed for it
     passed: int = 0
     hidden_followers: int = 0  # vehicles found by length, too close behind to be seen apart
     cleared_at: list[float] = field(default_factory=list)  # closing loop trailing edges
@@ -453,6 +516,7 @@ class _ExitPending:
     at: Stamp
     online: bool
     session_id: str
+    stay: OpenStay | None = None  # found by a scanned ticket (else by the read's plate)
 
 
 @dataclass(slots=True)
@@ -502,6 +566,13 @@ class LaneMachine:
         self._retry_armed = False  # the retry timer runs
         self._retrying = False  # a kept record is being written again
         self._refused_for_journal = False  # the refused car was sent to the intercom for that
+        # Tickets (gateway.core.tickets): the printer's state, the car waiting for its ticket.
+        self.printer_problem: PrinterProblem | None = None
+        self._ticket_for: tuple[Read, EntryDecision] | None = None
+        self._refused_for_printer = False
+        self.tickets_issued = 0
+        self.tickets_invalid = 0  # forged or garbage scans
+        self.tickets_refused = 0  # scans of tickets whose session is not open (used twice)
         self._held_full = False  # as many records are held as the setup allows
 
     @property
@@ -548,6 +619,14 @@ class LaneMachine:
                 self._recorded(event.record)
             case RecordFailed():
                 self._record_failed(event.record, event.error)
+            case TicketPrinted():
+                self._ticket_printed(event.session_id)
+            case TicketNotPrinted():
+                self._ticket_not_printed(event.problem, event.error)
+            case PrinterChecked():
+                self._printer_checked(event.problem, event.error)
+            case TicketScanned():
+                self._ticket_scanned(event.session_id, event.lot, event.error)
         return self._out
 
     def _emit(self, *effects: Effect) -> None:
@@ -696,17 +775,25 @@ class LaneMachine:
         at, read = self._now, cycle.read
         # A manual vend: the plate, if one was read, still gets a session.
         decision = cycle.entry or self.access.right_of(read.plate if read else None, at.wall)
+        violations: tuple[Violation, ...] = ()
         if decision.passback == "flagged" and decision.existing is not None:
             # The earlier session is the one still running; its car came in again.
-            self._record(Violation("anti_passback", decision.plate,
-                                   {"mode": "soft", "refused": False}, at.wall,
-                                   decision.existing.session_id), then="passage")
-            return
+            violation = Violation("anti_passback", decision.plate,
+                                  {"mode": "soft", "refused": False}, at.wall,
+                                  decision.existing.session_id)
+            if cycle.ticket is None:
+                self._record(violation, then="passage")
+                return
+            violations = (violation,)  # its ticket names a session of its own: open it
         if decision.passback == "replaced" and decision.existing is not None:
             self._record(EndSession(decision.existing, at, "lost_ticket", collected=False))
-        flags = {"manualVend": cycle.vend_reason} if cycle.vend_reason else None
-        self._record(StartSession(decision, at, read.confidence if read else None, flags),
-                     then="passage")
+        flags: dict[str, Any] | None = None
+        if cycle.ticket is not None:
+            flags = {"ticket": True}
+        elif cycle.vend_reason:
+            flags = {"manualVend": cycle.vend_reason}
+        self._record(StartSession(decision, at, read.confidence if read else None, flags,
+                                  violations, cycle.ticket), then="passage")
 
     def _exited(self, cycle: Cycle) -> bool:
         at, decision = self._now, cycle.exit
@@ -798,6 +885,9 @@ class LaneMachine:
             return
         if self.setup.direction == "entry":
             decision = self.access.entry(read.plate, at=now.wall, free_bays=lot.free_bays)
+            if self._takes_ticket(decision):
+                self._ticket_entry(read, decision, lot)
+                return
             self._emit(Remember(read, decision.reason, decision.allow))
             if decision.allow:
                 self._open_for(self._new_cycle("decision", entry=decision, read=read))
@@ -815,17 +905,26 @@ class LaneMachine:
         pending, self._exit_pending = self._exit_pending, None
         if pending is None or pending.session_id != session_id or self.state != "identifying":
             return
-        self._decide_exit(pending.read, pending.at, pending.online, payments)
+        self._decide_exit(pending.read, pending.at, pending.online, payments, pending.stay)
 
     def _decide_exit(self, read: Read, at: Stamp, online: bool,
-                     payments: Sequence[PaymentRecord]) -> None:
-        decision = self.access.exit(read.plate, at=at.wall, payments=payments, price=self.price,
-                                    online=online)
+                     payments: Sequence[PaymentRecord], stay: OpenStay | None = None) -> None:
+        """`stay`: the session a scanned ticket named, else the read's plate finds it."""
+        if stay is None:
+            decision = self.access.exit(read.plate, at=at.wall, payments=payments,
+                                        price=self.price, online=online)
+        else:
+            decision = self.access.settle(stay, at=at.wall, payments=payments, price=self.price,
+                                          online=online)
         self._emit(Remember(read, decision.reason, decision.allow))
         if decision.allow:
             self._open_for(self._new_cycle("decision", exit=decision, read=read))
-        else:
-            self._refuse(read, decision.reason, decision.plate, None)
+            return
+        if stay is not None and decision.reason == "unpaid":
+            # No display at the lane yet: the fee goes to the log, the intercom and the console.
+            self._log("info", "lane.ticket_unpaid", session=stay.session_id,
+                      fee_minor=self.price(stay, at.wall), paid_minor=decision.paid_minor)
+        self._refuse(read, decision.reason, decision.plate, None)
 
     def _to_intercom(self) -> bool:
         """Records are held and the policy (or the memory they take) wants a person to decide."""
@@ -839,6 +938,7 @@ class LaneMachine:
         self.state = "refused"
         self._refused_read = read
         self._refused_for_journal = reason == "journal_full"
+        self._refused_for_printer = reason == "ticket_unavailable"
         self._log("info", "lane.refused", plate=plate, reason=reason)
         self._emit(StartTimer("recheck", RECHECK_S))
         if reason == "deny_listed":
@@ -863,12 +963,111 @@ class LaneMachine:
             self.state = "identifying"
             self._on_read(read, lot)
             return
+        if self._refused_for_printer and self.printer_problem is None:
+            self._log("info", "lane.printer_back", plate=read.plate)  # its ticket, now
+            self.state = "identifying"
+            self._on_read(read, lot)
+            return
         if read.plate is not None and read.plate != before:
             self._log("info", "lane.next_vehicle", plate=read.plate, refused=before)
             self.state = "identifying"
             self._on_read(read, lot)
             return
         self._emit(StartTimer("recheck", RECHECK_S))
+
+    # --- tickets ---
+
+    def _takes_ticket(self, decision: EntryDecision) -> bool:
+        """An unreadable plate takes a ticket (with tickets on); in ``always`` mode so does
+        every visitor let in by plate. Permits and reservations go in by their plate."""
+        mode = self.setup.tickets
+        if mode == "off":
+            return False
+        if decision.reason == "unreadable":
+            return True
+        return mode == "always" and decision.allow and decision.reason == "visitor"
+
+    def _ticket_entry(self, read: Read, decision: EntryDecision, lot: LotNow) -> None:
+        if decision.reason == "unreadable":  # a visitor, if the lot has room for one
+            decision = self.access.ticket_entry(at=self._now.wall, free_bays=lot.free_bays)
+            if not decision.allow:
+                self._emit(Remember(read, decision.reason, False))
+                self._refuse(read, decision.reason, None, None)
+                return
+        if self.printer_problem is not None:  # no ticket to give: a person decides
+            self._emit(Remember(read, "ticket_unavailable", False))
+            self._refuse(read, "ticket_unavailable", decision.plate, None)
+            return
+        self._ticket_for = (read, decision)
+        self._emit(PrintTicket())
+
+    def _ticket_printed(self, session_id: str) -> None:
+        waiting, self._ticket_for = self._ticket_for, None
+        if waiting is None or self.state != "identifying":
+            return
+        read, decision = waiting
+        self.tickets_issued += 1
+        self._log("info", "lane.ticket_issued", session=session_id, plate=decision.plate)
+        self._emit(Remember(read, "ticket", True))
+        self._open_for(self._new_cycle("decision", entry=decision, read=read, ticket=session_id))
+
+    def _ticket_not_printed(self, problem: PrinterProblem, error: str) -> None:
+        waiting, self._ticket_for = self._ticket_for, None
+        self._printer_checked(problem, error)
+        if waiting is not None and self.state == "identifying":
+            read, decision = waiting
+            self._emit(Remember(read, "ticket_unavailable", False))
+            self._refuse(read, "ticket_unavailable", decision.plate, None)
+
+    def _printer_checked(self, problem: PrinterProblem | None, error: str) -> None:
+        """The printer's alarm follows its state: raised once, cleared when it prints again."""
+        before, self.printer_problem = self.printer_problem, problem
+        if problem == before:
+            return
+        lane = self.setup.lane_id
+        if before is not None:
+            self._emit(ClearAlarm(f"printer.{before}:{lane}", "the ticket printer prints again"
+                                  if problem is None else f"now: {problem}"))
+        if problem is None:
+            self._log("info", "lane.printer_ok")
+            return
+        self._log("error", "lane.printer_down", problem=problem, error=error)
+        what = "is out of paper" if problem == "paper_out" else "does not print"
+        self._emit(RaiseAlarm(Alarm(
+            f"printer.{problem}:{lane}", "critical",
+            f"{self.setup.name}: the ticket printer {what}; cars that need a ticket go to the "
+            "intercom", {"laneId": lane, "error": error}, component="printer")))
+
+    def _ticket_scanned(self, session_id: str | None, lot: LotNow, error: str) -> None:
+        """A ticket at the exit: the car on the arming loop is waiting for a decision."""
+        if not self.setup.scanner or self.state not in ("identifying", "refused"):
+            self._log("info", "lane.ticket_ignored", state=self.state, session=session_id)
+            return
+        self._cancel_read()
+        self._exit_pending = None
+        self.state = "identifying"
+        read = Read(None, 0.0, None, self._now)
+        if session_id is None:
+            self.tickets_invalid += 1
+            self._log("warning", "lane.ticket_invalid", error=error)
+            self._emit(Remember(read, "ticket_invalid", False))
+            self._refuse(read, "ticket_invalid", None, None)
+            return
+        stay = self.access.inside.get(session_id)
+        if stay is None:
+            self.tickets_refused += 1
+            self._log("warning", "lane.ticket_refused", session=session_id)
+            self._emit(Remember(read, "ticket_used", False))
+            self._refuse(read, "ticket_used", None, None)
+            self._record(TicketRefused(session_id, self._now.wall))
+            return
+        read = Read(stay.plate, 0.0, None, self._now)
+        if self._to_intercom():
+            self._emit(Remember(read, "journal_full", False))
+            self._refuse(read, "journal_full", stay.plate, None)
+            return
+        self._exit_pending = _ExitPending(read, self._now, lot.online, session_id, stay)
+        self._emit(FetchPayments(session_id))
 
     # --- opening ---
 

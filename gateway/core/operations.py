@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Literal, Protocol
 
+from gateway.core.signs import SignMode
+
 LaneMode = Literal["auto", "locked_open", "locked_closed"]
 Direction = Literal["entry", "exit"]
 LotState = Literal["open", "full", "closed"]
@@ -35,6 +37,17 @@ class LotControl(Protocol):
     async def set_lot_state(self, state: LotState, *, actor: str) -> None: ...
 
     async def set_bay_service(self, bay_id: str, in_service: bool, *, actor: str) -> None: ...
+
+    async def set_level_count(self, level: str, count: int, *, actor: str) -> dict[str, Any]:
+        """A technician's recount of a level counted at its ramps: its count set to `count`
+        (0..capacity), audited with the error corrected. Returns level, count, previous and
+        error (previous - count)."""
+        ...
+
+    async def level_counts(self) -> dict[str, Any]:
+        """The levels counted at their ramps: count, capacity, free, drift, and per ramp the
+        crossings in and out, backouts, glitches and the loops' states."""
+        ...
 
     async def alarms(self) -> list[dict[str, Any]]:
         """The active alarms, oldest first (kept across restarts until cleared or acknowledged)."""
@@ -62,4 +75,24 @@ class LotControl(Protocol):
     def watch_sensors(self) -> AsyncIterator[dict[str, Any]]:
         """For ``sensors watch``: first every sensor's state, then readings and bay service
         changes as they come; ends when the caller stops."""
+        ...
+
+    # --- anti-passback ---
+
+    async def reset_passback(self, plate: str, *, actor: str) -> dict[str, Any]:
+        """Clear one credential's anti-passback (its car left unseen): the plate's open session
+        no longer keeps it out; its next entry ends that session as a lost ticket and opens a
+        new one. Audited, and kept across a restart. Refused when the plate is not inside."""
+        ...
+
+    # --- free-space signs ---
+
+    async def signs(self) -> list[dict[str, Any]]:
+        """Each sign: its scope, mode and offset, what it shows, whether it answers."""
+        ...
+
+    async def set_sign_mode(self, sign_id: str, mode: SignMode, *, offset: int | None,
+                            actor: str) -> dict[str, Any]:
+        """Set a sign's mode (and its offset, if given), audited and kept across restarts;
+        returns the sign as `signs` shows it."""
         ...

@@ -7,8 +7,8 @@ are the wire's (camelCase, as in docs/asyncapi.yaml).
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
@@ -35,6 +35,8 @@ class Permit(_Model):
     rateTable: Ident | None = None
     # An account holder's stays are charged to the account (a `charge` transaction).
     accountId: Ident | None = None
+    # The pool (pushed as `permit_pools`) whose spaces this permit shares with the others.
+    poolId: Ident | None = None
 
     def valid_at(self, at: datetime) -> bool:
         return ((self.validFrom is None or self.validFrom <= at)
@@ -74,9 +76,84 @@ class DenyEntry(_Model):
         return self.until is None or at < self.until
 
 
+# --- permit pools and weekly reservations ---------------------------------------------------
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class PermitPool(_Model):
+    """Permits that share spaces: a company's 50 permits for 20 spaces.
+
+    While `spaces` of the pool's members are inside, the next member is a visitor
+    (`whenFull = "visitor"`: parks, and pays, by the lot's default tariff) or is refused
+    (`"refuse"`).
+    """
+
+    poolId: Ident
+    spaces: int = Field(ge=0, le=100_000)
+    whenFull: Literal["visitor", "refuse"] = "visitor"
+
+
+class RecurringReservation(_Model):
+    """A weekly booking (a "monthly pass"): on each of `days`, from `startTime` to `endTime`
+    lot-local, for the start days from `validFrom` to `validUntil` (both included).
+
+    An `endTime` at or before `startTime` ends the next day (a night pass). Lot-local wall
+    times, so 08:00 stays 08:00 across a DST change; a start in the hour skipped in spring
+    is taken at the clock's time before the change (02:30 is 03:30), an hour repeated in
+    autumn at its first pass.
+    """
+
+    reservationId: Ident
+    plate: Plate
+    days: tuple[Weekday, ...] = Field(min_length=1, max_length=7)
+    startTime: time
+    endTime: time
+    validFrom: date
+    validUntil: date
+    bayType: BayType | None = None
+
+    @model_validator(mode="after")
+    def _sane(self) -> RecurringReservation:
+        if len(set(self.days)) != len(self.days):
+            raise ValueError("days: each day at most once")
+        if self.startTime.tzinfo is not None or self.endTime.tzinfo is not None:
+            raise ValueError("startTime and endTime are lot-local: no offset")
+        if self.validUntil < self.validFrom:
+            raise ValueError("validUntil must not be before validFrom")
+        return self
+
+    def occurrences(self, around: datetime, tz: tzinfo) -> list[Reservation]:
+        """The bookings, as one-off reservations in UTC, that start from two days before
+        `around` to the day after (lot-local): those whose window, with a grace of up to a
+        day, can hold `around`."""
+        local = around.astimezone(tz).date()
+        found = []
+        for offset in range(-2, 2):
+            day = local + timedelta(days=offset)
+            if not self.validFrom <= day <= self.validUntil or WEEKDAYS[day.weekday()] not in (
+                    self.days):
+                continue
+            ends = day + timedelta(days=1) if self.endTime <= self.startTime else day
+            found.append(Reservation(
+                reservationId=self.reservationId, plate=self.plate, bayType=self.bayType,
+                start=_utc(day, self.startTime, tz), end=_utc(ends, self.endTime, tz)))
+        return found
+
+
+def _utc(day: date, at: time, tz: tzinfo) -> datetime:
+    """A lot-local wall time as UTC. Converted before any arithmetic: Python compares two
+    times of one zone by their wall clocks, which is an hour off across a DST change."""
+    return datetime.combine(day, at, tzinfo=tz).astimezone(UTC)
+
 
 PERMITS: TypeAdapter[tuple[Permit, ...]] = TypeAdapter(tuple[Permit, ...])
 RESERVATIONS: TypeAdapter[tuple[Reservation, ...]] = TypeAdapter(tuple[Reservation, ...])
 DENY_LIST: TypeAdapter[tuple[DenyEntry, ...]] = TypeAdapter(tuple[DenyEntry, ...])
+PERMIT_POOLS: TypeAdapter[tuple[PermitPool, ...]] = TypeAdapter(tuple[PermitPool, ...])
+RECURRING_RESERVATIONS: TypeAdapter[tuple[RecurringReservation, ...]] = TypeAdapter(
+    tuple[RecurringReservation, ...])
 RIGHTS: dict[str, TypeAdapter[Any]] = {
-    "permits": PERMITS, "reservations": RESERVATIONS, "deny_list": DENY_LIST}
+    "permits": PERMITS, "reservations": RESERVATIONS, "deny_list": DENY_LIST,
+    "permit_pools": PERMIT_POOLS, "recurring_reservations": RECURRING_RESERVATIONS}

@@ -56,32 +56,42 @@ class PlatePseudonyms:
         Raises JournalError when the file cannot be read, made, or holds no key: the gateway
         does not start rather than write a refused plate in the clear or under a new key.
         """
-        try:
-            key = _read_key(path)
-        except FileNotFoundError:
-            key = _make_key(path)
-        except OSError as e:
-            raise JournalError(f"cannot read the plate key {path}: {e.strerror or e}") from e
-        return cls(key)
+        return cls(load_key(path))
 
 
-def _read_key(path: Path) -> bytes:
+def load_key(path: Path, what: str = "plate key") -> bytes:
+    """The 32-byte key in `path`, made there (mode 0600) if there is none yet.
+
+    One helper for every per-lot key kept beside the journal (the plate key, the ticket key:
+    gateway.core.tickets); `what` names it in errors and logs. Raises JournalError when the
+    file cannot be read, made, or holds no key.
+    """
+    try:
+        return _read_key(path, what)
+    except FileNotFoundError:
+        return _make_key(path, what)
+    except OSError as e:
+        raise JournalError(f"cannot read the {what} {path}: {e.strerror or e}") from e
+
+
+def _read_key(path: Path, what: str) -> bytes:
     with path.open("rb") as f:
         mode = os.fstat(f.fileno()).st_mode
         text = f.read(4 * KEY_BYTES).strip()
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        log.warning("journal.plate_key_not_private", path=str(path), mode=oct(mode & 0o777))
+        log.warning("journal.key_not_private", key=what, path=str(path),
+                    mode=oct(mode & 0o777))
     try:
         key = bytes.fromhex(text.decode("ascii"))
     except (UnicodeDecodeError, ValueError):
         key = b""
     if len(key) != KEY_BYTES:
-        raise JournalError(f"{path} holds no plate key: {2 * KEY_BYTES} hex digits expected"
+        raise JournalError(f"{path} holds no {what}: {2 * KEY_BYTES} hex digits expected"
                            " (openssl rand -hex 32 makes one)")
     return key
 
 
-def _make_key(path: Path) -> bytes:
+def _make_key(path: Path, what: str) -> bytes:
     """A new key, written whole or not at all: another process making it at the same time
     loses (O_EXCL) and reads the winner's."""
     key = secrets.token_bytes(KEY_BYTES)
@@ -96,14 +106,14 @@ def _make_key(path: Path) -> bytes:
             os.close(fd)
         os.link(part, path)  # fails if a key appeared meanwhile: that one stands
     except FileExistsError:
-        return _read_key(path)
+        return _read_key(path, what)
     except OSError as e:
-        raise JournalError(f"cannot make the plate key {path}: {e.strerror or e}") from e
+        raise JournalError(f"cannot make the {what} {path}: {e.strerror or e}") from e
     finally:
         with contextlib.suppress(OSError):
             part.unlink()
     _sync_directory(path.parent)
-    log.info("journal.plate_key_made", path=str(path))
+    log.info("journal.key_made", key=what, path=str(path))
     return key
 
 

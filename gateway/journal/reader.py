@@ -141,6 +141,13 @@ class JournalQueries:
             " valid_until FROM payments WHERE session_id = ? ORDER BY paid_at", (session_id,))
         return [PaymentRecord(*r) for r in rows]
 
+    async def payment(self, payment_id: str) -> PaymentRecord | None:
+        """One payment by its id (a pay station's retry finds the first one)."""
+        rows = await self._fetch(
+            "SELECT payment_id, session_id, amount_minor, currency, method, source, paid_at,"
+            " valid_until FROM payments WHERE payment_id = ?", (payment_id,))
+        return PaymentRecord(*rows[0]) if rows else None
+
     async def bay_states(self) -> dict[str, BayRecord]:
         """The last journaled state of each bay, for a restart to begin from."""
         rows = await self._fetch("SELECT bay_id, state, since, source, healthy FROM bay_state")

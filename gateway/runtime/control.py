@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from gateway.config import DEFAULT_CONTROL_SOCKET, ControlConfig
 from gateway.core.operations import LaneMode, LotControl, LotState, OperationRefused
+from gateway.core.signs import MAX_OFFSET, SignMode
 from gateway.runtime.aio import TaskSet
 
 log = structlog.get_logger(__name__)
@@ -178,6 +179,11 @@ class _BayService(_Params):
     in_service: bool
 
 
+class _CountSet(_Params):
+    level: Id
+    count: int = Field(ge=0, le=100_000)
+
+
 class _AlarmAck(_Params):
     alarm_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
@@ -188,6 +194,12 @@ class _RecentPlates(_Params):
 
 class _Plate(_Params):
     plate: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=32)]
+
+
+class _SignMode(_Params):
+    sign: Id
+    mode: SignMode
+    offset: int | None = Field(None, ge=0, le=MAX_OFFSET)
 
 
 Call = Callable[[LotControl, Any, Peer], Awaitable[Any]]
@@ -214,6 +226,14 @@ async def _lot_state(lot: LotControl, p: _LotState, peer: Peer) -> None:
 
 async def _bay_service(lot: LotControl, p: _BayService, peer: Peer) -> None:
     await lot.set_bay_service(p.bay, p.in_service, actor=peer.actor)
+
+
+async def _count_set(lot: LotControl, p: _CountSet, peer: Peer) -> Any:
+    return await lot.set_level_count(p.level, p.count, actor=peer.actor)
+
+
+async def _count_show(lot: LotControl, _p: _NoParams, _peer: Peer) -> Any:
+    return await lot.level_counts()
 
 
 async def _alarms(lot: LotControl, _p: _NoParams, _peer: Peer) -> Any:
@@ -244,12 +264,26 @@ async def _privacy_export(lot: LotControl, p: _Plate, _peer: Peer) -> Any:
     return await lot.export_plate(p.plate)
 
 
+async def _passback_reset(lot: LotControl, p: _Plate, peer: Peer) -> Any:
+    return await lot.reset_passback(p.plate, actor=peer.actor)
+
+
+async def _signs(lot: LotControl, _p: _NoParams, _peer: Peer) -> Any:
+    return await lot.signs()
+
+
+async def _sign_mode(lot: LotControl, p: _SignMode, peer: Peer) -> Any:
+    return await lot.set_sign_mode(p.sign, p.mode, offset=p.offset, actor=peer.actor)
+
+
 METHODS: Mapping[str, _Method] = {
     "status": _Method(_NoParams, _status, changes_lot=False),
     "gate.open": _Method(_GateOpen, _open_gate, changes_lot=True),
     "lane.mode": _Method(_LaneMode, _lane_mode, changes_lot=True),
     "lot.state": _Method(_LotState, _lot_state, changes_lot=True),
     "bay.service": _Method(_BayService, _bay_service, changes_lot=True),
+    "count.set": _Method(_CountSet, _count_set, changes_lot=True),
+    "count.show": _Method(_NoParams, _count_show, changes_lot=False),
     "alarms.list": _Method(_NoParams, _alarms, changes_lot=False),
     "alarms.ack": _Method(_AlarmAck, _alarm_ack, changes_lot=True),
     "sessions.open": _Method(_NoParams, _sessions, changes_lot=False),
@@ -257,6 +291,10 @@ METHODS: Mapping[str, _Method] = {
     # Not logged with its params, which would put the plate in the log: the lot audits it.
     "privacy.purge": _Method(_Plate, _privacy_purge, changes_lot=False),
     "privacy.export": _Method(_Plate, _privacy_export, changes_lot=False),
+    # Not logged with the plate either: the lot audits and logs the session it cleared.
+    "passback.reset": _Method(_Plate, _passback_reset, changes_lot=False),
+    "sign.list": _Method(_NoParams, _signs, changes_lot=False),
+    "sign.mode": _Method(_SignMode, _sign_mode, changes_lot=True),
 }
 STREAMS: Mapping[str, type[_Params]] = {"sensors.watch": _NoParams}
 

@@ -95,6 +95,7 @@ COMMANDS: dict[str, type[_Model]] = {
     "resend": ResendArgs,
     "privacy_purge": PlateArgs,
     "privacy_export": PlateArgs,
+    "reset_passback": PlateArgs,
 }
 
 
@@ -253,6 +254,8 @@ class CommandHandler:
         elif isinstance(args, PlateArgs):
             if command.command == "privacy_purge":
                 return await self.control.purge_plate(args.plate, actor=actor)
+            if command.command == "reset_passback":
+                return await self.control.reset_passback(args.plate, actor=actor)
             return await self.control.export_plate(args.plate)
         elif command.command == "request_status":
             return {"lot": await self.control.status(), "sync": await self._sync_status()}

@@ -211,7 +211,8 @@ class _Update(BaseModel):
 
 
 _VALIDATORS: dict[str, TypeAdapter[Any]] = {"tariffs": TypeAdapter(Tariffs), **RIGHTS}
-KINDS: tuple[ConfigKind, ...] = ("tariffs", "permits", "reservations", "deny_list")
+KINDS: tuple[ConfigKind, ...] = (
+    "tariffs", "permits", "reservations", "deny_list", "permit_pools", "recurring_reservations")
 
 Listener = Callable[[str, int, Any], None]
 

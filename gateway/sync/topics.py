@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-CONFIG_KINDS = ("tariffs", "permits", "reservations", "deny_list")
+CONFIG_KINDS = ("tariffs", "permits", "reservations", "deny_list", "permit_pools",
+                "recurring_reservations")
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,8 +6,9 @@ Roles:
   `http.anonymous_viewer = true`;
 - `technician`: reads everything (lanes, alarms, sessions, events, metrics) and takes the
   technician's actions;
-- `device`: a pay station or another lane device. For now it reads availability, as a viewer;
-  what a device does at a lane comes with the lane-controller features.
+- `device`: a pay station or another lane device: reads availability, as a viewer, and pays
+  on foot (`pay`: a stay's fee, a payment), each station under its own account, whose name is
+  recorded with each payment it makes.
 
 An API client sends `Authorization: Bearer <account>.<secret>`; a browser logs in with a
 password and gets a session cookie (the server sets it HttpOnly, SameSite=Strict, Secure under
@@ -35,10 +36,10 @@ from typing import Literal
 from gateway.config import HttpRole, HttpServerConfig
 from gateway.web.accounts import token_account, verify_secret
 
-Permission = Literal["availability", "read", "act"]
+Permission = Literal["availability", "read", "act", "pay"]
 GRANTS: Mapping[HttpRole, frozenset[Permission]] = {
     "viewer": frozenset({"availability"}),
-    "device": frozenset({"availability"}),
+    "device": frozenset({"availability", "pay"}),
     "technician": frozenset({"availability", "read", "act"}),
 }
 

@@ -18,13 +18,19 @@ ERRORS = {
     "401": "No credentials, or wrong ones (`unauthenticated`).",
     "403": "The caller's role may not do this, or an action lacks its CSRF token"
            " (`forbidden`).",
-    "404": "No bay where a filter looks, or no such file of the console (`not_found`).",
+    "404": "No bay where a filter looks, or no such file of the console (`not_found`); for"
+           " pay on foot, no car inside by that plate or ticket (`not_found`, `bad_ticket`,"
+           " `no_tickets`).",
     "409": "The lot refused (`refused`): no such lane, bay or alarm, a lane out of order;"
-           " the message says which.",
+           " the message says which. Pay on foot: a plate that matches two cars"
+           " (`ambiguous`), an amount or currency that is not what is due (`amount_mismatch`,"
+           " `wrong_currency`, `nothing_due`), a reference used for another payment"
+           " (`reference_reused`).",
     "413": "The body is larger than `http.max_body_bytes`.",
     "415": "The body is not sent as application/json.",
     "429": "Too many failed logins (`too_many_failures`); see Retry-After.",
-    "503": "Not ready yet, or too many live streams (`unavailable`).",
+    "503": "Not ready yet, too many live streams, or a payment the journal could not take"
+           " (`unavailable`; see Retry-After).",
 }
 ERROR_SCHEMA = {
     "type": "object",
@@ -50,9 +56,9 @@ def document() -> dict[str, Any]:
             "description": (
                 "The lot controller's local HTTP API (docs/http.md). Roles: viewer"
                 " (availability), technician (everything, and the actions), device"
-                " (availability, for now). Authenticate with `Authorization: Bearer"
-                " <account>.<secret>`, or log in for a session cookie; with the cookie, an"
-                " action needs `X-CSRF-Token`."),
+                " (availability, and pay on foot: a pay station, one account each)."
+                " Authenticate with `Authorization: Bearer <account>.<secret>`, or log in"
+                " for a session cookie; with the cookie, an action needs `X-CSRF-Token`."),
         },
         "paths": paths,
         "components": {
@@ -111,6 +117,8 @@ def _errors(route: Route) -> list[str]:
         codes |= {"401", "429"}
     if route.name in ("readyz", "availability", "availability_stream"):
         codes.add("503")
+    if route.allow == "pay":
+        codes |= {"404", "409", "503"}
     return sorted(codes)
 
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from gateway.core.availability import BAY_TYPES
 from gateway.core.operations import LaneMode, LotState
+from gateway.core.pay import StationMethod
 from gateway.web.auth import Permission
 from gateway.web.console import ASSETS
 
@@ -48,6 +49,19 @@ class LotStateSet(Body):
 
 class BayServiceSet(Body):
     in_service: bool = Field(alias="inService")
+
+
+class Payment(Body):
+    """A pay station's payment: exactly the `dueMinor` its fee lookup gave, in the lot's
+    currency. `reference` is the station's own (its receipt number): the same reference again
+    is the same payment."""
+
+    session: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    amount_minor: int = Field(alias="amountMinor", ge=1, le=10**9)
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+    method: StationMethod
+    reference: Annotated[str, StringConstraints(min_length=1, max_length=128,
+                                                pattern=r"^[\x21-\x7e]+$")]
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +129,36 @@ SYNC: dict[str, Any] = {"type": "object", "properties": {"sync": {
     "properties": {"connected": {"type": "boolean"}, "backlog": _COUNT,
                    "lag_s": {"type": ["number", "null"]}},
     "required": ["connected", "backlog"]}}, "required": ["sync"]}
+
+_MONEY: dict[str, Any] = {"type": "integer", "minimum": 0, "description": "Minor units."}
+_TIME: dict[str, Any] = {"type": "string", "format": "date-time"}
+PAY_FEE: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "session": _TEXT, "plate": {"type": ["string", "null"]}, "enteredAt": _TIME,
+        "pricedAt": _TIME, "feeMinor": _MONEY, "paidMinor": _MONEY,
+        "dueMinor": {**_MONEY, "description": "What to take now (minor units): 0 when the"
+                     " payments made let the car out."},
+        "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+        "exitBy": {"type": ["string", "null"], "format": "date-time",
+                   "description": "Paying `dueMinor` now, the car may leave until then (the"
+                                  " payment grace); with nothing due, until the payments made"
+                                  " run out."}},
+    "required": ["session", "plate", "enteredAt", "pricedAt", "feeMinor", "paidMinor",
+                 "dueMinor", "currency", "exitBy"],
+}
+PAY_RECEIPT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "paymentId": _TEXT, "session": _TEXT, "amountMinor": _MONEY, "currency": _TEXT,
+        "method": {"enum": ["cash", "card", "mobile"]}, "reference": _TEXT, "device": _TEXT,
+        "paidAt": _TIME, "exitBy": _TIME,
+        "replayed": {"type": "boolean",
+                     "description": "True: this reference was paid before; this is the first"
+                                    " payment's receipt, nothing new was recorded."}},
+    "required": ["paymentId", "session", "amountMinor", "currency", "method", "reference",
+                 "device", "paidAt", "exitBy", "replayed"],
+}
 
 ROUTES: tuple[Route, ...] = (
     Route("console", "GET", "/", "The web console: one page, and its files under /static/.",
@@ -200,5 +244,17 @@ ROUTES: tuple[Route, ...] = (
     Route("alarm_ack", "POST", "/api/v1/alarms/{alarm}/ack",
           "Acknowledge an active alarm: it is cleared (audited).", "act", OBJECT,
           params=(Param("alarm", "The alarm's id.", {"type": "string"}, "path"),)),
+    # --- pay on foot (the device role; docs/http.md) ---
+    Route("pay_fee", "GET", "/api/v1/pay/fee",
+          "A pay station's lookup: the stay found by plate (as the exit lane matches it) or by"
+          " ticket, its fee now, what is paid and what is due.", "pay", PAY_FEE,
+          params=(Param("plate", "The plate as the driver typed it (one of plate, ticket).",
+                        {"type": "string", "minLength": 1, "maxLength": 32}),
+                  Param("ticket", "The text of the ticket's QR code.",
+                        {"type": "string", "minLength": 1, "maxLength": 512}))),
+    Route("pay_payment", "POST", "/api/v1/pay/payments",
+          "Record a payment of what is due, journaled as `payment.recorded` with the station's"
+          " account and reference; the same reference again answers the first receipt.",
+          "pay", PAY_RECEIPT, body=Payment),
 )
 BY_NAME = {route.name: route for route in ROUTES}

@@ -16,11 +16,12 @@ password, token, cookie or CSRF token, and no request body but an action's param
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import structlog
@@ -30,6 +31,7 @@ from pydantic import ValidationError
 from gateway.config import HttpServerConfig
 from gateway.core.availability import BAY_TYPES, Availability, Where
 from gateway.core.operations import OperationRefused
+from gateway.core.pay import PaymentRequest, PayOnFoot, PayRefused
 from gateway.runtime.aio import TaskSet
 from gateway.web.auth import Authenticator, Identity, TooManyFailures, Unauthenticated
 from gateway.web.console import ASSETS, PAGE, PAGE_POLICY, asset, bays_document
@@ -50,6 +52,7 @@ from gateway.web.routes import (
     LaneModeSet,
     Login,
     LotStateSet,
+    Payment,
 )
 from gateway.web.today import TodayReport
 
@@ -86,8 +89,10 @@ class WebServer:
     """Run with `await server.run()` (until cancelled); `port` is the bound port once
     `listening` is set."""
 
-    def __init__(self, lot: LotView, config: HttpServerConfig, feed: AvailabilityFeed) -> None:
+    def __init__(self, lot: LotView, config: HttpServerConfig, feed: AvailabilityFeed, *,
+                 pay: PayOnFoot | None = None) -> None:
         self.lot = lot
+        self.pay = pay  # the pay-on-foot desk; None: the pay routes answer 503
         self.config = config
         self.feed = feed
         self.auth = Authenticator(config)
@@ -110,7 +115,8 @@ class WebServer:
             "alarms": self._alarms, "sessions": self._sessions, "events": self._events,
             "gate_open": self._gate_open, "lane_mode": self._lane_mode,
             "lot_state": self._lot_state, "bay_service": self._bay_service,
-            "alarm_ack": self._alarm_ack,
+            "alarm_ack": self._alarm_ack, "pay_fee": self._pay_fee,
+            "pay_payment": self._pay_payment,
         }
 
     def make_app(self) -> web.Application:
@@ -419,6 +425,49 @@ class WebServer:
         actor, alarm_id = _actor(request), request.match_info["alarm"]
         log.info("http.action", action="alarms.ack", actor=actor, alarm=alarm_id)
         return _json(await self.lot.acknowledge_alarm(alarm_id, actor=actor))
+
+    # --- pay on foot ---
+
+    def _desk(self) -> PayOnFoot:
+        if self.pay is None:
+            raise HttpError(503, "unavailable", "pay on foot is not served by this gateway")
+        return self.pay
+
+    async def _pay_fee(self, request: web.Request) -> web.StreamResponse:
+        query = request.query
+        asked = set(query) & {"plate", "ticket"}
+        if set(query) - {"plate", "ticket"} or len(asked) != 1:
+            raise HttpError(400, "invalid_params", "give one of plate or ticket")
+        plate, ticket = query.get("plate", ""), query.get("ticket", "")
+        if not 1 <= len(plate or ticket) <= (32 if plate else 512):
+            raise HttpError(400, "invalid_params", "plate: 1 to 32 characters, ticket: 1 to 512")
+        desk = self._desk()
+        with _pay_refusals():
+            fee = await (desk.fee_by_plate(plate) if plate else desk.fee_by_ticket(ticket))
+        return _json(fee.as_json())
+
+    async def _pay_payment(self, request: web.Request) -> web.StreamResponse:
+        body = await _body(request, Payment)
+        identity: Identity = request[IDENTITY]
+        device = identity.account or "anonymous"
+        desk = self._desk()
+        with _pay_refusals():
+            receipt = await desk.pay(device, PaymentRequest(
+                body.session, body.amount_minor, body.currency, body.method, body.reference))
+        return _json(receipt.as_json())
+
+
+_PAY_STATUS = {"not_found": 404, "ambiguous": 409, "conflict": 409, "unavailable": 503}
+
+
+@contextlib.contextmanager
+def _pay_refusals() -> Iterator[None]:
+    """The desk's refusals as the API's errors: 404, 409 or 503 (retry), with its code."""
+    try:
+        yield
+    except PayRefused as e:
+        headers = {"Retry-After": "1"} if e.kind == "unavailable" else None
+        raise HttpError(_PAY_STATUS[e.kind], e.code, str(e), headers) from None
 
 
 _CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}

@@ -25,6 +25,7 @@ import structlog
 from gateway.app import Gateway, HardwareOverrides
 from gateway.config import ModbusSensor, Settings
 from gateway.core.clock import Clock
+from gateway.core.pay import PaymentRequest, PayRefused
 from gateway.core.rights import DenyEntry, Permit, Reservation
 from gateway.lpr.worker import PlateSource
 from gateway.runtime.notify import Notifier
@@ -32,6 +33,7 @@ from parking_sim.bus import SensorBus
 from parking_sim.camera import GroundTruthReader
 from parking_sim.physics import LaneSim, SimCar
 from parking_sim.scenario import Scenario
+from parking_sim.signs import SignLine
 from parking_sim.state import SAVE_EVERY_S, Restart
 from parking_sim.traffic import Arrival
 from parking_sim.vtime import TimeWarpLoop
@@ -44,30 +46,45 @@ NODES_SETTLED_S = 10.0  # after a restart, the detector nodes have been running 
 
 @dataclass
 class PayStation:
-    """Visitors pay on their way back to the car: the stay's fee so far, by card."""
+    """Visitors pay on their way back to the car: what is due, by card, at a pay-on-foot
+    station. It pays through the gateway's pay desk, the one `GET /api/v1/pay/fee` and
+    `POST /api/v1/pay/payments` serve (the HTTP layer aside: the simulated lot runs in one
+    process on virtual time), under the station's own account and references."""
 
     payments: int = 0
     skipped: int = 0  # no session found (a tailgater, a misread) or nothing to pay
+    refused: int = 0  # payments the desk refused (a fee that stepped up meanwhile)
     share: float = 1.0  # the share of visitors who pay (the rest test the offline policy)
+    device: str = "sim-pay-1"  # the station's account
     rng: random.Random = field(default_factory=lambda: random.Random(5))
 
     async def pay(self, gateway: Gateway, plate: str, *, refused: bool = False) -> None:
         """`refused`: the exit sent the driver back; whatever they owe (a visitor who skipped
         the pay station, a reservation that ran over), they pay it now."""
-        stay = gateway.access.stay_of(plate)
+        desk = gateway.pay_desk
+        assert desk is not None  # built with the lot
+        try:
+            fee = await desk.fee_by_plate(plate)  # the driver types the plate
+        except PayRefused:
+            self.skipped += 1
+            return
+        stay = gateway.access.inside.get(fee.session_id)
         if stay is None or (not refused and (stay.right_kind != "visitor"
                                              or self.rng.random() >= self.share)):
             self.skipped += 1
             return
-        fee = gateway.sessions.fee_at(stay, gateway.clock.now())
-        if fee <= 0:
+        if fee.due_minor <= 0:
             self.skipped += 1
             return
+        reference = f"{self.device}-{self.payments + self.refused + 1}"
+        try:
+            await desk.pay(self.device, PaymentRequest(
+                fee.session_id, fee.due_minor, fee.currency, "card", reference))
+        except PayRefused as e:
+            self.refused += 1
+            log.info("sim.pay_refused", plate=plate, code=e.code)
+            return
         self.payments += 1
-        await gateway.sessions.record_payment(
-            payment_id=f"pay-{stay.session_id}", session_id=stay.session_id,
-            amount_minor=fee, currency="EUR", method="card", source="pay_station",
-            valid_until=gateway.clock.now() + timedelta(minutes=30))
 
 
 class _World(World):
@@ -95,6 +112,7 @@ class LotRun:
     pay_station: PayStation
     reservations: list[Reservation] = field(default_factory=list)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    signs: dict[str, SignLine] = field(default_factory=dict)  # by the port the config names
 
     def spawn(self, work: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(work)
@@ -163,14 +181,17 @@ async def lot_run(
         restart.resume(world)  # before the nodes start: the cars parked over them are there
     if bus is not None:
         port = await bus.start(running_for_s=0.0 if saved is None else NODES_SETTLED_S)
+    signs = await _sign_lines(settings)
     gateway = Gateway(
         settings, clock=clock, sync=sync, control=control,
         # With [lpr] enabled and no reader given, the daemon starts its own plate worker.
         plates=plates if plates is not None or settings.lpr.enabled else GroundTruthReader(),
         notifier=Notifier(None),
         hardware=HardwareOverrides(pin_factory=world.factory, cameras=world.cameras,
-                                   bus_port=port))
-    run = LotRun(world, gateway, bus, PayStation(share=pay_share))
+                                   bus_port=port, sign_ports={
+                                       sign.id: signs[sign.port].port for sign in settings.signs
+                                       if sign.port in signs}))
+    run = LotRun(world, gateway, bus, PayStation(share=pay_share), signs=signs)
     if saved is not None:
         run.reservations = [Reservation.model_validate(r) for r in saved.reservations]
     daemon = asyncio.ensure_future(gateway.run())
@@ -183,6 +204,8 @@ async def lot_run(
             # kernel: virtual time waits for them.
             loop.hold_while(lambda: link.bytes_written > bus.bytes_received
                             or bus.bytes_sent > link.bytes_read)
+        if signs and isinstance(loop, TimeWarpLoop):
+            _hold_for_signs(loop, run)
         _push_population(run)
         world.on_pay = lambda plate, refused: run.spawn(
             run.pay_station.pay(gateway, plate, refused=refused))
@@ -204,6 +227,34 @@ async def lot_run(
             task.cancel()
         if bus is not None:
             await bus.close()
+        for line in signs.values():
+            await line.close()
+
+
+async def _sign_lines(settings: Settings) -> dict[str, SignLine]:
+    """A simulated line for each port of the lot's ASCII signs, started, with its signs."""
+    lines: dict[str, SignLine] = {}
+    for sign in settings.signs:
+        if sign.kind == "ascii":  # a Modbus sign is not simulated: it stays silent
+            line = lines.setdefault(sign.port, SignLine(addresses=(), baudrate=sign.baudrate))
+            line.addresses.add(sign.station)
+    for line in lines.values():
+        await line.start()
+    return lines
+
+
+def _hold_for_signs(loop: TimeWarpLoop, run: LotRun) -> None:
+    """Virtual time waits while a frame or an answer is in the kernel, as for the bus."""
+    from gateway.drivers.signs import AsciiSign
+
+    board = run.gateway.sign_board
+    ours = {} if board is None else {
+        state.config.port: state.sign.line for state in board.states.values()
+        if isinstance(state.sign, AsciiSign)}  # by the sim's pty, as the daemon opened it
+    pairs = [(line, ours[line.port]) for line in run.signs.values() if line.port in ours]
+    loop.hold_while(lambda: any(
+        theirs.bytes_written > line.bytes_received or line.bytes_sent > theirs.bytes_read
+        for line, theirs in pairs))
 
 
 async def _started(gateway: Gateway, daemon: asyncio.Future[None]) -> None:

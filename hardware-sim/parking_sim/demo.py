@@ -205,7 +205,22 @@ def _view(run: Any, feed: Feed, started: float) -> Group:
     lot = facts(len(gateway.access.inside), world.inside, world.truth.counts(),
                 journal.last_seq, journal.last_seq - journal.acked_through)
     events = Text("\n".join(feed.recent) or "(no events yet)")
-    return Group(head, floors, lanes, lot, Text("recent events", style="bold"), events)
+    return Group(head, floors, lanes, signs_shown(run), lot,
+                 Text("recent events", style="bold"), events)
+
+
+def signs_shown(run: Any) -> Text:
+    """What each simulated sign shows now (its own display, not the gateway's idea of it)."""
+    board = run.gateway.sign_board
+    if board is None:
+        return Text("")
+    shown = []
+    for sign_id, state in board.states.items():
+        config = state.config
+        line = next((sim for sim in run.signs.values() if sim.port == config.port), None)
+        text = None if line is None else line.text(config.station)
+        shown.append(f"{sign_id} ({config.shows}) [{'?' if text is None else text:^6}]")
+    return Text("signs: " + "   ".join(shown))
 
 
 async def run_demo(duration_s: float | None, pace: float, seed: int | None, lpr: bool,

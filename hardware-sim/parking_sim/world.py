@@ -41,6 +41,7 @@ from parking_sim.physics import (
     SimCar,
     UltrasonicPhysics,
 )
+from parking_sim.ramps import RampSim
 from parking_sim.scenario import Scenario
 from parking_sim.traffic import Arrival, Kind, Traffic
 
@@ -216,7 +217,11 @@ class World:
         self.pins = pins or SimPins()
         self.factory = self.pins.factory
         self.truth = TruthLog()
-        self.bays = BayWorld([bay.id for bay in settings.bays], random.Random(self._rng.random()))
+        # A level counted at its ramps has no bays in the config: its places are slots.
+        self.level_slots = {f"{level.id}#{n:03d}": level.id for level in settings.levels
+                            for n in range(level.capacity)}
+        self.bays = BayWorld([bay.id for bay in settings.bays] + list(self.level_slots),
+                             random.Random(self._rng.random()))
         self.modbus_units = {bay.id: bay.sensor.unit_id for bay in settings.bays
                              if isinstance(bay.sensor, ModbusSensor)}
         photos = None
@@ -232,6 +237,8 @@ class World:
         self._build_lanes()
         self.ultrasonic: dict[str, UltrasonicPhysics] = {}
         self._build_ultrasonic()
+        self.ramps: dict[str, RampSim] = {}  # by level: the ramp its vehicles take
+        self._build_ramps()
         self.samples: list[Sample] = []
         self.arrivals_by_kind: list[tuple[float, Kind]] = []
         self._attachments: list[Attachment] = []
@@ -293,6 +300,25 @@ class World:
             self.pins.ultrasonic(sensor.trigger_pin, sensor.echo_pin, physics.measure)
             self.ultrasonic[bay.id] = physics
 
+    def _build_ramps(self) -> None:
+        for level in self.settings.levels:
+            ramp = level.ramps[0]
+            # Its own random stream, so that adding a level leaves the rest of the day alike.
+            self.ramps[level.id] = RampSim(ramp.id, self.pins.input(ramp.loop_a),
+                                           self.pins.input(ramp.loop_b),
+                                           rng=random.Random(f"{self.seed}:{ramp.id}"))
+
+    def level_truth(self, level_id: str) -> int:
+        """The vehicles really parked on a level counted at its ramps."""
+        return sum(1 for slot, level in self.level_slots.items()
+                   if level == level_id and self.bays.occupied(slot))
+
+    def _ramp(self, bay: str, up: bool) -> None:
+        """A vehicle going to or from a slot of a counted level crosses its ramp."""
+        level = self.level_slots.get(bay)
+        if level is not None:
+            self.ramps[level].cross(up)
+
     # -- running ---------------------------------------------------------------------------
 
     def attach(self, part: Attachment) -> None:
@@ -352,6 +378,8 @@ class World:
             await lane.close()
         for camera in self.cameras.values():
             await camera.close()
+        for ramp in self.ramps.values():
+            await ramp.close()
         for part in reversed(self._attachments):
             await part.close()
 
@@ -444,12 +472,14 @@ class World:
             self._schedule(visit, "to_exit", self._drive_time(), self._queue_exit)
             return
         visit.bay = bay
+        self._ramp(bay, up=True)
         self._log("parked", visit.arrival, bay=bay)
         self._schedule(visit, "parked", visit.arrival.stay_s, self._leave_bay)
 
     def _leave_bay(self, visit: _Visit) -> None:
         assert visit.bay is not None
         self.bays.leave(visit.bay)
+        self._ramp(visit.bay, up=False)
         self._log("left_bay", visit.arrival, bay=visit.bay)
         self._schedule(visit, "to_exit", self._drive_time(), self._queue_exit)
 

@@ -113,7 +113,8 @@ EXAMPLES: dict[EventType, tuple[dict[str, Any], dict[str, Any]]] = {
     ),
     EventType.PAYMENT_RECORDED: (
         {"payment_id": "pay-9", "session_id": "s-1", "amount": EUR_250, "method": "card",
-         "source": "pay_station", "valid_until": AT + timedelta(minutes=15)},
+         "source": "pay_station", "valid_until": AT + timedelta(minutes=15),
+         "device": "pay-lobby", "reference": "lobby-000123"},
         {"payment_id": "pay-9", "session_id": "s-1", "amount": EUR_250, "method": "app",
          "source": "backend"},
     ),
@@ -134,6 +135,12 @@ EXAMPLES: dict[EventType, tuple[dict[str, Any], dict[str, Any]]] = {
                      "occupiedAvg": 5.25, "occupiedMax": 8, "unknownMax": 1}]},
         {"hour_start": AT, "hour_end": AT + timedelta(hours=1), "entries": 0, "exits": 0,
          "groups": []},
+    ),
+    EventType.LEVEL_COUNTED: (
+        {"level_id": "2", "zone": "roof", "count": 60, "previous_count": 60, "capacity": 60,
+         "cause": "ramp", "ramp_id": "ramp-1-2", "clamped": True},
+        {"level_id": "2", "zone": "2", "count": 12, "previous_count": 14, "capacity": 60,
+         "cause": "recount"},
     ),
 }
 
@@ -265,6 +272,7 @@ _COMMON = "$defs/"
     (events.ConfigKind, "config.applied", _DATA + "kind"),
     (events.ConfigOutcome, "config.applied", _DATA + "outcome"),
     (events.ConfigSource, "config.applied", _DATA + "source"),
+    (events.LevelCountCause, "level.counted", _DATA + "cause"),
 ])
 def test_literal_types_match_schema_enums(literal: Any, schema_name: str, pointer: str) -> None:
     assert set(get_args(literal)) == _enum_at(schema_name, pointer)

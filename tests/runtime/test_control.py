@@ -69,6 +69,13 @@ class FakeLot:
     async def set_bay_service(self, bay_id: str, in_service: bool, *, actor: str) -> None:
         self.calls.append(("set_bay_service", bay_id, in_service, actor))
 
+    async def set_level_count(self, level: str, count: int, *, actor: str) -> dict[str, Any]:
+        self.calls.append(("set_level_count", level, count, actor))
+        return {"level": level, "count": count, "previous": 7, "error": 7 - count}
+
+    async def level_counts(self) -> dict[str, Any]:
+        return {"levels": [{"levelId": "2", "count": 7}]}
+
     async def alarms(self) -> list[dict[str, Any]]:
         return [{"alarmId": "bus.port:rs485", "severity": "critical"}]
 
@@ -90,6 +97,13 @@ class FakeLot:
 
     async def export_plate(self, plate: str) -> dict[str, Any]:
         return {"plate": plate, "sessions": [{"session_id": "s-1"}]}
+
+    async def reset_passback(self, plate: str, *, actor: str) -> dict[str, Any]:
+        if plate != "AB123CD":
+            raise OperationRefused(f"{plate!r} is not inside: no anti-passback to clear")
+        self.calls.append(("reset_passback", plate, actor))
+        return {"sessionId": "s-1", "enteredAt": "2026-03-02T08:00:00.000000Z",
+                "entryLane": "entry-1"}
 
     async def watch_sensors(self) -> AsyncIterator[dict[str, Any]]:
         try:
@@ -155,6 +169,14 @@ async def test_changes_are_made_as_the_connecting_unix_user(server, sock_path, l
     ]
 
 
+async def test_count_set_is_made_as_the_caller_and_count_show_reads(server, sock_path, lot):
+    client = ControlClient(sock_path)
+    assert await client.call("count.set", {"level": "2", "count": 5}) == {
+        "level": "2", "count": 5, "previous": 7, "error": 2}
+    assert lot.calls == [("set_level_count", "2", 5, ME)]
+    assert (await client.call("count.show"))["levels"][0]["count"] == 7
+
+
 async def test_reads(server, sock_path):
     client = ControlClient(sock_path)
     assert await client.call("sessions.open") == [{"session_id": "s-1", "plate": "AB123"}]
@@ -177,6 +199,8 @@ async def test_a_refusal_carries_the_lots_message(server, sock_path, lot):
     ("bay.service", {"bay": "A-01", "in_service": "no"}, "in_service"),
     ("lot.state", {"state": "open", "extra": 1}, "extra"),
     ("plates.recent", {"limit": 0}, "limit"),
+    ("count.set", {"level": "2", "count": -1}, "count"),
+    ("count.set", {"level": "2", "count": "12"}, "count"),
 ])
 async def test_invalid_params_are_named(server, sock_path, lot, method, params, where):
     with pytest.raises(RemoteError) as caught:

@@ -97,6 +97,10 @@ class FakeLot:
         self.calls.append(("export_plate", plate))
         return {"plate": plate, "sessions": []}
 
+    async def reset_passback(self, plate: str, *, actor: str) -> dict[str, Any]:
+        self.calls.append(("reset_passback", plate, actor))
+        return {"sessionId": "s-1"}
+
     def watch_sensors(self) -> Any:
         raise OperationRefused("not in tests")
 

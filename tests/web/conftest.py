@@ -22,6 +22,7 @@ from gateway.config import HttpAccount, HttpRole, HttpServerConfig, load_setting
 from gateway.core.availability import Availability, Place, tally
 from gateway.core.clock import FakeClock
 from gateway.core.operations import LaneMode, LotState, OperationRefused
+from gateway.core.pay import Fee, PaymentRequest, PayOnFoot, Receipt
 from gateway.core.records import OutboxRecord
 from gateway.runtime.log import configure_logging
 from gateway.web.accounts import hash_secret
@@ -189,10 +190,24 @@ def feed(lot: FakeLot) -> AvailabilityFeed:
     return feed
 
 
+class FakePayDesk:
+    """A pay-on-foot desk that knows one stay and takes any payment of it (the real desk's
+    answers: tests/web/test_pay.py)."""
+
+    async def fee_by_plate(self, plate: str) -> Fee:
+        return Fee("s-1", "AB123CD", AT, AT, 450, 0, 450, "EUR", AT)
+
+    async def fee_by_ticket(self, ticket: str) -> Fee:
+        return await self.fee_by_plate("AB123CD")
+
+    async def pay(self, device: str, request: PaymentRequest) -> Receipt:
+        return Receipt("p-1", request, device, AT, AT, replayed=False)
+
+
 @contextlib.asynccontextmanager
-async def serving(lot: FakeLot, feed: AvailabilityFeed, config: HttpServerConfig
-                  ) -> AsyncIterator[WebServer]:
-    server = WebServer(lot, config, feed)
+async def serving(lot: FakeLot, feed: AvailabilityFeed, config: HttpServerConfig,
+                  pay: PayOnFoot | None = None) -> AsyncIterator[WebServer]:
+    server = WebServer(lot, config, feed, pay=pay or FakePayDesk())
     task = asyncio.create_task(server.run())
     try:
         async with asyncio.timeout(10):

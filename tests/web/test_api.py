@@ -69,6 +69,11 @@ CALLS = {
     "plates_recent": Call("GET", "/api/v1/plates/recent?limit=5"),
     "sync": Call("GET", "/api/v1/sync"),
     "report_today": Call("GET", "/api/v1/report/today"),
+    # Pay on foot (its answers: tests/web/test_pay.py).
+    "pay_fee": Call("GET", "/api/v1/pay/fee?plate=AB123CD"),
+    "pay_payment": Call("POST", "/api/v1/pay/payments", {
+        "session": "s-1", "amountMinor": 450, "currency": "EUR", "method": "card",
+        "reference": "r-1"}),
 }
 PUBLIC = [r.name for r in ROUTES if r.allow is None]
 GUARDED = [r.name for r in ROUTES if r.allow is not None]
