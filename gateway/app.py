@@ -71,6 +71,8 @@ class HardwareOverrides:
     cameras: Mapping[str, FrameSource] = field(default_factory=dict)
     bus_port: str | None = None  # the serial port of the RS-485 bus
     sign_ports: Mapping[str, str] = field(default_factory=dict)  # sign id -> its serial port
+    printer_ports: Mapping[str, str] = field(default_factory=dict)  # lane id -> its printer's
+    scanner_ports: Mapping[str, str] = field(default_factory=dict)  # lane id -> its scanner's
 
 
 class NoReader:
@@ -284,14 +286,20 @@ class Gateway:
 
     def _ticket_devices(self, config: Any) -> dict[str, Any]:
         """The lane's ticket printer or scanner; opened by the lane, on first use."""
+        printer_port = self.hardware.printer_ports.get(config.id)
+        scanner_port = self.hardware.scanner_ports.get(config.id)
         if config.printer is not None and config.direction == "entry":
             from gateway.drivers.printer import EscPosPrinter
 
-            return {"printer": EscPosPrinter(config.printer)}
+            printer = config.printer if printer_port is None else config.printer.model_copy(
+                update={"port": printer_port})
+            return {"printer": EscPosPrinter(printer)}
         if config.scanner is not None and config.direction == "exit":
             from gateway.drivers.scanner import BarcodeScanner
 
-            return {"scanner": BarcodeScanner(config.scanner)}
+            scanner = config.scanner if scanner_port is None else config.scanner.model_copy(
+                update={"port": scanner_port})
+            return {"scanner": BarcodeScanner(scanner)}
         return {}
 
     async def _start_counting(self, factory: Any, settings: Mapping[str, Any]) -> None:

@@ -110,7 +110,8 @@ LANES = [
 ULTRASONIC_PINS = [(4, 11)]  # (trigger, echo): the two pins the lanes leave free
 
 
-def lanes() -> str:
+def lanes(extra: dict[str, str] | None = None) -> str:
+    """The lanes; `extra`: more of a lane's tables (its ticket printer or scanner), by lane id."""
     out = []
     for lane_id, direction, name, pins, drive in LANES:
         gpio = "\n".join(f"{k} = {v}" for k, v in pins.items())
@@ -130,7 +131,7 @@ url = "rtsp://192.0.2.10/{lane_id}"   # replaced by the simulator's camera
 drive = "{drive}"
 pulse_ms = 400
 feedback_timeout_s = 6.0
-''')
+''' + (extra or {}).get(lane_id, ""))
     return "".join(out)
 
 
@@ -200,6 +201,22 @@ from = "2"
 '''
 
 
+# The end-to-end lot's ticket lane: a printer at entry A for the plates its camera cannot read,
+# a scanner at the exit; the simulator puts its ptys here and plays both (parking_sim.tickets).
+E2E_TICKETS = {
+    "entry-a": '''
+# Tickets for plates the camera cannot read (ticket = "unreadable", the default).
+[lanes.printer]
+port = "/dev/ttyUSB2"
+poll_s = 60
+''',
+    "exit": '''
+[lanes.scanner]
+port = "/dev/ttyUSB3"
+''',
+}
+
+
 def e2e_bays() -> str:
     out = []
     for n in range(1, 301 - E2E_LEVEL_PLACES):
@@ -225,6 +242,6 @@ if __name__ == "__main__":
     root = Path(__file__).resolve().parent.parent
     for path, text in ((root / "config" / "demo-lot.toml", HEADER + lanes() + bays()),
                        (root / "hardware-sim" / "scenarios" / "e2e-lot.toml",
-                        E2E_HEADER + lanes() + e2e_bays() + E2E_LEVEL)):
+                        E2E_HEADER + lanes(E2E_TICKETS) + e2e_bays() + E2E_LEVEL)):
         path.write_text(text, encoding="utf-8")
         print(f"wrote {path}")

@@ -599,7 +599,13 @@ class Lane:
             loop.call_later(0.4 * step, snap)
 
     async def _follower_read(self, effect: ReadFollower) -> Read | None:
-        """The follower's own read; else the newest kept frame with another plate."""
+        """The follower's own read; else the newest kept frame with another plate.
+
+        An own read of the leader's plate (the camera still showed the car ahead when the read
+        began) is not the follower's: it gets no plate then (a session without one, as for a
+        follower the camera missed). The kept frames are no better at that moment: in the e2e
+        day they named the car behind the follower instead.
+        """
         task = self._followers.pop(effect.cycle, None)
         if task is not None:
             done, _ = await asyncio.wait({task}, timeout=self.timing.identify_timeout_s)
@@ -612,7 +618,11 @@ class Lane:
                 log.error("lane.follower_read_failed", lane=self.id,
                           error=repr(task.exception()))
                 return None
-            return task.result()
+            read = task.result()
+            if read.plate is not None and read.plate == effect.leader:
+                log.info("lane.follower_read_leader", lane=self.id, plate=read.plate)
+                return Read(None, 0.0, read.result, read.at)
+            return read
         if self._frames is None or self._frames[0] != effect.cycle:
             return None
         frames, self._frames = self._frames[1], None

@@ -140,6 +140,11 @@ class EscPosPrinter:
             self.printed += 1
             return paper
 
+    @property
+    def line(self) -> SerialLine:
+        """The serial line, with its byte counts (a simulator waits on bytes in flight)."""
+        return self._line
+
     def close(self) -> None:
         self._line.close()
 

@@ -76,6 +76,11 @@ class BarcodeScanner:
         self.dropped = 0  # scans lost to a full queue
 
     @property
+    def line(self) -> SerialLine:
+        """The serial line, with its byte counts (a simulator waits on bytes in flight)."""
+        return self._line
+
+    @property
     def rejected(self) -> int:
         return self.parser.too_long + self.parser.not_text
 

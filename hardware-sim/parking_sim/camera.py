@@ -266,6 +266,9 @@ class Shown:
     plate: str  # normalised truth
     printed: str
     fmt: str
+    # False: a plate no reader can make out (dirt, a bike rack over it); the frames say so in
+    # ``meta["unreadable"]`` and the ground-truth reader reads nothing from them.
+    readable: bool = True
 
 
 _BLANK = np.zeros((8, 8, 3), np.uint8)
@@ -365,6 +368,8 @@ class SimCamera:
         else:
             image, box, truth = self._render_car(shown, meta)
             meta["plate_box"] = box
+        if shown is not None and not shown.readable:
+            meta["unreadable"] = True
         self._sequence += 1
         self.frames_rendered += 1
         self._frame = Frame(self.camera_id, image, self._clock.stamp(), self._sequence,
@@ -388,7 +393,8 @@ class GroundTruthReader:
     """A plate reader that reads the truth the simulator put into the frames.
 
     Implements the lane's plate source (``read_frames``, as :class:`gateway.lpr.worker.PlateWorker`
-    does) and a per-image ``read``.
+    does) and a per-image ``read``. A frame of an unreadable plate (:attr:`Shown.readable`)
+    reads as nothing, as a real reader's would.
     """
 
     def __init__(self) -> None:
@@ -396,7 +402,7 @@ class GroundTruthReader:
 
     @staticmethod
     def read(frame: Frame) -> str | None:
-        return frame.truth
+        return None if frame.meta.get("unreadable") else frame.truth
 
     async def read_frames(
         self, frames: Sequence[Frame], deadline_s: float | None = None
@@ -405,7 +411,7 @@ class GroundTruthReader:
 
         del deadline_s
         self.requests += 1
-        truths = [f.truth for f in frames if f.truth]
+        truths = [truth for f in frames if (truth := self.read(f))]
         if not frames:
             return PlateResult(plate=None, confidence=0.0, reason="no_frames")
         if not truths:

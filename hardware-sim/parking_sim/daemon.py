@@ -35,6 +35,7 @@ from parking_sim.physics import LaneSim, SimCar
 from parking_sim.scenario import Scenario
 from parking_sim.signs import SignLine
 from parking_sim.state import SAVE_EVERY_S, Restart
+from parking_sim.tickets import PrintedTicket, SimPrinter, SimScanner
 from parking_sim.traffic import Arrival
 from parking_sim.vtime import TimeWarpLoop
 from parking_sim.world import World
@@ -54,23 +55,32 @@ class PayStation:
     payments: int = 0
     skipped: int = 0  # no session found (a tailgater, a misread) or nothing to pay
     refused: int = 0  # payments the desk refused (a fee that stepped up meanwhile)
+    by_ticket: int = 0  # of `payments`, those looked up by a paper ticket
+    # What each ticket's driver found due at the station, by session (0: nothing to pay yet).
+    ticket_dues: dict[str, list[int]] = field(default_factory=dict)
     share: float = 1.0  # the share of visitors who pay (the rest test the offline policy)
     device: str = "sim-pay-1"  # the station's account
     rng: random.Random = field(default_factory=lambda: random.Random(5))
 
-    async def pay(self, gateway: Gateway, plate: str, *, refused: bool = False) -> None:
+    async def pay(self, gateway: Gateway, plate: str, *, ticket: str | None = None,
+                  refused: bool = False) -> None:
         """`refused`: the exit sent the driver back; whatever they owe (a visitor who skipped
-        the pay station, a reservation that ran over), they pay it now."""
+        the pay station, a reservation that ran over), they pay it now. `ticket`: the driver
+        took one at the entry (the plate was unreadable) and scans it here; they always pay."""
         desk = gateway.pay_desk
         assert desk is not None  # built with the lot
         try:
-            fee = await desk.fee_by_plate(plate)  # the driver types the plate
+            # The driver scans the ticket, or types the plate.
+            fee = await (desk.fee_by_plate(plate) if ticket is None
+                         else desk.fee_by_ticket(ticket))
         except PayRefused:
             self.skipped += 1
             return
+        if ticket is not None:
+            self.ticket_dues.setdefault(fee.session_id, []).append(fee.due_minor)
         stay = gateway.access.inside.get(fee.session_id)
-        if stay is None or (not refused and (stay.right_kind != "visitor"
-                                             or self.rng.random() >= self.share)):
+        if stay is None or (not refused and ticket is None and (
+                stay.right_kind != "visitor" or self.rng.random() >= self.share)):
             self.skipped += 1
             return
         if fee.due_minor <= 0:
@@ -85,22 +95,24 @@ class PayStation:
             log.info("sim.pay_refused", plate=plate, code=e.code)
             return
         self.payments += 1
+        self.by_ticket += ticket is not None
 
 
 class _World(World):
     """The world with a pay station: a driver walks past it on the way back to the car, and
     goes to it when the exit refuses them (unpaid) before trying the exit again."""
 
-    on_pay: Callable[[str, bool], None] | None = None  # (plate, refused at the exit)
+    # (plate, the ticket the driver holds, refused at the exit)
+    on_pay: Callable[[str, str | None, bool], None] | None = None
 
     def _leave_bay(self, visit: Any) -> None:
         if self.on_pay is not None:
-            self.on_pay(visit.arrival.vehicle.plate, False)
+            self.on_pay(visit.arrival.vehicle.plate, visit.ticket, False)
         super()._leave_bay(visit)
 
     def _reversed(self, lane: LaneSim, car: SimCar) -> None:
         if car.refused and self.directions[lane.lane_id] == "exit" and self.on_pay is not None:
-            self.on_pay(car.arrival.vehicle.plate, True)
+            self.on_pay(car.arrival.vehicle.plate, car.ticket, True)
         super()._reversed(lane, car)
 
 
@@ -113,6 +125,8 @@ class LotRun:
     reservations: list[Reservation] = field(default_factory=list)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     signs: dict[str, SignLine] = field(default_factory=dict)  # by the port the config names
+    printers: dict[str, SimPrinter] = field(default_factory=dict)  # by lane id
+    scanners: dict[str, SimScanner] = field(default_factory=dict)  # by lane id
 
     def spawn(self, work: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(work)
@@ -182,6 +196,7 @@ async def lot_run(
     if bus is not None:
         port = await bus.start(running_for_s=0.0 if saved is None else NODES_SETTLED_S)
     signs = await _sign_lines(settings)
+    printers, scanners = await _ticket_devices(settings)
     gateway = Gateway(
         settings, clock=clock, sync=sync, control=control,
         # With [lpr] enabled and no reader given, the daemon starts its own plate worker.
@@ -190,8 +205,11 @@ async def lot_run(
         hardware=HardwareOverrides(pin_factory=world.factory, cameras=world.cameras,
                                    bus_port=port, sign_ports={
                                        sign.id: signs[sign.port].port for sign in settings.signs
-                                       if sign.port in signs}))
-    run = LotRun(world, gateway, bus, PayStation(share=pay_share), signs=signs)
+                                       if sign.port in signs},
+                                   printer_ports={k: v.port for k, v in printers.items()},
+                                   scanner_ports={k: v.port for k, v in scanners.items()}))
+    run = LotRun(world, gateway, bus, PayStation(share=pay_share), signs=signs,
+                 printers=printers, scanners=scanners)
     if saved is not None:
         run.reservations = [Reservation.model_validate(r) for r in saved.reservations]
     daemon = asyncio.ensure_future(gateway.run())
@@ -206,9 +224,12 @@ async def lot_run(
                             or bus.bytes_sent > link.bytes_read)
         if signs and isinstance(loop, TimeWarpLoop):
             _hold_for_signs(loop, run)
+        if (printers or scanners) and isinstance(loop, TimeWarpLoop):
+            _hold_for_tickets(loop, run)
+        _connect_tickets(run)
         _push_population(run)
-        world.on_pay = lambda plate, refused: run.spawn(
-            run.pay_station.pay(gateway, plate, refused=refused))
+        world.on_pay = lambda plate, ticket, refused: run.spawn(
+            run.pay_station.pay(gateway, plate, ticket=ticket, refused=refused))
         _book_reservations(run)
         await world.start()
         if restart is not None:
@@ -229,6 +250,8 @@ async def lot_run(
             await bus.close()
         for line in signs.values():
             await line.close()
+        for device in _devices(printers, scanners):
+            await device.close()
 
 
 async def _sign_lines(settings: Settings) -> dict[str, SignLine]:
@@ -255,6 +278,64 @@ def _hold_for_signs(loop: TimeWarpLoop, run: LotRun) -> None:
     loop.hold_while(lambda: any(
         theirs.bytes_written > line.bytes_received or line.bytes_sent > theirs.bytes_read
         for line, theirs in pairs))
+
+
+async def _ticket_devices(settings: Settings
+                          ) -> tuple[dict[str, SimPrinter], dict[str, SimScanner]]:
+    """A printer on a pty for each entry lane with one, a scanner for each exit with one."""
+    printers = {lane.id: SimPrinter() for lane in settings.lanes
+                if lane.direction == "entry" and lane.printer is not None}
+    scanners = {lane.id: SimScanner() for lane in settings.lanes
+                if lane.direction == "exit" and lane.scanner is not None}
+    for device in _devices(printers, scanners):
+        await device.start()
+    return printers, scanners
+
+
+def _devices(printers: dict[str, SimPrinter], scanners: dict[str, SimScanner]
+             ) -> list[SimPrinter | SimScanner]:
+    return [*printers.values(), *scanners.values()]
+
+
+def _connect_tickets(run: LotRun) -> None:
+    """A ticket that comes out goes to the driver waiting for it; a driver at an exit holds
+    their ticket up to its scanner."""
+    for lane_id, printer in run.printers.items():
+        printer.on_ticket = _taker(run.world, lane_id)
+    scanners = run.scanners
+
+    def scan(lane_id: str, text: str) -> None:
+        if lane_id in scanners:
+            scanners[lane_id].scan(text)
+
+    run.world.on_scan = scan
+
+
+def _taker(world: World, lane_id: str) -> Callable[[PrintedTicket], None]:
+    def take(ticket: PrintedTicket) -> None:
+        world.take_ticket(lane_id, ticket.qr)
+
+    return take
+
+
+def _hold_for_tickets(loop: TimeWarpLoop, run: LotRun) -> None:
+    """Virtual time waits while a ticket, a status request or its answer, or a scan is in the
+    kernel, as for the bus: a printer's status answer must not time out in skipped time."""
+    from gateway.drivers.printer import EscPosPrinter
+    from gateway.drivers.scanner import BarcodeScanner
+
+    pairs: list[tuple[SimPrinter | SimScanner, Any]] = []
+    for lane_id, lane in run.gateway.lanes.items():
+        if isinstance(lane.printer, EscPosPrinter) and lane_id in run.printers:
+            pairs.append((run.printers[lane_id], lane.printer.line))
+        if isinstance(lane.scanner, BarcodeScanner) and lane_id in run.scanners:
+            pairs.append((run.scanners[lane_id], lane.scanner.line))
+    # Only while the gateway's side is open: bytes sent to a closed port wait in the kernel
+    # until it opens again, and virtual time must not stand still for them.
+    loop.hold_while(lambda: any(
+        theirs.is_open and (theirs.bytes_written > ours.bytes_received
+                            or ours.bytes_sent > theirs.bytes_read)
+        for ours, theirs in pairs))
 
 
 async def _started(gateway: Gateway, daemon: asyncio.Future[None]) -> None:

@@ -80,6 +80,11 @@ class SimCar:
     waiting_since: float | None = None  # first stopped in the queue
     at_line_since: float | None = None  # stopped first in line, at the barrier
     refused: bool = False
+    # Tickets (parking_sim.tickets): a plate the cameras cannot read (dirt, a bike rack over
+    # it), and the ticket text its driver took at the entry, kept for the pay station and the
+    # exit's scanner.
+    plate_readable: bool = True
+    ticket: str | None = None
 
     @property
     def plate(self) -> str:
@@ -193,7 +198,10 @@ class LaneSim:
         chatter_prob: float = 0.0,
         on_passed: PassedListener | None = None,
         on_reversed: PassedListener | None = None,
+        on_at_line: PassedListener | None = None,
     ) -> None:
+        """`on_at_line`: a car has stopped first in line at the closed barrier (on the arming
+        loop): where a driver reaches out to the ticket machine."""
         self.lane_id = lane_id
         self.pins = pins
         self.geometry = geometry or LaneGeometry()
@@ -206,6 +214,7 @@ class LaneSim:
         self._chatter = chatter_prob
         self._on_passed = on_passed
         self._on_reversed = on_reversed
+        self._on_at_line = on_at_line
         self._wake = asyncio.Event()
         self._loop_truth: dict[str, bool] = {}
         self._closing_seen = False
@@ -346,6 +355,8 @@ class LaneSim:
         at_line = car.front >= geo.stop_x - 0.05
         if at_line and car.at_line_since is None:
             car.at_line_since = now
+            if self._on_at_line is not None:
+                self._on_at_line(self, car)
         if car.reverse_after_s is not None and now - car.waiting_since >= car.reverse_after_s:
             car.state = "reversing"
             return True

@@ -107,6 +107,9 @@ class CameraSpec(_Table):
     mode: Literal["synthetic", "photos"] = "synthetic"
     photos: Path | None = None  # a folder in the openalpr-dev layout (relative to the scenario)
     fps: float = Field(8.0, gt=0, le=60)
+    # The share of vehicles whose plate no reader can make out at an entry lane that prints
+    # tickets: they take a ticket there, pay by it and leave on it (parking_sim.tickets).
+    unreadable: float = Field(0.0, ge=0, le=1)
 
     @model_validator(mode="after")
     def _photos_folder(self) -> CameraSpec:

@@ -235,7 +235,8 @@ def _dump(lot: SavedLot) -> dict[str, Any]:
         "elapsedS": lot.world.elapsed_s, "traffic": lot.world.traffic,
         "truth": lot.world.truth, "reservations": list(lot.reservations),
         "vehicles": [{"phase": p.phase, "bay": p.bay, "dueInS": round(p.due_in_s, 3),
-                      **_arrival_json(p.arrival)} for p in lot.world.vehicles],
+                      "ticket": p.ticket, **_arrival_json(p.arrival)}
+                     for p in lot.world.vehicles],
     }
 
 
@@ -251,7 +252,7 @@ def _parse(data: dict[str, Any]) -> SavedLot:
         Placed(Arrival(float(v["atS"]), Vehicle(v["plate"], v["printed"], v["fmt"], v["kind"]),
                        float(v["stayS"]), bool(v["tailgates"]), bool(v["reverses"]),
                        float(v["lengthM"]), float(v["speedMps"])),
-               v["phase"], v["bay"], float(v["dueInS"]))
+               v["phase"], v["bay"], float(v["dueInS"]), v.get("ticket"))
         for v in data["vehicles"])
     world = SavedWorld(float(data["elapsedS"]), vehicles, dict(data["traffic"]),
                        {str(k): int(n) for k, n in data["truth"].items()})

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import os
 import tty
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 ESC, GS, DLE, EOT, LF = 0x1B, 0x1D, 0x10, 0x04, 0x0A
@@ -46,6 +47,9 @@ class _Pty:
         self._peer: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.port = ""
+        # What crossed the pty, for virtual time to wait on bytes still in the kernel.
+        self.bytes_received = 0
+        self.bytes_sent = 0
 
     def start(self, on_data: object = None) -> str:
         master, peer = os.openpty()
@@ -66,12 +70,13 @@ class _Pty:
             return
         except OSError:  # the gateway side closed: nothing to read until it opens again
             return
+        self.bytes_received += len(data)
         if data and callable(on_data):
             on_data(data)
 
     def write(self, data: bytes) -> None:
         if self._master is not None:
-            os.write(self._master, data)
+            self.bytes_sent += os.write(self._master, data)
 
     def close(self) -> None:
         if self._loop is not None and self._master is not None:
@@ -93,6 +98,8 @@ class SimPrinter:
         self.silent = False  # answers nothing (switched off, wrong baud rate)
         self.tickets: list[PrintedTicket] = []
         self.status_requests = 0
+        # Told of every ticket that comes out (the simulated driver takes it).
+        self.on_ticket: Callable[[PrintedTicket], None] | None = None
         self._pty = _Pty()
         self._buf = bytearray()
         self._current = PrintedTicket()
@@ -102,6 +109,14 @@ class SimPrinter:
     @property
     def port(self) -> str:
         return self._pty.port
+
+    @property
+    def bytes_received(self) -> int:
+        return self._pty.bytes_received
+
+    @property
+    def bytes_sent(self) -> int:
+        return self._pty.bytes_sent
 
     @property
     def out_of_paper(self) -> bool:
@@ -184,6 +199,8 @@ class SimPrinter:
         self.tickets.append(ticket)
         if self.paper is not None:
             self.paper -= 1
+        if self.on_ticket is not None:
+            self.on_ticket(ticket)
 
     def _status(self, n: int) -> None:
         self.status_requests += 1
@@ -210,6 +227,14 @@ class SimScanner:
     @property
     def port(self) -> str:
         return self._pty.port
+
+    @property
+    def bytes_received(self) -> int:
+        return self._pty.bytes_received
+
+    @property
+    def bytes_sent(self) -> int:
+        return self._pty.bytes_sent
 
     async def start(self) -> str:
         return self._pty.start()

@@ -47,6 +47,8 @@ from parking_sim.traffic import Arrival, Kind, Traffic
 
 log = structlog.get_logger(__name__)
 
+RESCAN_S = 10.0  # a driver whose ticket did not open the barrier holds it up again this late
+
 
 class Attachment(Protocol):
     """Something that runs beside the world (a sensor bus, a daemon), started and closed with it."""
@@ -115,7 +117,7 @@ class BayWorld:
 
 
 TruthKind = Literal["arrived", "entered", "refused", "reversed", "parked", "left_bay", "exited",
-                    "circled"]
+                    "circled", "ticket"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +129,7 @@ class TruthEvent:
     bay: str | None = None
     tailgate: bool = False
     population: Kind | None = None
+    ticket: str | None = None  # the ticket its driver holds ("ticket": just took it)
 
 
 @dataclass
@@ -169,6 +172,7 @@ class Placed:
     phase: Phase
     bay: str | None = None
     due_in_s: float = 0.0  # until its next step: reaching its bay, leaving it, the exit
+    ticket: str | None = None  # the ticket its driver took at the entry
 
     @property
     def inside(self) -> bool:
@@ -193,6 +197,7 @@ class _Visit:
     bay: str | None = None
     phase: Phase = "to_bay"
     due: float = 0.0
+    ticket: str | None = None  # the ticket its driver took at the entry
 
 
 class World:
@@ -234,6 +239,14 @@ class World:
         self.lanes: dict[str, LaneSim] = {}
         self.cameras: dict[str, SimCamera] = {}
         self.directions: dict[str, str] = {}
+        # Tickets: the entries that print one for an unreadable plate, the exits that scan them
+        # (the daemon plays their printers and scanners, parking_sim.tickets). A stream of its
+        # own, so that a lot without tickets has the same day as before.
+        self.ticket_entries = {lane.id for lane in settings.lanes if lane.ticket_mode != "off"}
+        self.scanner_exits = {lane.id for lane in settings.lanes if lane.scanner is not None}
+        self.on_scan: Callable[[str, str], None] | None = None  # (lane id, the ticket's text)
+        self.tickets_unclaimed = 0  # printed with no car waiting for one (should stay 0)
+        self._ticket_rng = random.Random(f"{self.seed}:tickets")
         self._build_lanes()
         self.ultrasonic: dict[str, UltrasonicPhysics] = {}
         self._build_ultrasonic()
@@ -275,7 +288,8 @@ class World:
             sim = LaneSim(lane.id, pins, rng=random.Random(self._rng.random()),
                           geometry=LaneGeometry(), barrier=physics, dt=sc.scenario.dt_s,
                           chatter_prob=sc.sensors.loop_chatter,
-                          on_passed=self._passed, on_reversed=self._reversed)
+                          on_passed=self._passed, on_reversed=self._reversed,
+                          on_at_line=self._at_line)
             camera = SimCamera(lane.id, clock=self.clock, fps=sc.camera.fps,
                                scene=PlateScene(scene_options, seed=self.seed * 100 + i),
                                photos=self.photos, seed=self.seed * 100 + i,
@@ -430,7 +444,7 @@ class World:
         follow = arrival.tailgates and self._last_entry in entries
         lane_id = self._last_entry if follow and self._last_entry else self._pick(entries)
         self._last_entry = lane_id
-        self.lanes[lane_id].add_car(arrival, patience_s=self._patience())
+        self._entering(lane_id, self.lanes[lane_id].add_car(arrival, patience_s=self._patience()))
 
     def _pick(self, lanes: list[str]) -> str:
         """The lane with the shortest queue (drivers pick the shorter line)."""
@@ -440,22 +454,25 @@ class World:
         arrival = car.arrival
         if self.directions[lane.lane_id] == "entry":
             self._inside += 1
-            self._log("entered", arrival, lane=lane.lane_id, tailgate=car.tailgating)
-            self._schedule(_Visit(arrival), "to_bay", self._drive_time(), self._to_bay)
+            self._log("entered", arrival, lane=lane.lane_id, tailgate=car.tailgating,
+                      ticket=car.ticket)
+            self._schedule(_Visit(arrival, ticket=car.ticket), "to_bay", self._drive_time(),
+                           self._to_bay)
         else:
             self._inside -= 1
-            self._log("exited", arrival, lane=lane.lane_id, tailgate=car.tailgating)
+            self._log("exited", arrival, lane=lane.lane_id, tailgate=car.tailgating,
+                      ticket=car.ticket)
 
     def _reversed(self, lane: LaneSim, car: SimCar) -> None:
         arrival = car.arrival
         kind: TruthKind = "refused" if car.refused else "reversed"
-        self._log(kind, arrival, lane=lane.lane_id)
+        self._log(kind, arrival, lane=lane.lane_id, ticket=car.ticket)
         if self.directions[lane.lane_id] == "exit":
             # Still inside: it tries again a little later, without changing its mind.
             retry = Arrival(arrival.at_s, arrival.vehicle, arrival.stay_s, False, False,
                             arrival.length_m, arrival.speed_mps)
-            self._schedule(_Visit(retry), "to_exit", self._rng.uniform(30.0, 120.0),
-                           self._queue_exit)
+            self._schedule(_Visit(retry, ticket=car.ticket), "to_exit",
+                           self._rng.uniform(30.0, 120.0), self._queue_exit)
 
     def _schedule(self, visit: _Visit, phase: Phase, delay: float,
                   step: Callable[[_Visit], None]) -> None:
@@ -490,18 +507,64 @@ class World:
             self._inside -= 1
             self._log("exited", visit.arrival)
             return
-        self.lanes[self._pick(exits)].add_car(visit.arrival, patience_s=self._patience())
+        car = self.lanes[self._pick(exits)].add_car(visit.arrival, patience_s=self._patience())
+        if visit.ticket is not None:
+            # The plate that needed a ticket at the entry is no better at the exit: the ticket
+            # decides there (a plate read would find no session and charge a lost ticket).
+            car.ticket, car.plate_readable = visit.ticket, False
+
+    # -- tickets ---------------------------------------------------------------------------
+
+    def _entering(self, lane_id: str, car: SimCar) -> None:
+        """A car queues at an entry: at one that prints tickets, its plate may be unreadable
+        (the scenario's ``camera.unreadable``); a tailgater slips in behind its car, ticket or
+        not, as the lanes' own checks expect."""
+        share = self.scenario.camera.unreadable
+        if lane_id in self.ticket_entries and share > 0 and not car.arrival.tailgates:
+            car.plate_readable = self._ticket_rng.random() >= share
+
+    def take_ticket(self, lane_id: str, text: str | None) -> bool:
+        """The printer at `lane_id` cut a ticket: the driver waiting there for one takes it.
+        False (and counted) if no car there was waiting for one."""
+        lane = self.lanes.get(lane_id)
+        car = None if lane is None or text is None else next(
+            (c for c in lane.cars if c.state == "driving" and not c.plate_readable
+             and c.ticket is None), None)
+        if car is None:
+            self.tickets_unclaimed += 1
+            log.warning("sim.ticket_unclaimed", lane=lane_id)
+            return False
+        car.ticket = text
+        self._log("ticket", car.arrival, lane=lane_id, ticket=text)
+        return True
+
+    def _at_line(self, lane: LaneSim, car: SimCar) -> None:
+        """A ticket holder stopped at an exit with a scanner holds the ticket up to it."""
+        if car.ticket is not None and lane.lane_id in self.scanner_exits:
+            self._later(self._ticket_rng.uniform(1.0, 4.0), self._scan, lane, car)
+
+    def _scan(self, lane: LaneSim, car: SimCar) -> None:
+        """Scan, and again a while later while the barrier stays closed (a scan the lane was
+        not ready for, a lane still busy with the car ahead): as a driver would."""
+        waiting = (car.state == "driving" and car in lane.cars
+                   and car.front <= lane.geometry.stop_x + 1e-6)
+        if not waiting or car.ticket is None or self.on_scan is None:
+            return
+        self.on_scan(lane.lane_id, car.ticket)
+        self._later(RESCAN_S, self._scan, lane, car)
 
     # -- restarts --------------------------------------------------------------------------
 
     def saved(self) -> SavedWorld:
         """Every vehicle where it is now: in a lane's queue, driving, or parked."""
         now = asyncio.get_running_loop().time()
-        placed = [Placed(v.arrival, v.phase, v.bay, max(0.0, v.due - now))
+        placed = [Placed(v.arrival, v.phase, v.bay, max(0.0, v.due - now), v.ticket)
                   for v in sorted(self._visits, key=lambda v: v.due)]
         for lane_id, lane in self.lanes.items():
             phase: Phase = "arriving" if self.directions[lane_id] == "entry" else "to_exit"
-            placed += [Placed(car.arrival, phase) for car in lane.cars if car.state != "gone"]
+            kept = phase == "to_exit"  # a ticket taken at an entry is printed again there
+            placed += [Placed(car.arrival, phase, ticket=car.ticket if kept else None)
+                       for car in lane.cars if car.state != "gone"]
         return SavedWorld(self.now_s, tuple(placed), self.traffic.position(),
                           self.truth.counts())
 
@@ -518,7 +581,7 @@ class World:
                 self._arrive_again(placed.arrival)
                 continue
             self._inside += 1
-            visit = _Visit(placed.arrival, phase=placed.phase)
+            visit = _Visit(placed.arrival, phase=placed.phase, ticket=placed.ticket)
             if placed.phase == "parked" and placed.bay is not None:
                 visit.bay = self.bays.put(placed.bay, placed.arrival.vehicle.plate)
             if placed.phase == "parked" and visit.bay is None:
@@ -529,7 +592,9 @@ class World:
         """A vehicle that waited at an entry when the lot stopped queues there again."""
         entries = self.lanes_of("entry")
         if entries:
-            self.lanes[self._pick(entries)].add_car(arrival, patience_s=self._patience())
+            lane_id = self._pick(entries)
+            self._entering(lane_id, self.lanes[lane_id].add_car(arrival,
+                                                                 patience_s=self._patience()))
 
     # -- statistics ------------------------------------------------------------------------
 
@@ -549,7 +614,7 @@ def _viewer(camera: SimCamera) -> Callable[[SimCar | None], None]:
             camera.show(None)
             return
         vehicle = car.arrival.vehicle
-        camera.show(Shown(vehicle.plate, vehicle.printed, vehicle.fmt))
+        camera.show(Shown(vehicle.plate, vehicle.printed, vehicle.fmt, car.plate_readable))
 
     return view
 

@@ -126,6 +126,36 @@ async def test_a_second_car_under_one_opening_is_tailgating_and_still_gets_a_ses
     assert [a.alarm_id for a in journal.active_alarms()] == ["lane.tailgating:entry-north"]
 
 
+async def test_a_follower_read_of_the_leaders_plate_is_not_the_followers(
+        settings: Settings, journal: Journal, clock: FakeClock) -> None:
+    """The camera still shows the car ahead as the follower noses in: its plate must not go to
+    the tailgater's session too (that car would hold two sessions, one never closed)."""
+    rig = make_rig(settings, journal, clock)
+    async with rig.running():
+        await rig.arrive(PERMIT)
+        rig.safety.set(True)
+        await settle()
+        rig.arming.set(False)
+        await settle()
+        rig.arming.set(True)  # the follower, the leader's plate still in view
+        await settle()
+        rig.closing.set(True)
+        await settle()
+        rig.closing.set(False)
+        await settle()
+        rig.arming.set(False)
+        rig.closing.set(True)
+        await settle()
+        rig.safety.set(False)
+        rig.closing.set(False)
+        await settle()
+        assert rig.lane.tailgates == 1
+    started = await rig.events("session.started")
+    assert [s.get("identifiedVehicle", {}).get("plate") for s in started] == [PERMIT, None]
+    violations = await rig.events("violation.detected")
+    assert [(v["kind"], v.get("plate")) for v in violations] == [("tailgating", None)]
+
+
 async def test_a_deny_listed_plate_is_refused_and_reported(
         settings: Settings, journal: Journal, clock: FakeClock) -> None:
     rig = make_rig(settings, journal, clock)

@@ -9,6 +9,8 @@ ground truth. Checked against what really happened in the world:
 * the sensed bays' states and the vehicles inside equal the world's at the end;
 * no barrier was ever commanded down over an occupied safety loop;
 * tailgaters and anti-passback cases produced their events;
+* cars whose plate the ticket entry cannot read took a ticket, paid by it and left on it
+  through the exit's scanner, one session each;
 * every event validates against its schema.
 """
 
@@ -61,6 +63,7 @@ def day(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             await asyncio.sleep(3 * settings.bus.poll_interval_s + 5)  # type: ignore[union-attr]
             units = {bay.id: bay.sensor.unit_id for bay in settings.bays
                      if bay.sensor.kind == "modbus"}
+            signer = run.gateway.sessions.tickets
             return {
                 "events": await outbox(run.gateway),
                 "truth": list(run.world.truth.events),
@@ -78,6 +81,16 @@ def day(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                 "source": f"urn:parking:{settings.gateway.lot_id}:"
                           f"{settings.gateway.gateway_id}",
                 "records": await run.gateway.journal.read_outbox(0, 1_000_000),
+                # Tickets: the text each driver took -> the session it names (the lot's key).
+                "tickets": {e.ticket: signer.verify(e.ticket) for e in run.world.truth.events
+                            if e.kind == "ticket" and e.ticket and signer is not None},
+                "printed": sum(len(p.tickets) for p in run.printers.values()),
+                "unclaimed": run.world.tickets_unclaimed,
+                "scanned": [text for s in run.scanners.values() for text in s.sent],
+                "scanner_lanes": set(run.scanners),
+                "ticket_dues": dict(run.pay_station.ticket_dues),
+                "inside_ids": set(run.gateway.access.inside),
+                "settings_unreadable": scenario.camera.unreadable,
                 "levels": {level_id: (run.gateway.counting.counts()[level_id],
                                       run.world.level_truth(level_id),
                                       run.world.ramps[level_id])
@@ -115,11 +128,18 @@ def _tailgate_involved(truth: list[Any], within_s: float = 60.0) -> set[str]:
 
 def test_every_stay_has_exactly_one_session_with_the_tariffs_fee(day: dict[str, Any]) -> None:
     settings = day["settings"]
-    entered: Counter[str] = Counter(e.plate for e in day["truth"] if e.kind == "entered")
-    exited: Counter[str] = Counter(e.plate for e in day["truth"] if e.kind == "exited")
+    # Ticket cars (no plate read: their sessions have none) are checked by their tickets in
+    # test_ticket_cars_pay_by_ticket_and_leave_through_the_scanner; here, the rest.
+    by_ticket = set(day["tickets"].values())
+    entered: Counter[str] = Counter(e.plate for e in day["truth"]
+                                    if e.kind == "entered" and not e.ticket)
+    exited: Counter[str] = Counter(e.plate for e in day["truth"]
+                                   if e.kind == "exited" and not e.ticket)
     started: Counter[str | None] = Counter(
-        s.get("identifiedVehicle", {}).get("plate") for s in _of(day, "session.started"))
-    ended = _of(day, "session.ended")
+        s.get("identifiedVehicle", {}).get("plate") for s in _of(day, "session.started")
+        if s["sessionId"] not in by_ticket)
+    every_end = _of(day, "session.ended")
+    ended = [s for s in every_end if s["sessionId"] not in by_ticket]
     closed: Counter[str | None] = Counter(
         s.get("identifiedVehicle", {}).get("plate") for s in ended)
     # A tailgater whose plate the camera missed has a session all the same, with no plate.
@@ -150,7 +170,7 @@ def test_every_stay_has_exactly_one_session_with_the_tariffs_fee(day: dict[str, 
     assert unclosed <= slipped_out, unclosed - slipped_out
     _same_vehicles_inside(day)
     tz = settings.gateway.tzinfo
-    for session in ended:
+    for session in every_end:
         if session["exitReason"] == "lost_ticket":
             continue
         table_id = session["segments"][0].get("rateTableId")
@@ -166,16 +186,18 @@ def test_every_stay_has_exactly_one_session_with_the_tariffs_fee(day: dict[str, 
 def _same_vehicles_inside(day: dict[str, Any]) -> None:
     """The plates inside are those with an open session; a clone shares its original's."""
     inside: Counter[str] = Counter()
+    tickets: Counter[str] = Counter()  # ticket cars go by their ticket: no plate was read
     for e in day["truth"]:
-        if e.kind == "entered":
-            inside[e.plate] += 1
-        elif e.kind == "exited":
-            inside[e.plate] -= 1
+        if e.kind in ("entered", "exited"):
+            (tickets if e.ticket else inside)[e.ticket or e.plate] += (
+                1 if e.kind == "entered" else -1)
     plates = {p for p, n in inside.items() if n > 0}
-    sessions = day["session_plates"]
-    unread = sessions.pop(None, 0)
+    held = {day["tickets"][t] for t, n in tickets.items() if n > 0}
+    assert held <= day["inside_ids"], "a ticket car inside has no open session"
+    sessions = Counter(day["session_plates"])
+    unread = sessions.pop(None, 0) - len(held)
     slipped_out = {e.plate for e in day["truth"] if e.kind == "exited" and e.tailgate}
-    assert sum(inside.values()) == day["inside"]
+    assert sum(inside.values()) + len(held) == day["inside"]
     assert plates - set(sessions) == set() or len(plates - set(sessions)) <= unread
     assert set(sessions) - plates <= slipped_out, set(sessions) - plates - slipped_out
 
@@ -215,6 +237,8 @@ def test_tailgaters_and_anti_passback_produced_their_events(day: dict[str, Any])
     inside: set[str] = set()
     passback = 0
     for e in day["truth"]:
+        if e.ticket:
+            continue  # no plate read: a ticket is its own credential
         if e.kind == "entered":
             if e.plate in inside:
                 passback += 1
@@ -256,3 +280,68 @@ def test_the_counted_level_matches_the_worlds_truth(day: dict[str, Any]) -> None
     counted = _of(day, "level.counted")
     assert counted
     assert all(c["cause"] == "ramp" for c in counted)
+
+
+def test_ticket_cars_pay_by_ticket_and_leave_through_the_scanner(day: dict[str, Any]) -> None:
+    """Entry A's camera cannot read some plates: each such car took one ticket from the printer,
+    had one session under it (a ticket credential, no plate), paid the tariff's fee by it at
+    the pay station and left through the exit's scanner; no ticket was refused."""
+    settings = day["settings"]
+    tickets: dict[str, str] = day["tickets"]  # ticket text -> its session
+    took = [e for e in day["truth"] if e.kind == "ticket"]
+    if not took and day["settings_unreadable"] == 0:
+        pytest.skip("every plate is read in this day (e2e-day.toml [camera] unreadable = 0); "
+                    "tests/sim/test_ticket_day.py runs ticket cars on this lot")
+    print(f"\ntickets: {len(took)} taken, {day['printed']} printed, {len(day['scanned'])} scans,"
+          f" lanes {[day['lanes'][lane].get('tickets') for lane in sorted(day['lanes'])]}")
+    assert len(took) >= (20 if HOURS >= 24 else 0)
+    assert day["printed"] == len(took)
+    assert day["unclaimed"] == 0
+    assert len(set(tickets.values())) == len(took)  # one session per ticket
+    for lane in day["scanner_lanes"]:
+        assert day["lanes"][lane]["tickets"] == {"invalid": 0, "refused": 0}
+    started = Counter(s["sessionId"] for s in _of(day, "session.started"))
+    started_as = {s["sessionId"]: s for s in _of(day, "session.started")}
+    ended: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
+    for s in _of(day, "session.ended"):
+        ended[s["sessionId"]].append(s)
+    paid_at = {json.loads(r.data_json)["paymentId"]: datetime.fromisoformat(r.time)
+               for r in day["records"] if r.type == "payment.recorded"}
+    payments: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
+    for p in _of(day, "payment.recorded"):
+        payments[p["sessionId"]].append(p)
+    came_in = [e for e in day["truth"] if e.kind == "entered" and e.ticket]
+    assert came_in
+    for e in came_in:
+        session_id = tickets[e.ticket]
+        assert started[session_id] == 1, e
+        session = started_as[session_id]
+        assert {"type": "ticket", "identifier": session_id} in session["identifiedCredentials"]
+        assert "identifiedVehicle" not in session
+    left = [e for e in day["truth"] if e.kind == "exited" and e.ticket]
+    assert len(left) >= (10 if HOURS >= 24 else 0)
+    unpaid = 0
+    for e in left:
+        session_id = tickets[e.ticket]
+        assert e.lane in day["scanner_lanes"]
+        assert e.ticket in day["scanned"]
+        [end] = ended[session_id]
+        table = settings.tariffs[end["segments"][0]["rateTableId"]]
+        start = datetime.fromisoformat(end["actualStart"])
+        paid = 0
+        for p in sorted(payments[session_id], key=lambda p: paid_at[p["paymentId"]]):
+            # What the tariff charged for the stay up to the payment, less what was paid before.
+            due = quote(table, start, paid_at[p["paymentId"]], tz=settings.gateway.tzinfo)
+            assert p["amount"]["amountMinor"] == due.amount_minor - paid, (p, end)
+            paid += p["amount"]["amountMinor"]
+        if end["exitReason"] == "normal":
+            assert paid > 0 or end["fee"]["amountMinor"] == 0, end
+        else:
+            # Nothing was due yet at the pay station (the tariff's first minutes are free), and
+            # the free minutes ran out on the way to the exit: this lot, offline (no broker in
+            # the test), lets such a car out unpaid rather than hold it at the barrier.
+            assert end["exitReason"] == "unable_to_collect", end
+            assert paid == 0, end
+            assert set(day["ticket_dues"].get(session_id, [])) == {0}, end
+            unpaid += 1
+    assert unpaid <= len(left) // 4 + 1
