@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -36,6 +38,24 @@ BENCH_RATIOS = {
 }
 
 
+T = TypeVar("T")
+
+
+def _measured(measure: Callable[[], T]) -> T:
+    """A benchmark's result; what stops it (no broker, a daemon that would not start) is an
+    operational failure, said in one line."""
+    try:
+        return measure()
+    except (RuntimeError, OSError) as e:
+        raise OperationalError(f"benchmark failed: {e}") from None
+
+
+def _figures(title: str, result: Mapping[str, Any]) -> Section:
+    """A section of a result's figures, one row each, the key's underscores as spaces."""
+    return Section(title, [(key.replace("_", " "), number(value))
+                           for key, value in result.items()], right_last=True)
+
+
 @click.group(cls=LazyGroup, lazy={"sync": "gateway.cli.sync:bench_sync"}, plugins=PLUGINS,
              expected={"lane": SIMULATOR, "bus": SIMULATOR})
 def bench() -> None:
@@ -56,15 +76,12 @@ def bench_availability(changes: int, clients: int, seconds: float, as_json: bool
     local mosquitto. See docs/http.md, "How fast"."""
     from gateway.bench.availability import availability_bench
 
-    try:
-        result = availability_bench(changes=changes, clients=clients, seconds=seconds)
-    except (RuntimeError, OSError) as e:
-        raise OperationalError(f"benchmark failed: {e}") from None
+    result = _measured(lambda: availability_bench(changes=changes, clients=clients,
+                                                  seconds=seconds))
     if as_json:
         print_json(result)
         return
-    print_sections([Section("availability", [(k.replace("_", " "), number(v))
-                                             for k, v in result.items()], right_last=True)])
+    print_sections([_figures("availability", result)])
 
 
 @bench.command("footprint", epilog=EXIT_CODES)
@@ -80,22 +97,16 @@ def bench_footprint(seconds: float, venv: Path | None, as_json: bool) -> None:
     disk writes per event, the venv's size. See docs/operations.md, "Footprint"."""
     from gateway.bench.footprint import footprint
 
-    try:
-        result = footprint(seconds=seconds, venv=venv)
-    except (RuntimeError, OSError) as e:
-        raise OperationalError(f"benchmark failed: {e}") from None
+    result = _measured(lambda: footprint(seconds=seconds, venv=venv))
     if as_json:
         print_json(result)
         return
     sizes = result.pop("venv")
     causes = result.pop("disk_causes_per_1000_events")
     print_sections([
-        Section("footprint", [(k.replace("_", " "), number(v)) for k, v in result.items()],
-                right_last=True),
-        Section("disk writes per 1,000 events, by cause",
-                [(k, number(v)) for k, v in causes.items()], right_last=True),
-        Section(f"venv {sizes.pop('path')}", [(k.replace("_", " "), number(v))
-                                               for k, v in sizes.items()], right_last=True),
+        _figures("footprint", result),
+        _figures("disk writes per 1,000 events, by cause", causes),
+        _figures(f"venv {sizes.pop('path')}", sizes),
     ])
 
 
@@ -109,15 +120,11 @@ def bench_signs(changes: int, as_json: bool) -> None:
     "Free-space signs"."""
     from gateway.bench.signs import signs_bench
 
-    try:
-        result = signs_bench(changes=changes)
-    except (RuntimeError, OSError) as e:
-        raise OperationalError(f"benchmark failed: {e}") from None
+    result = _measured(lambda: signs_bench(changes=changes))
     if as_json:
         print_json(result)
         return
-    print_sections([Section("signs", [(k.replace("_", " "), number(v))
-                                      for k, v in result.items()], right_last=True)])
+    print_sections([_figures("signs", result)])
 
 
 @bench.command("journal", epilog=EXIT_CODES)
@@ -163,17 +170,13 @@ def bench_mqtt_day(seconds: float, as_json: bool) -> None:
     mosquitto, the demo flat out in virtual time, a subscriber counting PUBLISH packets)."""
     from gateway.bench.mqtt_day import mqtt_day
 
-    try:
-        result = mqtt_day(seconds)
-    except (RuntimeError, OSError) as e:
-        raise OperationalError(f"benchmark failed: {e}") from None
+    result = _measured(lambda: mqtt_day(seconds))
     if as_json:
         print_json(result)
         return
     topics = result.pop("topics")
     print_sections([
-        Section("mqtt day", [(k.replace("_", " "), number(v)) for k, v in result.items()],
-                right_last=True),
+        _figures("mqtt day", result),
         Section("by topic", [[name, number(t["messages"]), number(t["bytes"]),
                               number(t["mb_per_day"])] for name, t in topics.items()],
                 header=["topic", "messages", "bytes", "MB per day"], right_last=True),
