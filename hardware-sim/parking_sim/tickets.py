@@ -88,23 +88,11 @@ class _Pty:
         self._master = self._peer = None
 
 
-class SimPrinter:
-    """An ESC/POS thermal printer with a finite roll. `paper`: tickets left (None: endless)."""
+class _PtyDevice:
+    """A device at the end of a pty: the port the gateway opens and the bytes that crossed it."""
 
-    def __init__(self, *, paper: int | None = None) -> None:
-        self.paper = paper
-        self.cover_open = False
-        self.error = False  # a cutter jam, an overheated head
-        self.silent = False  # answers nothing (switched off, wrong baud rate)
-        self.tickets: list[PrintedTicket] = []
-        self.status_requests = 0
-        # Told of every ticket that comes out (the simulated driver takes it).
-        self.on_ticket: Callable[[PrintedTicket], None] | None = None
+    def __init__(self) -> None:
         self._pty = _Pty()
-        self._buf = bytearray()
-        self._current = PrintedTicket()
-        self._line = bytearray()
-        self._stored_qr: bytes | None = None
 
     @property
     def port(self) -> str:
@@ -118,6 +106,35 @@ class SimPrinter:
     def bytes_sent(self) -> int:
         return self._pty.bytes_sent
 
+    def _listener(self) -> Callable[[bytes], None] | None:
+        """What takes the bytes the gateway writes; None: a device that only talks."""
+        return None
+
+    async def start(self) -> str:
+        return self._pty.start(self._listener())
+
+    async def close(self) -> None:
+        self._pty.close()
+
+
+class SimPrinter(_PtyDevice):
+    """An ESC/POS thermal printer with a finite roll. `paper`: tickets left (None: endless)."""
+
+    def __init__(self, *, paper: int | None = None) -> None:
+        super().__init__()
+        self.paper = paper
+        self.cover_open = False
+        self.error = False  # a cutter jam, an overheated head
+        self.silent = False  # answers nothing (switched off, wrong baud rate)
+        self.tickets: list[PrintedTicket] = []
+        self.status_requests = 0
+        # Told of every ticket that comes out (the simulated driver takes it).
+        self.on_ticket: Callable[[PrintedTicket], None] | None = None
+        self._buf = bytearray()
+        self._current = PrintedTicket()
+        self._line = bytearray()
+        self._stored_qr: bytes | None = None
+
     @property
     def out_of_paper(self) -> bool:
         return self.paper is not None and self.paper <= 0
@@ -126,13 +143,10 @@ class SimPrinter:
     def near_end(self) -> bool:
         return self.paper is not None and self.paper <= NEAR_END_AT
 
-    async def start(self) -> str:
-        return self._pty.start(self._data)
-
-    async def close(self) -> None:
-        self._pty.close()
-
     # --- the command stream ---
+
+    def _listener(self) -> Callable[[bytes], None]:
+        return self._data
 
     def _data(self, data: bytes) -> None:
         self._buf += data
@@ -217,30 +231,12 @@ class SimPrinter:
         self._pty.write(bytes([byte]))
 
 
-class SimScanner:
+class SimScanner(_PtyDevice):
     """A serial barcode scanner with the CR suffix."""
 
     def __init__(self) -> None:
-        self._pty = _Pty()
+        super().__init__()
         self.sent: list[str] = []
-
-    @property
-    def port(self) -> str:
-        return self._pty.port
-
-    @property
-    def bytes_received(self) -> int:
-        return self._pty.bytes_received
-
-    @property
-    def bytes_sent(self) -> int:
-        return self._pty.bytes_sent
-
-    async def start(self) -> str:
-        return self._pty.start()
-
-    async def close(self) -> None:
-        self._pty.close()
 
     def scan(self, text: str) -> None:
         """The driver holds a ticket under the scanner: its text and a CR."""
