@@ -35,17 +35,16 @@ under the simulator's virtual time too.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 
 from gateway.config import BusConfig, SignConfig
 from gateway.core.signs import Display, Shown
 from gateway.drivers.modbus import Counters, LineTiming, ModbusError, Opener, RtuLink, open_serial
+from gateway.drivers.serial_line import LineDown, SerialLine
 
 log = structlog.get_logger(__name__)
 
@@ -222,42 +221,39 @@ class _Waiter:
 
 
 class AsciiLine:
-    """An RS-485 line of ASCII signs: one frame and its answer at a time."""
+    """An RS-485 line of ASCII signs: one frame and its answer at a time. The port itself (open,
+    non-blocking reads on the loop, writes) is a :class:`SerialLine`, as the printers' are."""
 
     def __init__(self, config: BusConfig, *, opener: Opener = open_serial) -> None:
         self.config = config
         self.timing = LineTiming.of(config.baudrate, config.parity, config.stopbits)
         self.timeout_s = config.timeout_ms / 1000
         self.counters = Counters()
-        self.bytes_written = 0
-        self.bytes_read = 0
-        self._opener = opener
-        self._port: Any = None
-        self._fd: int | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        # The line's own framing (parity, stop bits) comes from its config, not SerialLine's 8N1.
+        self._serial = SerialLine(config.port, config.baudrate, on_data=self._on_data,
+                                  on_down=self._on_down,
+                                  opener=lambda _port, _baudrate: opener(config))
         self._lock = asyncio.Lock()
         self._waiter: _Waiter | None = None
 
     @property
     def is_open(self) -> bool:
-        return self._fd is not None
+        return self._serial.is_open
+
+    @property
+    def bytes_written(self) -> int:
+        return self._serial.bytes_written
+
+    @property
+    def bytes_read(self) -> int:
+        return self._serial.bytes_read
 
     def open(self) -> None:
         """Raises OSError (pyserial's SerialException is one) or ValueError if it cannot."""
-        self._loop = asyncio.get_running_loop()
-        self._port = self._opener(self.config)
-        self._fd = int(self._port.fileno())
-        os.set_blocking(self._fd, False)
-        self._loop.add_reader(self._fd, self._on_readable)
+        self._serial.open()
 
     def close(self) -> None:
-        if self._fd is not None and self._loop is not None:
-            self._loop.remove_reader(self._fd)
-        self._fd = None
-        if self._port is not None:
-            with contextlib.suppress(OSError):
-                self._port.close()
-            self._port = None
+        self._serial.close()
 
     async def transact(self, frame: bytes, address: int, sign: Counters) -> None:
         """Send `frame` and wait for the answer of the sign at `address`; raises SignTimeout,
@@ -270,7 +266,7 @@ class AsciiLine:
                 raise
 
     async def _transact(self, frame: bytes, address: int, sign: Counters) -> None:
-        if self._fd is None:
+        if not self.is_open:
             try:
                 self.open()
             except (OSError, ValueError) as e:
@@ -280,7 +276,10 @@ class AsciiLine:
         self._waiter = waiter
         self._count(sign, "requests")
         try:
-            self._write(frame)
+            try:
+                await self._serial.write(frame, self.timeout_s)
+            except LineDown as e:
+                raise SignLinkDown(str(e)) from None
             deadline = loop.time() + self.timing.wire_s(len(frame)) + self.timeout_s
             timer = loop.call_at(deadline, _expire, waiter.future)
             try:
@@ -296,32 +295,11 @@ class AsciiLine:
         if not ok:
             raise SignRefused(f"sign {address} answered NAK")
 
-    def _write(self, data: bytes) -> None:
-        assert self._fd is not None
-        view = memoryview(data)
-        try:
-            while view:
-                written = os.write(self._fd, view)
-                self.bytes_written += written
-                view = view[written:]
-        except BlockingIOError:  # a frame is far smaller than any tty buffer
-            raise SignLinkDown("serial output buffer full") from None
-        except OSError as e:
-            self.close()
-            raise SignLinkDown(f"serial write failed: {e.strerror or e}") from None
+    def _on_down(self, error: str) -> None:
+        self.counters.io_errors += 1
+        log.warning("signs.read_failed", port=self.config.port, error=error)
 
-    def _on_readable(self) -> None:
-        assert self._fd is not None
-        try:
-            data = os.read(self._fd, 512)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as e:
-            self.counters.io_errors += 1
-            log.warning("signs.read_failed", port=self.config.port, error=str(e))
-            self.close()
-            return
-        self.bytes_read += len(data)
+    def _on_data(self, data: bytes) -> None:
         waiter = self._waiter
         if waiter is None or waiter.future.done():
             self.counters.garbage_bytes += len(data)  # nobody asked
