@@ -15,18 +15,17 @@ from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import click
 from click.core import ParameterSource
-from rich import box
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from gateway.config import ConfigError, Settings
 from gateway.config import load_settings as load_config
 from gateway.journal import JournalError
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -76,6 +75,9 @@ def terminal(stream: TextIO) -> bool:
 
 def print_sections(sections: Sequence[Section]) -> None:
     if terminal(sys.stdout):
+        # rich only here, for a person: `parking-gateway run` (the daemon) never loads it.
+        from rich.console import Console
+
         console = Console(highlight=False)
         for section in sections:
             console.print(_rich_table(section))
@@ -89,6 +91,10 @@ def print_sections(sections: Sequence[Section]) -> None:
 
 
 def _rich_table(section: Section) -> Table:
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
     columns = len(section.header or section.rows[0]) if section.header or section.rows else 1
     table = Table(title=Text(section.title, style="bold"), title_justify="left",
                   show_header=bool(section.header), box=box.SIMPLE_HEAD)

@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 import structlog
 from pydantic import SecretBytes, SecretStr
-from structlog.typing import EventDict, Processor, WrappedLogger
+from structlog.typing import EventDict, ExcInfo, Processor, WrappedLogger
 
 from gateway.config import LogFormat
 
@@ -106,6 +106,18 @@ def _add_logger_name(logger: WrappedLogger, _method: str, event_dict: EventDict)
     return event_dict
 
 
+def rich_traceback(sio: TextIO, exc_info: ExcInfo) -> None:
+    """A traceback for a person at a terminal, drawn by rich without its frames' locals (a
+    local could hold a secret that no key names). structlog's own formatter needs rich at
+    structlog's import, which the gateway keeps out of the daemon (gateway/__init__.py)."""
+    from rich.console import Console
+    from rich.traceback import Traceback
+
+    sio.write("\n")
+    Console(file=sio, color_system="truecolor").print(
+        Traceback.from_exception(*exc_info, show_locals=False))
+
+
 def configure_logging(
     level: str = "info", fmt: Format = "auto", stream: TextIO | None = None
 ) -> None:
@@ -130,7 +142,7 @@ def configure_logging(
             colors=out.isatty(),
             timestamp_key="ts",
             # Locals in a traceback could hold a secret that no key names.
-            exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False),
+            exception_formatter=rich_traceback,
         )
     else:
         renderer = structlog.processors.JSONRenderer()

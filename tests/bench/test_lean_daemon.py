@@ -18,9 +18,11 @@ from gateway.core.clock import FakeClock
 from gateway.drivers.gpio import UltrasonicBay
 
 # The daemon as `run` starts it (its logs to stderr here); once READY, the heavy libraries
-# it has loaded.
+# it has loaded. rich (and pygments) are the command line's tables, which structlog's console
+# module imports too when they are installed: over 4 MB the daemon, logging JSON, never uses.
 LOADED = """
 import asyncio, sys
+import gateway.cli.main, gateway.cli.daemon
 from pathlib import Path
 from gateway.app import Gateway
 from gateway.cli.common import load_settings
@@ -32,7 +34,8 @@ async def main() -> None:
     gateway = Gateway(settings)
     task = asyncio.create_task(gateway.run())
     await gateway.started.wait()
-    print("loaded:", *(m for m in ("cv2", "numpy", "httpx", "onnxruntime") if m in sys.modules))
+    print("loaded:", *(m for m in ("cv2", "numpy", "httpx", "onnxruntime", "rich", "pygments")
+                     if m in sys.modules))
     gateway.stop()
     await task
 
