@@ -267,7 +267,9 @@ def _stop(process: subprocess.Popen[bytes], sig: int) -> int:
 def idle(state: Path, env: Mapping[str, str], seconds: float) -> dict[str, Any]:
     """The daemon with plate reading off, started `STARTS` times on one journal (the first
     start creates it; the median start is reported), the last time for a quiet window of
-    `seconds` once settled."""
+    `seconds` once settled. A start before, on a journal of its own, compiles its bytecode."""
+    with daemon(state.parent / "compile", env, lpr=False):
+        pass  # compiles the daemon's bytecode (see `footprint`): an installed one has it
     starts: list[Daemon] = []
     for _ in range(STARTS - 1):
         with daemon(state, env, lpr=False) as started:
@@ -598,7 +600,14 @@ def footprint(*, seconds: float, venv: Path | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="parking-gateway-footprint-") as scratch:
         work = Path(scratch)
         broker = Mosquitto(work / "broker") if Path(MOSQUITTO).exists() else None
-        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "PYTHONDONTWRITEBYTECODE")}
+        # As installed: the installer compiles every module's bytecode (`uv sync
+        # --compile-bytecode`), so a lot controller's daemon never compiles one as it starts.
+        # A checkout's venv may hold none (a fresh clone, PYTHONDONTWRITEBYTECODE), and
+        # compiling some 300 modules doubles a start's time and adds megabytes: the bench's
+        # processes keep their bytecode in a cache of their own, filled by an unmeasured start.
+        env["PYTHONPYCACHEPREFIX"] = str(work / "bytecode")
         with broker if broker is not None else contextlib.nullcontext():
             if broker is not None:
                 env["PARKING_GATEWAY__SYNC__MQTT__PORT"] = str(broker.port)
