@@ -332,12 +332,25 @@ def check_gpio(settings: Settings, who: Account | None, user: str, root: Path) -
 
 
 def check_serial(settings: Settings, who: Account | None, user: str) -> list[Finding]:
-    """The RS-485 bus's serial port, when the config has a bus."""
-    if settings.bus is None:
-        return []
-    missing = "plug in the RS-485 adapter, or set bus.port to it (ls /dev/serial/by-id/)"
-    port = device("serial", Path(settings.bus.port), "dialout", missing)
-    return [check_device(port, who, user)]
+    """Each serial port the config names, once however many devices share it: the RS-485
+    sensor bus, the count signs' lines, the lanes' ticket printers and scanners."""
+    ls = "(ls /dev/serial/by-id/)"
+    ports: dict[str, tuple[str, str]] = {}  # port: the check's name, what to do if it is missing
+    if settings.bus is not None:
+        ports[settings.bus.port] = (
+            "serial", f"plug in the RS-485 adapter, or set bus.port to it {ls}")
+    for sign in settings.signs:
+        ports.setdefault(sign.port, (
+            f"serial: sign {sign.id}",
+            f"plug in sign {sign.id}'s RS-485 adapter, or set its port to it {ls}"))
+    for lane in settings.lanes:
+        for kind, part in (("printer", lane.printer), ("scanner", lane.scanner)):
+            if part is not None:
+                ports.setdefault(part.port, (
+                    f"serial: {lane.id} {kind}",
+                    f"plug in lane {lane.id}'s ticket {kind}, or set lanes.{kind}.port to it {ls}"))
+    return [check_device(device(check, Path(port), "dialout", missing), who, user)
+            for port, (check, missing) in ports.items()]
 
 
 # --- the journal ----------------------------------------------------------------------------

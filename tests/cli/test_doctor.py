@@ -363,6 +363,25 @@ def test_the_serial_port_of_the_bus(tmp_path: Path) -> None:
     assert [f.status for f in serial(STRANGER)] == ["fail"]
 
 
+def test_the_serial_ports_of_the_signs_and_the_ticket_lanes(tmp_path: Path) -> None:
+    """One check a port: two signs on one multi-drop line are one port to look at."""
+    bus, signs, printer = (tmp_path / name for name in ("ttyUSB0", "ttyUSB1", "ttyACM0"))
+    for port in (bus, signs):
+        make(port, 0o660)
+    settings = settings_with(
+        bus={"port": str(bus)},
+        signs=[{"id": "entrance", "kind": "ascii", "port": str(signs), "address": 1},
+               {"id": "level-2", "kind": "ascii", "port": str(signs), "address": 2}],
+        lanes=[{**LANE, "printer": {"port": str(printer)}, "ticket": "unreadable"}])
+
+    findings = check_serial(settings, MEMBER, USER)
+
+    assert [(f.check, f.status) for f in findings] == [
+        ("serial", "ok"), ("serial: sign entrance", "ok"), ("serial: entry-1 printer", "fail")]
+    assert findings[2].action == ("plug in lane entry-1's ticket printer, or set "
+                                  "lanes.printer.port to it (ls /dev/serial/by-id/)")
+
+
 # --- the journal ----------------------------------------------------------------------------
 
 
