@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from gateway.cli.common import InvalidInput, Section, json_option, print_json, print_sections
-from gateway.cli.service import DAEMON_EXIT_CODES, call_daemon, socket_option
+from gateway.cli.service import DAEMON_EXIT_CODES, call_daemon, levels_section, socket_option
 
 
 @click.group()
@@ -39,17 +39,12 @@ def count_sections(report: dict[str, Any]) -> list[Section]:
     levels = report.get("levels") or []
     if not levels:
         return [Section("no level is counted at its ramps ([[levels]] in the config)", [])]
-    rows = [(str(lv.get("levelId", "?")), str(lv.get("zone", "")), str(lv.get("count", "?")),
-             str(lv.get("capacity", "?")), str(lv.get("free", "?")),
-             "DRIFT: recount" if lv.get("drift") else "ok")
-            for lv in levels]
     ramps = [(str(r.get("rampId", "?")), f"{r.get('from', '?')} -> {r.get('into', '?')}",
               str(r.get("in", 0)), str(r.get("out", 0)), str(r.get("backouts", 0)),
               str(r.get("glitches", 0)), _loops(r.get("loops") or {}))
              for r in {r.get("rampId"): r for lv in levels for r in lv.get("ramps") or []}
              .values()]
-    return [Section("counted levels", rows,
-                    header=("level", "zone", "count", "capacity", "free", "state")),
+    return [levels_section(levels),
             Section("ramps", ramps, header=("ramp", "A -> B", "in", "out", "backed out",
                                             "glitches", "loops A B"))]
 

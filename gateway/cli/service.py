@@ -160,7 +160,20 @@ def status_sections(report: Mapping[str, Any]) -> list[Section]:
                 (name, *(str(counts.get(c, 0)) for c in COUNT_KEYS))
                 for name, counts in groups.items()
             ], header=(title, "free", "occupied", "unknown", "out of service")))
+    if report.get("levels"):
+        sections.append(levels_section(report["levels"]))
     return sections
+
+
+def levels_section(levels: Sequence[Mapping[str, Any]]) -> Section:
+    """The levels counted at their ramps (`status`, `count show`): a count that drifted from
+    the bay sensors' says so."""
+    return Section("counted levels", [
+        (str(lv.get("levelId", "?")), str(lv.get("zone", "")), str(lv.get("count", "?")),
+         str(lv.get("capacity", "?")), str(lv.get("free", "?")),
+         "DRIFT: recount" if lv.get("drift") else "ok")
+        for lv in levels
+    ], header=("level", "zone", "count", "capacity", "free", "state"))
 
 
 COUNT_KEYS = ("free", "occupied", "unknown", "outOfService")

@@ -488,6 +488,17 @@ def test_status_says_why_the_lot_is_in_its_state(lot_state, operator, shown):
     assert sections[0].rows[0] == ("state", shown)
 
 
+def test_status_shows_the_counted_levels_and_a_drift() -> None:
+    sections = service_cli.status_sections({"lotState": "open", "levels": [
+        {"levelId": "3", "zone": "roof", "count": 31, "capacity": 40, "free": 9,
+         "drift": False, "ramps": []},
+        {"levelId": "4", "zone": "", "count": 12, "capacity": 20, "free": 8, "drift": True,
+         "ramps": []}]})
+    (levels,) = [s for s in sections if s.title == "counted levels"]
+    assert levels.rows == [("3", "roof", "31", "40", "9", "ok"),
+                           ("4", "", "12", "20", "8", "DRIFT: recount")]
+
+
 def test_cli_status_json_is_the_daemons_answer(daemon):
     path, _, _ = daemon
     result = _run("status", "--socket", str(path), "--json")
