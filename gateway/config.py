@@ -472,14 +472,20 @@ class LoopGeometry(_Section):
     """Where the loops lie, for telling two close vehicles from one long one.
 
     A tailgater less than a metre behind the car ahead makes the loops see one long vehicle.
-    The speed of its tail, from the arming loop's trailing edge to the safety loop's, times
-    how long the safety loop stayed occupied, gives the length of what went through.
+    The speed of its tail, from the arming loop's trailing edge to the safety loop's, gives the
+    length of what went through: times how long since its front reached the closing loop
+    (where the lane has one), else times how long the safety loop stayed occupied. The first
+    holds for a car that pulled away from a standstill with its front on the safety loop; the
+    second counts the standstill too, and runs long.
     """
 
     # From the arming loop's far edge to the safety loop's far edge, in metres.
     arming_to_safety_end_m: float = Field(2.5, gt=0, le=20)
     # The safety loop's length as it detects (the loop plus its fringe field), in metres.
     safety_length_m: float = Field(2.6, gt=0, le=10)
+    # From the safety loop's far edge to the closing loop's near edge as they detect (the gap
+    # between the loops less their fringes), in metres. Used where the lane has a closing loop.
+    safety_to_closing_m: float = Field(1.0, ge=0, le=10)
     # Anything longer went through as two vehicles. Cars are at most ~5.5 m; the estimate runs
     # long for a car still accelerating. Raise it where long vans or trailers use the lane.
     max_vehicle_m: float = Field(7.1, gt=2, le=30)

@@ -87,6 +87,7 @@ from gateway.core.lane_machine import (
     Violation,
 )
 from gateway.core.operations import LaneMode, OperationRefused
+from gateway.core.plates import distance as plate_distance
 from gateway.core.reads import PlateResult, PlateSource
 from gateway.core.records import Alarm
 from gateway.core.tickets import TicketError
@@ -233,7 +234,9 @@ class Lane:
             lane_id=config.id, name=config.name, direction=config.direction,
             pass_timeout_s=config.timing.pass_timeout_s,
             arming_to_safety_end_m=geometry.arming_to_safety_end_m,
-            safety_length_m=geometry.safety_length_m, max_vehicle_m=geometry.max_vehicle_m,
+            safety_length_m=geometry.safety_length_m,
+            safety_to_closing_m=geometry.safety_to_closing_m,
+            max_vehicle_m=geometry.max_vehicle_m,
             closing_loop=closing is not None,
             barrier_feedback=bool(getattr(barrier, "has_feedback", False)),
             on_journal_full=journal.settings.on_full,
@@ -599,14 +602,20 @@ class Lane:
             loop.call_later(0.4 * step, snap)
 
     async def _follower_read(self, effect: ReadFollower) -> Read | None:
-        """The follower's own read; else the newest kept frame with another plate.
+        """The follower's own read; else the earliest kept frame with another plate.
 
         An own read of the leader's plate (the camera still showed the car ahead when the read
         began) is not the follower's: it gets no plate then (a session without one, as for a
         follower the camera missed). The kept frames are no better at that moment: in the e2e
         day they named the car behind the follower instead.
+
+        A follower found by length (`hidden`: too close behind for the arming loop to clear)
+        has no read of its own; a read under way is of the car queued behind it, kept for that
+        car. The kept frames begin as the leader reached the barrier: the first plate other
+        than the leader's is the follower's, right behind it; later frames show the car queued
+        behind, which must not get the follower's session.
         """
-        task = self._followers.pop(effect.cycle, None)
+        task = None if effect.hidden else self._followers.pop(effect.cycle, None)
         if task is not None:
             done, _ = await asyncio.wait({task}, timeout=self.timing.identify_timeout_s)
             if not done:
@@ -619,18 +628,23 @@ class Lane:
                           error=repr(task.exception()))
                 return None
             read = task.result()
-            if read.plate is not None and read.plate == effect.leader:
+            if read.plate is not None and self._leaders(read.plate, effect.leader):
                 log.info("lane.follower_read_leader", lane=self.id, plate=read.plate)
                 return Read(None, 0.0, read.result, read.at)
             return read
         if self._frames is None or self._frames[0] != effect.cycle:
             return None
         frames, self._frames = self._frames[1], None
-        for frame in reversed(frames):
+        for frame in frames:
             result = await self.plates.read_frames([frame], self.timing.identify_timeout_s)
-            if result.plate is not None and result.plate != effect.leader:
+            if result.plate is not None and not self._leaders(result.plate, effect.leader):
                 return Read(result.plate, result.confidence, result, frame.at)
         return None
+
+    def _leaders(self, plate: str, leader: str | None) -> bool:
+        """Whether a read is of the leader's plate, or a misread of it the exit would match."""
+        return leader is not None and plate_distance(
+            plate, leader, limit=self.access.max_distance) <= self.access.max_distance
 
     # --- tickets ---
 

@@ -97,6 +97,7 @@ class LaneSetup:
     max_vehicle_m: float
     closing_loop: bool  # the lane has a closing loop (else the safety loop's edge closes)
     barrier_feedback: bool  # the barrier reports "down" (else lowering is taken as done)
+    safety_to_closing_m: float = 1.0  # the safety loop's far edge to the closing loop's near
     on_journal_full: Literal["admit", "intercom"] = "admit"  # cars while records are held
     max_held: int = 20_000  # records held at most before every car goes to the intercom
     tickets: TicketMode = "off"  # an entry lane with a printer: when a car takes a ticket
@@ -387,11 +388,17 @@ class KeepFollowerFrames:
 
 @dataclass(frozen=True, slots=True)
 class ReadFollower:
-    """The follower's plate (its read, else the kept frames' newest plate not the leader's);
-    answered by :class:`FollowerRead`."""
+    """The follower's plate (its read, else the kept frames' earliest plate not the
+    leader's); answered by :class:`FollowerRead`.
+
+    `hidden`: a follower found by length, too close behind to be seen apart. The arming loop
+    never cleared for it, so no read of its own began: a read under way is of a car that came
+    onto the loop after it, and only the kept frames show it.
+    """
 
     cycle: int
     leader: str | None
+    hidden: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -506,6 +513,7 @@ class Cycle:
     follower_reading: bool = False  # a vehicle behind, on the arming loop, is being read
     safety_on_at: float | None = None  # monotonic time the safety loop last became occupied
     arming_off_at: float | None = None  # monotonic time the arming loop last cleared
+    front_at_closing: float | None = None  # when the front on the safety loop reached closing
 
 
 @dataclass(frozen=True, slots=True)
@@ -560,6 +568,7 @@ class LaneMachine:
         self._lock_command: str | None = None  # the remote command that locked the lane closed
         self._passing: Cycle | None = None  # the cycle whose passages are being recorded
         self._due = 0  # passages of it still to record
+        self._hidden_due = 0  # of those, the followers found by length
         self._extra_at: Stamp | None = None  # when the passage waiting for its follower was
         self._closed: Cycle | None = None
         self._closing_recorded = False  # gate.closed is being written
@@ -679,6 +688,7 @@ class LaneMachine:
         if self._cycle is not None:
             if occupied:
                 self._cycle.safety_on_at = self._now.mono
+                self._cycle.front_at_closing = None
                 self._emit(KeepFollowerFrames(self._cycle.number))
             else:
                 self._count_long_vehicle(self._cycle)
@@ -699,12 +709,23 @@ class LaneMachine:
     def _count_long_vehicle(self, cycle: Cycle) -> None:
         """The safety loop cleared: was what crossed it one vehicle, or two close together?"""
         now = self._now.mono
-        on, off = cycle.safety_on_at, cycle.arming_off_at
-        cycle.safety_on_at = None
+        on, off, front = cycle.safety_on_at, cycle.arming_off_at, cycle.front_at_closing
+        cycle.safety_on_at = cycle.front_at_closing = None
         if on is None or off is None or not on <= off < now:
             return  # the tail left the arming loop before the safety loop saw the front
-        speed = self.setup.arming_to_safety_end_m / (now - off)
-        length = speed * (now - on) - self.setup.safety_length_m
+        setup = self.setup
+        # The tail's speed over its last metres, when the vehicle is surely moving.
+        speed = setup.arming_to_safety_end_m / (now - off)
+        if not setup.closing_loop:
+            # Its front's metres since it reached the safety loop, at that speed: runs long
+            # for a car that stood with its front on the loop and pulled away.
+            length = speed * (now - on) - setup.safety_length_m
+        elif front is None or not on <= front <= now:
+            return  # its tail cleared the safety loop before its front reached closing: short
+        else:
+            # Where its front is now, from where it was when it reached the closing loop:
+            # only the last metres at that speed, so a standstill before does not count.
+            length = speed * (now - front) + setup.safety_to_closing_m
         # Vehicles the closing loop told apart while this one crossed are already counted.
         seen_apart = sum(1 for t in cycle.cleared_at if on <= t <= now)
         if length > self.setup.max_vehicle_m and not seen_apart:
@@ -714,6 +735,10 @@ class LaneMachine:
 
     def _on_closing(self, occupied: bool) -> None:
         if occupied:
+            cycle = self._cycle
+            if (cycle is not None and cycle.safety_on_at is not None
+                    and cycle.front_at_closing is None):
+                cycle.front_at_closing = self._now.mono
             return
         if self._cycle is not None:
             self._cycle.cleared_at.append(self._now.mono)
@@ -733,6 +758,7 @@ class LaneMachine:
                 return
             cycle = self._cycle = self._new_cycle("locked_open")
         self._passing, self._due = cycle, 1 + cycle.hidden_followers
+        self._hidden_due = cycle.hidden_followers  # the last of those due
         cycle.hidden_followers = 0
         self._next_passage()
 
@@ -751,8 +777,11 @@ class LaneMachine:
                     return
             else:
                 self._extra_at = self._now
-                cycle.follower_reading = False
-                self._emit(ReadFollower(cycle.number, cycle.read.plate if cycle.read else None))
+                hidden = self._due < self._hidden_due
+                if not hidden:
+                    cycle.follower_reading = False  # the read under way is this one's
+                self._emit(ReadFollower(cycle.number, cycle.read.plate if cycle.read else None,
+                                        hidden=hidden))
                 return
         self._passing = None
         if self.state == "locked_open":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 from collections import deque
@@ -154,6 +155,37 @@ async def test_a_follower_read_of_the_leaders_plate_is_not_the_followers(
     assert [s.get("identifiedVehicle", {}).get("plate") for s in started] == [PERMIT, None]
     violations = await rig.events("violation.detected")
     assert [(v["kind"], v.get("plate")) for v in violations] == [("tailgating", None)]
+
+
+async def test_a_tailgater_too_close_to_be_seen_apart_gets_its_own_plate_not_the_next_cars(
+        settings: Settings, journal: Journal, clock: FakeClock) -> None:
+    """A tailgater less than a metre behind: the loops see one long vehicle, the arming loop
+    never clears between them, so only the frames kept once the leader reached the barrier
+    show it. They show the car queued behind it too, later: the earliest other plate is the
+    tailgater's (the newest named the queued car, which got the tailgater's session)."""
+    rig = make_rig(settings, journal, clock)
+    async with rig.running():
+        await rig.arrive(PERMIT)
+        rig.safety.set(True)  # the leader reaches the barrier: frames are kept from now
+        await settle()
+        rig.camera.show("TAIL999")  # the leader's plate out of view, the tailgater's in it
+        await asyncio.sleep(0.9)
+        rig.camera.show("NEXT111")  # the tailgater under the arm, the next car in view
+        await asyncio.sleep(0.9)
+        clock.advance(1.0)
+        rig.closing.set(True)  # the leader's front
+        await settle()
+        clock.advance(1.0)
+        rig.arming.set(False)  # the tailgater's tail: 2.5 m in 0.5 s to the safety loop's end
+        await settle()
+        clock.advance(0.5)
+        rig.safety.set(False)  # 5 m/s * 1.5 s + 1 m: 8.5 m, two vehicles
+        await settle()
+        rig.closing.set(False)
+        await settle()
+        assert (rig.lane.passages, rig.lane.tailgates) == (2, 1)
+    started = await rig.events("session.started")
+    assert [s["identifiedVehicle"]["plate"] for s in started] == [PERMIT, "TAIL999"]
 
 
 async def test_a_deny_listed_plate_is_refused_and_reported(

@@ -528,15 +528,53 @@ def test_a_follower_under_one_opening_is_tailgating_with_its_own_session() -> No
 
 def test_a_long_vehicle_on_the_safety_loop_is_two_passages() -> None:
     shell = reach("passing")  # the safety loop became occupied at t=0
-    shell.feed(LoopChanged("arming", False), after=2.0)  # the tail left the arming loop
-    # ... and 0.5 s later the safety loop: 2.5 m in 0.5 s, 5 m/s * 2.5 s - 2.6 m = 9.9 m.
+    shell.feed(LoopChanged("closing", True), after=1.0)  # its front reached the closing loop
+    shell.feed(LoopChanged("arming", False), after=1.0)  # the tail left the arming loop
+    # ... and 0.5 s later the safety loop: 2.5 m in 0.5 s, 5 m/s * 1.5 s + 1.0 m = 8.5 m.
     effects = shell.feed(LoopChanged("safety", False), after=0.5)
     assert effects == [Log("info", "lane.long_vehicle",
-                           {"lane": "entry-1", "length_m": 9.9, "speed_mps": 5.0})]
+                           {"lane": "entry-1", "length_m": 8.5, "speed_mps": 5.0})]
     effects = shell.feed(LoopChanged("closing", False))
     assert kinds(effects) == ["NotePassage", "Record", "NotePassage", "ReadFollower", "Log",
                               "RaiseAlarm", "Record", "CancelTimer", "LowerBarrier"]
     assert shell.m.passages == 2
+
+
+def test_a_hidden_followers_plate_is_asked_of_the_kept_frames_not_of_a_read_under_way() -> None:
+    shell = reach("passing")  # a car and, less than a metre behind, a tailgater
+    shell.feed(LoopChanged("closing", True), after=1.0)
+    shell.feed(LoopChanged("arming", False), after=1.0)  # the tailgater's tail
+    shell.feed(LoopChanged("safety", False), after=0.5)  # 5 m/s * 1.5 s + 1 m: two vehicles
+    effects = shell.feed(LoopChanged("arming", True), after=0.3)  # the next car in the queue
+    assert effects == [StartFollowerRead(1)]  # it may slip through too: read it
+    effects = shell.feed(LoopChanged("closing", False))
+    assert ReadFollower(1, PERMIT, hidden=True) in effects  # the tailgater: the kept frames
+
+
+def test_a_car_that_pulls_away_from_a_standstill_on_the_safety_loop_is_one_passage() -> None:
+    shell = reach("passing")  # its front on the safety loop at t=0, where it stands 20 s
+    shell.feed(LoopChanged("closing", True), after=21.0)  # then pulls away
+    shell.feed(LoopChanged("arming", False), after=0.4)
+    # Its tail's 2.5 m in 0.5 s: 5 m/s * 0.9 s + 1.0 m = 5.5 m. Timed from the safety loop's
+    # edge, the standstill would count: 5 m/s * 21.9 s - 2.6 m, over 100 m.
+    assert shell.feed(LoopChanged("safety", False), after=0.5) == []
+    effects = shell.feed(LoopChanged("closing", False))
+    assert kinds(effects).count("NotePassage") == 1
+    assert (shell.m.passages, shell.m.tailgates) == (1, 0)
+
+
+def test_without_a_closing_loop_the_length_is_timed_over_the_safety_loop() -> None:
+    shell = started(machine(closing_loop=False))
+    shell.feed(LoopChanged("arming", True))
+    shell.feed(PlateRead(read(PERMIT), LOT))
+    shell.feed(BarrierMoved("up", False))
+    shell.feed(LoopChanged("safety", True))
+    shell.feed(LoopChanged("arming", False), after=2.0)
+    # 2.5 m in 0.5 s: 5 m/s * 2.5 s - 2.6 m = 9.9 m, two vehicles.
+    effects = shell.feed(LoopChanged("safety", False), after=0.5)
+    assert effects[0] == Log("info", "lane.long_vehicle",
+                             {"lane": "entry-1", "length_m": 9.9, "speed_mps": 5.0})
+    assert kinds(effects).count("NotePassage") == 2
 
 
 def test_an_exit_reads_the_stays_payments_before_it_decides() -> None:
