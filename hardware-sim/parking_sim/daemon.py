@@ -23,14 +23,16 @@ from typing import Any
 import structlog
 
 from gateway.app import Gateway, HardwareOverrides
-from gateway.config import ModbusSensor, Settings
+from gateway.config import HttpAccount, ModbusSensor, Settings
 from gateway.core.clock import Clock
-from gateway.core.pay import PaymentRequest, PayRefused
+from gateway.core.pay import PaymentRequest, PayOnFoot, PayRefused
 from gateway.core.rights import DenyEntry, Permit, Reservation
 from gateway.lpr.worker import PlateSource
 from gateway.runtime.notify import Notifier
+from gateway.web.accounts import hash_secret, new_token
 from parking_sim.bus import SensorBus
 from parking_sim.camera import GroundTruthReader
+from parking_sim.paystation import HttpPayDesk
 from parking_sim.physics import LaneSim, SimCar
 from parking_sim.scenario import Scenario
 from parking_sim.signs import SignLine
@@ -48,9 +50,10 @@ NODES_SETTLED_S = 10.0  # after a restart, the detector nodes have been running 
 @dataclass
 class PayStation:
     """Visitors pay on their way back to the car: what is due, by card, at a pay-on-foot
-    station. It pays through the gateway's pay desk, the one `GET /api/v1/pay/fee` and
-    `POST /api/v1/pay/payments` serve (the HTTP layer aside: the simulated lot runs in one
-    process on virtual time), under the station's own account and references."""
+    station, under the station's own account and references. Where the lot serves its HTTP
+    API (`[http] enabled`), the station calls it (`GET /api/v1/pay/fee`, `POST
+    /api/v1/pay/payments`) with a `device` account the run makes for it; otherwise it calls
+    the gateway's pay desk, which those routes serve, in the process."""
 
     payments: int = 0
     skipped: int = 0  # no session found (a tailgater, a misread) or nothing to pay
@@ -61,13 +64,14 @@ class PayStation:
     share: float = 1.0  # the share of visitors who pay (the rest test the offline policy)
     device: str = "sim-pay-1"  # the station's account
     rng: random.Random = field(default_factory=lambda: random.Random(5))
+    api: HttpPayDesk | None = None  # the gateway's HTTP API, when the lot serves it
 
     async def pay(self, gateway: Gateway, plate: str, *, ticket: str | None = None,
                   refused: bool = False) -> None:
         """`refused`: the exit sent the driver back; whatever they owe (a visitor who skipped
         the pay station, a reservation that ran over), they pay it now. `ticket`: the driver
         took one at the entry (the plate was unreadable) and scans it here; they always pay."""
-        desk = gateway.pay_desk
+        desk: PayOnFoot | None = self.api or gateway.pay_desk
         assert desk is not None  # built with the lot
         try:
             # The driver scans the ticket, or types the plate.
@@ -168,6 +172,16 @@ async def lot_run(
     the journal, and saves itself as it runs and once the daemon has stopped.
     """
     saved = None if restart is None else restart.saved
+    station = PayStation(share=pay_share)
+    token = None
+    if settings.http.enabled:
+        # The pay station's own account on the HTTP API, as a technician would make one
+        # (`parking-gateway user add sim-pay-1 --role device --token`).
+        token = new_token(station.device)
+        accounts = {**settings.http.accounts, station.device: HttpAccount(
+            role="device", token_hash=hash_secret(token))}
+        settings = settings.model_copy(update={
+            "http": settings.http.model_copy(update={"accounts": accounts})})
     world = _World(settings, scenario, clock=clock, seed=seed if saved is None else saved.seed,
                    render_frames=render_frames)
     bus: SensorBus | None = None
@@ -208,13 +222,18 @@ async def lot_run(
                                        if sign.port in signs},
                                    printer_ports={k: v.port for k, v in printers.items()},
                                    scanner_ports={k: v.port for k, v in scanners.items()}))
-    run = LotRun(world, gateway, bus, PayStation(share=pay_share), signs=signs,
+    run = LotRun(world, gateway, bus, station, signs=signs,
                  printers=printers, scanners=scanners)
     if saved is not None:
         run.reservations = [Reservation.model_validate(r) for r in saved.reservations]
     daemon = asyncio.ensure_future(gateway.run())
     try:
         await _started(gateway, daemon)
+        if token is not None and gateway.web is not None:
+            await _started(gateway, daemon, gateway.web.listening)
+            host = settings.http.host
+            station.api = HttpPayDesk(
+                f"http://{f'[{host}]' if ':' in host else host}:{gateway.web.port}", token)
         loop = asyncio.get_running_loop()
         if bus is not None and gateway.bus is not None and isinstance(loop, TimeWarpLoop):
             link = gateway.bus.link
@@ -252,6 +271,8 @@ async def lot_run(
             await line.close()
         for device in _devices(printers, scanners):
             await device.close()
+        if station.api is not None:
+            await station.api.close()
 
 
 async def _sign_lines(settings: Settings) -> dict[str, SignLine]:
@@ -338,10 +359,12 @@ def _hold_for_tickets(loop: TimeWarpLoop, run: LotRun) -> None:
         for ours, theirs in pairs))
 
 
-async def _started(gateway: Gateway, daemon: asyncio.Future[None]) -> None:
-    """Wait for READY, or for the daemon to fail starting (no virtual-time timeout here: thread
-    work such as opening the journal takes real time that a virtual clock would skip over)."""
-    ready: asyncio.Future[Any] = asyncio.ensure_future(gateway.started.wait())
+async def _started(gateway: Gateway, daemon: asyncio.Future[None],
+                   event: asyncio.Event | None = None) -> None:
+    """Wait for READY (or `event`), or for the daemon to fail starting (no virtual-time timeout
+    here: thread work such as opening the journal takes real time that a virtual clock would
+    skip over)."""
+    ready: asyncio.Future[Any] = asyncio.ensure_future((event or gateway.started).wait())
     await asyncio.wait([ready, daemon], return_when=asyncio.FIRST_COMPLETED)
     if not ready.done():
         ready.cancel()

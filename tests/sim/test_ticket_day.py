@@ -66,6 +66,7 @@ def ticket_hour(unreadable: float) -> dict[str, Any]:
                 "printed": [t.qr for t in lot.printers["entry-a"].tickets],
                 "scanned": list(lot.scanners["exit"].sent),
                 "by_ticket": lot.pay_station.by_ticket,
+                "api_answers": 0 if lot.pay_station.api is None else lot.pay_station.api.answers,
                 "events": await outbox(lot.gateway),
                 "lanes": {k: v.status() for k, v in lot.gateway.lanes.items()},
                 "inside": lot.world.inside,
@@ -98,6 +99,9 @@ def test_ticket_cars_take_a_ticket_pay_by_it_and_leave_through_the_scanner() -> 
         assert paid[session_id] >= 1
         assert e.ticket in day["scanned"]
     assert day["by_ticket"] >= len(came_in)
+    # The pay station paid through the HTTP API (e2e-lot.toml serves it): a lookup and a
+    # payment for each ticket at least.
+    assert day["api_answers"] >= 2 * len(came_in)
     exit_tickets = day["lanes"]["exit"]["tickets"]
     assert exit_tickets == {"invalid": 0, "refused": 0}
     assert day["lanes"]["entry-a"]["tickets"] == {"issued": len(took), "printer": "ok"}
