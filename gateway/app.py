@@ -27,6 +27,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, get_args
 
 import structlog
+from pydantic import BaseModel
 
 from gateway.config import Settings
 from gateway.controllers.lane import Lane, RecentPlate
@@ -286,20 +287,16 @@ class Gateway:
 
     def _ticket_devices(self, config: Any) -> dict[str, Any]:
         """The lane's ticket printer or scanner; opened by the lane, on first use."""
-        printer_port = self.hardware.printer_ports.get(config.id)
-        scanner_port = self.hardware.scanner_ports.get(config.id)
         if config.printer is not None and config.direction == "entry":
             from gateway.drivers.printer import EscPosPrinter
 
-            printer = config.printer if printer_port is None else config.printer.model_copy(
-                update={"port": printer_port})
-            return {"printer": EscPosPrinter(printer)}
+            return {"printer": EscPosPrinter(
+                _on_port(config.printer, self.hardware.printer_ports.get(config.id)))}
         if config.scanner is not None and config.direction == "exit":
             from gateway.drivers.scanner import BarcodeScanner
 
-            scanner = config.scanner if scanner_port is None else config.scanner.model_copy(
-                update={"port": scanner_port})
-            return {"scanner": BarcodeScanner(scanner)}
+            return {"scanner": BarcodeScanner(
+                _on_port(config.scanner, self.hardware.scanner_ports.get(config.id)))}
         return {}
 
     async def _start_counting(self, factory: Any, settings: Mapping[str, Any]) -> None:
@@ -393,10 +390,8 @@ class Gateway:
                 self._closers.append(sensor.close)
         bus = self.settings.bus
         if bus is not None:
-            if self.hardware.bus_port is not None:
-                bus = bus.model_copy(update={"port": self.hardware.bus_port})
-            self.bus = ModbusBus(bus, bays_on_bus(self.settings), self.clock, listener,
-                                 alarms=self.journal)
+            self.bus = ModbusBus(_on_port(bus, self.hardware.bus_port), bays_on_bus(self.settings),
+                                 self.clock, listener, alarms=self.journal)
             await self.bus.start()
             self._closers.append(self.bus.close)
 
@@ -404,9 +399,7 @@ class Gateway:
         """The signs follow the availability feed; a technician's modes come from `saved`."""
         from gateway.controllers.signs import SignBoard
 
-        ports = self.hardware.sign_ports
-        configs = [c.model_copy(update={"port": ports[c.id]}) if c.id in ports else c
-                   for c in self.settings.signs]
+        configs = [_on_port(c, self.hardware.sign_ports.get(c.id)) for c in self.settings.signs]
         self.sign_board = SignBoard.from_settings(configs, alarms=self.journal, saved=saved)
         self.availability.listen(self.sign_board.show_availability)
         self._closers.append(self.sign_board.close)
@@ -849,6 +842,13 @@ class Gateway:
 
 
 T = TypeVar("T")
+Ported = TypeVar("Ported", bound=BaseModel)
+
+
+def _on_port(config: Ported, port: str | None) -> Ported:
+    """A serial device's config on `port` instead of its own (HardwareOverrides: the
+    simulator's ptys), or as it is."""
+    return config if port is None else config.model_copy(update={"port": port})
 
 
 def _built(part: T | None) -> T:
