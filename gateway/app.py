@@ -872,6 +872,9 @@ async def run_until_signalled(gateway: Gateway, deadline: StopDeadline | None = 
     """
     import signal
 
+    from gateway.runtime.memory import return_big_blocks
+
+    return_big_blocks()  # the daemon's process: scrypt's 16 MiB blocks must not stay resident
     deadline = deadline or StopDeadline()
     loop = asyncio.get_running_loop()
 

@@ -230,6 +230,7 @@ async def run_demo(duration_s: float | None, pace: float, seed: int | None, lpr:
     """`env`: the environment the settings' overrides come from (default: the process's);
     `stop`: set it to end the demo as Ctrl-C does (SIGINT and SIGTERM set it too)."""
     from gateway.runtime.log import configure_logging
+    from gateway.runtime.memory import return_big_blocks
     from parking_sim.daemon import lot_run, outbox
     from parking_sim.scenario import load_scenario
     from parking_sim.state import restart
@@ -242,6 +243,7 @@ async def run_demo(duration_s: float | None, pace: float, seed: int | None, lpr:
     settings = demo_settings(scenario, state_dir, lpr=lpr,
                              env=os.environ if env is None else env, password=password)
     configure_logging("error", "console", sys.stderr)  # the live view is the output
+    return_big_blocks()  # as the daemon's process does (gateway.app.run_until_signalled)
     mqtt = settings.sync.mqtt
     console.print(f"[bold]demo[/]: journal {settings.journal.path}; events go to MQTT "
                   f"{mqtt.host}:{mqtt.port}, kept until it answers", highlight=False)
