@@ -213,7 +213,7 @@ class Gateway:
         self._availability = AvailabilityFeed(self.availability_now, commits=journal.changes)
         self._occupancy = Occupancy(s.bays, s.lot, journal, self.clock,
                                     on_change=self.availability.changed)
-        self.occupancy.vehicles_inside = self._inside_uncounted
+        self.occupancy.vehicles_inside = self.vehicles_uncounted
         self.occupancy.ramp_levels = self._ramp_levels
         await self.occupancy.restore(settings)
         log.info("gateway.restored", open_sessions=restored)
@@ -322,7 +322,7 @@ class Gateway:
         self._closers.append(_async(counting.close))
         self.counting = counting
 
-    def _inside_uncounted(self) -> int:
+    def vehicles_uncounted(self) -> int:
         """The vehicles inside less those on the levels shown by their ramp counts: these
         are the vehicles the sensed bays and the bays with no sensor hold."""
         on_levels = self.counting.vehicles() if self.counting is not None else 0
@@ -594,7 +594,7 @@ class Gateway:
         gw = self.settings.gateway
         levels = self.counting.cells() if self.counting is not None else None
         return Availability(gw.lot_id, gw.gateway_id, self.clock.now(), self.lot_state(),
-                            tally(places, inside=self._inside_uncounted(), levels=levels))
+                            tally(places, inside=self.vehicles_uncounted(), levels=levels))
 
     def readiness(self) -> dict[str, bool]:
         """For /readyz: running, the journal open, every lane's loop turning."""

@@ -50,6 +50,11 @@ class LotView(LotControl, Protocol):
         """The plate reader's counters and latencies (`WorkerStats`); None without a reader."""
         ...
 
+    def vehicles_uncounted(self) -> int:
+        """The vehicles inside less those on the levels counted at their ramps: the ones the
+        bays hold, sensed or not (the bay grid spreads them over the bays with no sensor)."""
+        ...
+
     def sensor_states(self) -> dict[str, Any]:
         """Each sensed bay's state now (`bays`: bayId, floor, zone, type, state, inService,
         ...), as `sensors watch` opens with it."""

@@ -357,9 +357,8 @@ class WebServer:
 
     async def _bays(self, _request: web.Request) -> web.StreamResponse:
         lot = self.lot
-        inside = len(await lot.open_sessions())
         return _json(bays_document(lot.settings.bays, lot.sensor_states()["bays"],
-                                   inside=inside, at=lot.clock.now()))
+                                   inside=lot.vehicles_uncounted(), at=lot.clock.now()))
 
     async def _report_today(self, _request: web.Request) -> web.StreamResponse:
         return _json((await self.today.report()).as_dict())

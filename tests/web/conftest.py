@@ -81,6 +81,7 @@ class FakeLot:
 
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
+        self.uncounted = 1  # the one open session's car, in the bays (no ramp-counted level)
         self.ready = {"started": True, "journal": True, "lanes": True}
         self.state: LotState = "open"
         self.inside = 1
@@ -145,6 +146,9 @@ class FakeLot:
 
     async def open_sessions(self) -> list[dict[str, Any]]:
         return [{"sessionId": "s-1", "plate": "AB123CD", "entryLane": "entry"}]
+
+    def vehicles_uncounted(self) -> int:
+        return self.uncounted
 
     async def recent_plates(self, limit: int = 50) -> list[dict[str, Any]]:
         return []

@@ -118,6 +118,17 @@ async def test_the_bay_grid_is_served_to_a_viewer(client: aiohttp.ClientSession,
     assert [c["occupied"] for c in doc["counted"]] == [0]
 
 
+async def test_the_bay_grid_leaves_out_the_cars_on_a_ramp_counted_level(
+        client: aiohttp.ClientSession, lot: FakeLot) -> None:
+    """The car inside is on a level counted at its ramps: the bays with no sensor hold none of
+    it (they took every car inside before, and looked fuller than they were)."""
+    lot.uncounted = 0
+    async with client.get("/api/v1/bays", headers=bearer("view")) as response:
+        doc = await response.json()
+    assert [c["occupied"] for c in doc["counted"]] == [0]
+    assert all(b["state"] != "occupied" for b in doc["bays"])
+
+
 # --- today's report ----------------------------------------------------------------------------
 
 
