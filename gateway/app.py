@@ -301,8 +301,9 @@ class Gateway:
 
     async def _start_counting(self, factory: Any, settings: Mapping[str, Any]) -> None:
         """The levels counted at their ramps: each ramp's two loops, the journaled counts."""
+        from gateway.config import LaneTiming
         from gateway.controllers.counting import Counting
-        from gateway.drivers.gpio import VehicleLoop
+        from gateway.drivers.gpio import LoopWatch, VehicleLoop
 
         s = self.settings
         counting = Counting(s.levels, self.journal, self.clock, tz=s.gateway.tzinfo,
@@ -317,7 +318,13 @@ class Gateway:
                 loop_a, loop_b = (VehicleLoop(f"ramp.{ramp.id}.{name}", pin, debounce_ms=0,
                                               factory=factory)
                                   for name, pin in (("a", ramp.loop_a), ("b", ramp.loop_b)))
-                self._closers += [_async(loop_a.close), _async(loop_b.close)]
+                # Stuck and dead loops raise alarms, as a lane's do.
+                watch = LoopWatch({"a": loop_a, "b": loop_b}, LaneTiming(
+                    loop_stuck_after_s=ramp.loop_stuck_after_s,
+                    loop_dead_after_s=ramp.loop_dead_after_s), self.journal,
+                    lane_id=f"ramp.{ramp.id}")
+                self._closers += [_async(watch.close), _async(loop_a.close),
+                                  _async(loop_b.close)]
                 counting.attach(ramp.id, loop_a, loop_b)
         self._closers.append(_async(counting.close))
         self.counting = counting

@@ -792,6 +792,11 @@ class RampConfig(_Section):
     # Both loops clear this long closes a crossing; a car crossing a gap between the loops
     # must reach B within it.
     settle_ms: int = Field(600, ge=50, le=10_000)
+    # A loop occupied this long is stuck (loop.stuck:ramp.<id>.<a|b>, critical): a stalled
+    # car or a faulty detector. A loop that stays free and unchanged this long while the
+    # other saw vehicles is dead (loop.dead:..., critical): the count misses them. As a lane's.
+    loop_stuck_after_s: float = Field(600.0, ge=10, le=86400)
+    loop_dead_after_s: float = Field(1800.0, ge=10, le=86400)
 
     @model_validator(mode="after")
     def _settle_after_glitch(self) -> RampConfig:

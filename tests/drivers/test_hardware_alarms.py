@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import httpx
 from parking_sim import vtime
 from parking_sim.bus import LinkFaults, SensorBus
 from parking_sim.gpio import SimPins
 
-from gateway.config import BarrierConfig, BusConfig, LaneTiming
+from gateway.app import Gateway, HardwareOverrides
+from gateway.config import BarrierConfig, BusConfig, LaneTiming, load_settings
 from gateway.core.clock import FakeClock
 from gateway.core.records import Alarm
 from gateway.drivers import AlarmLatch
@@ -23,6 +25,8 @@ from gateway.drivers.camera import HttpSnapshotSource, VideoCaptureSource
 from gateway.drivers.gpio import LaneIo
 from gateway.drivers.modbus import ModbusBus, RtuLink, bus_name
 from gateway.runtime.aio import Backoff
+from gateway.runtime.notify import Notifier
+from tests.conftest import EXAMPLE
 from tests.drivers.conftest import LANE
 from tests.drivers.test_camera import jpeg, until, write_video
 
@@ -303,3 +307,46 @@ def test_cars_refused_at_the_arming_loop_do_not_make_the_safety_loop_dead(
     sink = Sink()
     lane_run(pins, sink, script)
     assert sink.history == []
+
+
+# --- ramp loops ---------------------------------------------------------------------------
+
+
+def test_a_ramp_loop_held_occupied_raises_its_stuck_alarm(pins: SimPins, tmp_path: Path) -> None:
+    """A counted level's ramp loops are watched as a lane's: the daemon raises loop.stuck for
+    one occupied past the ramp's loop_stuck_after_s, and clears it when the loop frees."""
+    settings = load_settings(EXAMPLE, env={
+        "PARKING_GATEWAY__JOURNAL__PATH": str(tmp_path / "journal.db"),
+        "PARKING_GATEWAY__CONTROL__SOCKET_PATH": str(tmp_path / "control.sock")})
+    settings = settings.model_copy(update={"lanes": (), "bus": None, "bays": (), "signs": ()})
+    ramp = settings.levels[0].ramps[0]
+    alarm = f"loop.stuck:ramp.{ramp.id}.a"
+    loop_a = pins.input(ramp.loop_a)
+
+    async def main(clock: vtime.VirtualClock) -> tuple[set[str], set[str], set[str]]:
+        gateway = Gateway(settings, clock=clock, sync=False, control=False,
+                          notifier=Notifier(None),
+                          hardware=HardwareOverrides(pin_factory=pins.factory))
+        task = asyncio.create_task(gateway.run())
+
+        def active() -> set[str]:
+            return {a.alarm_id for a in gateway.journal.active_alarms()}
+
+        try:
+            await gateway.started.wait()
+            loop_a.set_level(True)  # a car stalls on loop A, or its detector fails occupied
+            await asyncio.sleep(ramp.loop_stuck_after_s - 10)
+            early = active()
+            await asyncio.sleep(20)
+            stuck = active()
+            loop_a.set_level(False)
+            await asyncio.sleep(5)
+            return early, stuck, active()
+        finally:
+            gateway.stop()
+            await task
+
+    early, stuck, freed = vtime.run(main)
+    assert alarm not in early
+    assert alarm in stuck
+    assert alarm not in freed
