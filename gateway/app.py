@@ -639,6 +639,7 @@ class Gateway:
             "bus": self.bus.summary() if self.bus is not None else None,
             "cameras": health["cameras"],
             "signs": self.sign_board.summary() if self.sign_board is not None else None,
+            "pay": self.pay_desk.summary() if self.pay_desk is not None else None,
             "health": health,
         }
 

@@ -18,8 +18,10 @@ a conflict. One payment at a time goes through the check and the write.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 
@@ -48,6 +50,7 @@ class PayDesk:
         self._one_at_a_time = asyncio.Lock()
         self.recorded = 0
         self.replayed = 0
+        self.refused: Counter[str] = Counter()  # payments refused, by the refusal's code
 
     # --- finding a stay ---
 
@@ -96,7 +99,19 @@ class PayDesk:
 
     # --- paying ---
 
+    def summary(self) -> dict[str, Any]:
+        """Payments since start, for `status` and /metrics."""
+        return {"recorded": self.recorded, "replayed": self.replayed,
+                "refused": dict(sorted(self.refused.items()))}
+
     async def pay(self, device: str, request: PaymentRequest) -> Receipt:
+        try:
+            return await self._pay(device, request)
+        except PayRefused as e:
+            self.refused[e.code] += 1
+            raise
+
+    async def _pay(self, device: str, request: PaymentRequest) -> Receipt:
         pid = payment_id(device, request.reference)
         async with self._one_at_a_time:
             earlier = await self.journal.payment(pid)

@@ -110,6 +110,8 @@ class Metrics(Collector):
             yield from _reader(snapshot.reader)
         if snapshot.availability is not None:
             yield from _bays(snapshot.availability)
+        if status.get("pay") is not None:
+            yield from _pay(status["pay"])
 
 
 
@@ -130,6 +132,17 @@ def _sync(sync: Mapping[str, Any]) -> Iterator[Metric]:
                            ("reconnects", "Reconnects to the backend since start.")):
         if key in sync:
             yield CounterMetricFamily(f"parking_sync_{key}", help_text, value=sync[key])
+
+
+def _pay(pay: Mapping[str, Any]) -> Iterator[Metric]:
+    family = CounterMetricFamily(
+        "parking_pay_payments", "Pay stations' payments since start: recorded, replayed (the"
+        " same reference again) and refused (by the refusal's code).", labels=["outcome", "code"])
+    family.add_metric(["recorded", ""], pay.get("recorded", 0))
+    family.add_metric(["replayed", ""], pay.get("replayed", 0))
+    for code, n in (pay.get("refused") or {}).items():
+        family.add_metric(["refused", code], n)
+    yield family
 
 
 def _lanes(lanes: Iterable[Mapping[str, Any]]) -> Iterator[Metric]:

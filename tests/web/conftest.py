@@ -108,6 +108,7 @@ class FakeLot:
 
     async def status(self) -> dict[str, Any]:
         return {
+            "pay": {"recorded": 7, "replayed": 1, "refused": {"amount_mismatch": 2}},
             "lanes": [{"laneId": "entry", "mode": "auto", "state": "idle", "passages": 4,
                        "refusals": 1, "tailgates": 0, "outOfOrder": False},
                       {"laneId": "exit", "mode": "auto", "state": "idle", "passages": 3,

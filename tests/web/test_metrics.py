@@ -50,6 +50,9 @@ async def test_the_lot_s_figures_are_scraped(server: WebServer,
         ("parking_gate_open_latency_seconds_count", (("lane", "entry"),)): 1,
         ("parking_gate_open_latency_seconds_bucket", (("lane", "entry"), ("le", "0.3"))): 1,
         ("parking_gate_open_latency_seconds_bucket", (("lane", "entry"), ("le", "0.2"))): 0,
+        ("parking_pay_payments_total", (("code", ""), ("outcome", "recorded"))): 7,
+        ("parking_pay_payments_total", (("code", ""), ("outcome", "replayed"))): 1,
+        ("parking_pay_payments_total", (("code", "amount_mismatch"), ("outcome", "refused"))): 2,
     }
     assert {key: got.get(key) for key in expected} == expected
     assert got[("process_resident_memory_bytes", ())] > 10e6

@@ -217,6 +217,7 @@ async def test_a_payment_must_be_what_is_due(
     status, body = await post_payment(station, stay.session_id, amount, currency=currency)
     assert (status, body["error"]["code"]) == (409, code)
     assert await lot.payment_events() == []
+    assert lot.desk.summary() == {"recorded": 0, "replayed": 0, "refused": {code: 1}}
 
 
 async def test_nothing_is_taken_when_nothing_is_due(lot: Lot, clock: FakeClock,
