@@ -26,6 +26,7 @@ import socket
 import ssl
 import stat
 import subprocess
+import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 import click
+from click.core import ParameterSource
 
 from gateway.cli.common import (
     Section,
@@ -55,6 +57,7 @@ from gateway.config import (
 )
 from gateway.core.clock import SystemClock
 from gateway.journal.reserve import MB, Reserve, free_bytes
+from gateway.runtime.log import configure_logging
 
 if TYPE_CHECKING:
     from gateway.drivers.camera import HttpSnapshotSource
@@ -753,6 +756,11 @@ def doctor(ctx: click.Context, config_path: Path, user: str, as_json: bool) -> N
     (sudo): the service's config, journal and devices are not everyone's to read. The network
     checks run at once, each waiting 3 s at most.
     """
+    root = ctx.find_root()
+    if root.get_parameter_source("log_level") is ParameterSource.DEFAULT:
+        # The checks run the lanes' own drivers, which log what they find wrong (a camera's
+        # 404) ahead of the report: the report says it once, with what to do.
+        configure_logging("error", "auto", sys.stderr)
     host = ctx.find_object(Host) or Host()
     findings = asyncio.run(run_checks(config_path, user, host))
     if as_json:

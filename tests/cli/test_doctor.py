@@ -889,6 +889,32 @@ def test_a_healthy_lot_controller_is_all_ok_and_exits_0(
     assert TOKEN not in result.output
 
 
+def test_the_report_is_all_a_failing_camera_prints(
+        host: Host, tmp_path: Path, listener: int, camera_url: str) -> None:
+    """The camera check runs the lane's own driver, which logs the 404 it gets: the report
+    says it once, with what to do, and no log line comes before it (a log level asked for
+    with --log-level still shows them)."""
+    config = write_config(tmp_path, listener, f"""
+[[lanes]]
+id = "entry-1"
+direction = "entry"
+name = "Entry"
+gpio = {{ arming_loop = 5, safety_loop = 6, open_relay = 17 }}
+
+[lanes.camera]
+url = "{camera_url}/gone.png"
+""")
+
+    quiet = doctor(host, config)
+    loud = CliRunner().invoke(cli, ["--log-level", "warning", "doctor", "--config",
+                                    str(config)], obj=host)
+
+    assert quiet.exit_code == 1, quiet.output
+    assert "fail  camera entry-1" in quiet.stdout
+    assert quiet.stderr == ""
+    assert "camera.error" in loud.stderr
+
+
 def test_warnings_only_exit_3_and_each_says_what_to_do(
         host: Host, lot: Callable[..., Path]) -> None:
     result = doctor(replace(host, account=lambda name: None), lot())
