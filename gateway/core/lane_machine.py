@@ -97,7 +97,7 @@ class LaneSetup:
     max_vehicle_m: float
     closing_loop: bool  # the lane has a closing loop (else the safety loop's edge closes)
     barrier_feedback: bool  # the barrier reports "down" (else lowering is taken as done)
-    safety_to_closing_m: float = 1.0  # the safety loop's far edge to the closing loop's near
+    safety_to_closing_m: float = 1.0  # the gap from the safety loop to the closing loop
     on_journal_full: Literal["admit", "intercom"] = "admit"  # cars while records are held
     max_held: int = 20_000  # records held at most before every car goes to the intercom
     tickets: TicketMode = "off"  # an entry lane with a printer: when a car takes a ticket
@@ -716,16 +716,15 @@ class LaneMachine:
         setup = self.setup
         # The tail's speed over its last metres, when the vehicle is surely moving.
         speed = setup.arming_to_safety_end_m / (now - off)
-        if not setup.closing_loop:
-            # Its front's metres since it reached the safety loop, at that speed: runs long
-            # for a car that stood with its front on the loop and pulled away.
-            length = speed * (now - on) - setup.safety_length_m
-        elif front is None or not on <= front <= now:
-            return  # its tail cleared the safety loop before its front reached closing: short
-        else:
+        if setup.closing_loop and front is not None and on <= front <= now:
             # Where its front is now, from where it was when it reached the closing loop:
             # only the last metres at that speed, so a standstill before does not count.
             length = speed * (now - front) + setup.safety_to_closing_m
+        else:
+            # No closing loop, or the vehicle ahead still held it when this front came: its
+            # front's metres since it reached the safety loop, at that speed. This runs long
+            # for a car that stood with its front on the loop and pulled away.
+            length = speed * (now - on) - setup.safety_length_m
         # Vehicles the closing loop told apart while this one crossed are already counted.
         seen_apart = sum(1 for t in cycle.cleared_at if on <= t <= now)
         if length > self.setup.max_vehicle_m and not seen_apart:

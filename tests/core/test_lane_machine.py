@@ -563,6 +563,17 @@ def test_a_car_that_pulls_away_from_a_standstill_on_the_safety_loop_is_one_passa
     assert (shell.m.passages, shell.m.tailgates) == (1, 0)
 
 
+def test_a_front_that_found_the_closing_loop_held_is_timed_over_the_safety_loop() -> None:
+    shell = reach("open")
+    shell.feed(LoopChanged("closing", True))  # something ahead holds the closing loop
+    shell.feed(LoopChanged("safety", True))  # the front: no closing edge will time it
+    shell.feed(LoopChanged("arming", False), after=2.0)
+    # 2.5 m in 0.5 s: 5 m/s * 2.5 s over the safety loop - 2.6 m = 9.9 m, two vehicles.
+    effects = shell.feed(LoopChanged("safety", False), after=0.5)
+    assert effects[0] == Log("info", "lane.long_vehicle",
+                             {"lane": "entry-1", "length_m": 9.9, "speed_mps": 5.0})
+
+
 def test_without_a_closing_loop_the_length_is_timed_over_the_safety_loop() -> None:
     shell = started(machine(closing_loop=False))
     shell.feed(LoopChanged("arming", True))
