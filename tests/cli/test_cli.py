@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -700,11 +701,15 @@ gpio = {{ arming_loop = 12, safety_loop = 13, open_relay = 18 }}
         [sys.executable, "-c", "from gateway.cli import main; main()", "run", "--config",
          str(config), "--no-sync"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        daemon.wait(timeout=6)  # both cameras tried, and failed, at least once
-    except subprocess.TimeoutExpired:
-        daemon.terminate()
-    out, err = daemon.communicate(timeout=30)
+    # Up (its control socket is there; a slow or emulated machine takes longer than the 6 s
+    # this used to allow in all), then long enough for both cameras to be tried and to fail.
+    socket = tmp_path / "control.sock"
+    deadline = time.monotonic() + 90
+    while not socket.exists() and daemon.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(3)
+    daemon.terminate()
+    out, err = daemon.communicate(timeout=60)
 
     assert err == ""
     events = [json.loads(line)["event"] for line in out.splitlines()]
