@@ -848,6 +848,19 @@ def doctor(host: Host, config: Path, *args: str) -> Result:
     return CliRunner().invoke(cli, ["doctor", "--config", str(config), *args], obj=host)
 
 
+def entry_lane(camera: str) -> str:
+    """An entry lane's config, its camera's lines (`camera`) in its [lanes.camera]."""
+    return f"""
+[[lanes]]
+id = "entry-1"
+direction = "entry"
+name = "Entry"
+gpio = {{ arming_loop = 5, safety_loop = 6, open_relay = 17 }}
+
+[lanes.camera]
+{camera}"""
+
+
 @pytest.fixture
 def lot(tmp_path: Path, listener: int, camera_url: str) -> Callable[[int], Path]:
     """A lot's config with its broker at a port: one lane with a snapshot camera behind a
@@ -858,18 +871,10 @@ def lot(tmp_path: Path, listener: int, camera_url: str) -> Callable[[int], Path]
         return write_config(tmp_path, broker, f"""
 [bus]
 port = "{serial}"
-
-[[lanes]]
-id = "entry-1"
-direction = "entry"
-name = "Entry"
-gpio = {{ arming_loop = 5, safety_loop = 6, open_relay = 17 }}
-
-[lanes.camera]
-url = "{camera_url}/locked.png?token={TOKEN}"
+""" + entry_lane(f"""url = "{camera_url}/locked.png?token={TOKEN}"
 username = "viewer"
 password = "{PASSWORD}"
-""")
+"""))
 
     return config
 
@@ -894,16 +899,7 @@ def test_the_report_is_all_a_failing_camera_prints(
     """The camera check runs the lane's own driver, which logs the 404 it gets: the report
     says it once, with what to do, and no log line comes before it (a log level asked for
     with --log-level still shows them)."""
-    config = write_config(tmp_path, listener, f"""
-[[lanes]]
-id = "entry-1"
-direction = "entry"
-name = "Entry"
-gpio = {{ arming_loop = 5, safety_loop = 6, open_relay = 17 }}
-
-[lanes.camera]
-url = "{camera_url}/gone.png"
-""")
+    config = write_config(tmp_path, listener, entry_lane(f'url = "{camera_url}/gone.png"\n'))
 
     quiet = doctor(host, config)
     loud = CliRunner().invoke(cli, ["--log-level", "warning", "doctor", "--config",
