@@ -162,7 +162,7 @@ class Rig:
     async def arrive(self, plate: str | None) -> None:
         self.camera.show(plate)
         self.arming.set(True)
-        await settle()
+        await until_idle(self.lane)
 
     async def drive_through(self) -> None:
         """From the arming loop, under the barrier, over the closing loop, and away."""
@@ -170,11 +170,11 @@ class Rig:
                             (self.safety, False), (self.closing, False)):
             loop.set(value)
             self.clock.advance(0.5)
-            await settle()
+            await until_idle(self.lane)
 
     async def back_off(self) -> None:
         self.arming.set(False)
-        await settle()
+        await until_idle(self.lane)
 
     async def types(self) -> list[str]:
         return [r.type for r in await self.journal.read_outbox(0, 10_000)]
@@ -188,3 +188,22 @@ async def settle(rounds: int = 30) -> None:
     """Let the lane task and the journal's writer run until things are quiet."""
     for _ in range(rounds):
         await asyncio.sleep(0.002)
+
+
+async def until_idle(lane: Lane, timeout_s: float = 10.0) -> None:
+    """settle(), and then, if the lane has not yet carried out every event posted to it
+    (`Lane.idle`), until it has and settle() again, for what its effects started beside it.
+    settle() alone is 60 ms of real time, and on a busy machine a journal look-up or write (its
+    thread, its fsync) can take longer: on CI an exit once had its payments back only after
+    the test had driven the car through, so the exit never ended the session."""
+    await settle()
+    if lane.idle():
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not lane.idle():
+        if loop.time() > deadline:
+            raise AssertionError(f"lane {lane.id} still busy after {timeout_s} s "
+                                 f"(state {lane.state})")
+        await asyncio.sleep(0.002)
+    await settle()
