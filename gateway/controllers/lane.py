@@ -253,7 +253,6 @@ class Lane:
         self._unsubscribe: list[Callable[[], None]] = []
         self._barrier_tasks = TaskSet("lane.barrier", lane=config.id)  # raises under way
         self.last_tick = time.monotonic()  # real time: the watchdog's view of liveness
-        self._in_hand = False  # an event taken and its effects not yet all carried out
         self.open_latencies_ms: deque[float] = deque(maxlen=10_000)
         barrier.set_lower_guard(self.may_lower)
 
@@ -261,11 +260,11 @@ class Lane:
     def state(self) -> LaneState:
         return self.machine.state
 
-    def idle(self) -> bool:
-        """No event waits for the lane and none is in hand: every decision asked of it so far
-        has been taken and carried out, its journal writes and look-ups included. A plate read
-        or a barrier's motion under way runs beside the lane, and may still post one."""
-        return not self._in_hand and self._events.empty()
+    async def drained(self) -> None:
+        """Returns once every event posted to the lane so far has been handled and its
+        effects carried out, its journal writes and look-ups included. A plate read or a
+        barrier's motion under way runs beside the lane, and may still post one."""
+        await self._events.join()
 
     @property
     def mode(self) -> LaneMode:
@@ -328,14 +327,13 @@ class Lane:
             while True:
                 kind, value = await self._events.get()
                 self.last_tick = time.monotonic()
-                self._in_hand = True
                 try:
                     await self._handle(kind, value)
                 except Exception:  # a bug in one event must not stop the lane
                     log.exception("lane.event_failed", lane=self.id, kind=kind,
                                   state=self.state)
                 finally:
-                    self._in_hand = False
+                    self._events.task_done()
         finally:
             ticker.cancel()
             await devices.cancel_and_wait()

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from parking_sim.camera import GroundTruthReader
 
-from gateway.config import LaneConfig, Settings
-from gateway.controllers.lane import Lane, Position
+from gateway.config import LaneConfig
+from gateway.controllers.lane import Lane, Position, TicketPrinter, TicketScanner
 from gateway.controllers.sessions import SessionBook
 from gateway.core.access import Access
 from gateway.core.clock import FakeClock
@@ -132,8 +132,9 @@ class Lot:
 class Rig:
     """One lane with fakes around it, and helpers to drive a car through."""
 
-    def __init__(self, config: LaneConfig, settings: Settings, journal: Journal,
-                 clock: FakeClock, access: Access, sessions: SessionBook, lot: Lot) -> None:
+    def __init__(self, config: LaneConfig, journal: Journal, clock: FakeClock, access: Access,
+                 sessions: SessionBook, lot: Lot, *, printer: TicketPrinter | None = None,
+                 scanner: TicketScanner | None = None) -> None:
         self.arming, self.safety, self.closing = (FakeLoop("arming"), FakeLoop("safety"),
                                                   FakeLoop("closing"))
         self.barrier = FakeBarrier(self.safety)
@@ -144,7 +145,7 @@ class Rig:
         self.lane = Lane(config, arming=self.arming, safety=self.safety, closing=self.closing,
                          barrier=self.barrier, camera=self.camera, plates=self.reader,
                          access=access, sessions=sessions, journal=journal, clock=clock,
-                         lot=lot)
+                         lot=lot, printer=printer, scanner=scanner)
         self._task: asyncio.Task[None] | None = None
 
     @contextlib.asynccontextmanager
@@ -191,19 +192,17 @@ async def settle(rounds: int = 30) -> None:
 
 
 async def until_idle(lane: Lane, timeout_s: float = 10.0) -> None:
-    """settle(), and then, if the lane has not yet carried out every event posted to it
-    (`Lane.idle`), until it has and settle() again, for what its effects started beside it.
-    settle() alone is 60 ms of real time, and on a busy machine a journal look-up or write (its
-    thread, its fsync) can take longer: on CI an exit once had its payments back only after
-    the test had driven the car through, so the exit never ended the session."""
-    await settle()
-    if lane.idle():
-        return
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not lane.idle():
-        if loop.time() > deadline:
-            raise AssertionError(f"lane {lane.id} still busy after {timeout_s} s "
-                                 f"(state {lane.state})")
-        await asyncio.sleep(0.002)
-    await settle()
+    """Until the lane has carried out the events posted to it (`Lane.drained`), what they
+    started beside it has run (settle(): a plate read, the barrier), and what that posted has
+    been carried out too. settle() alone is 60 ms of real time, and on a busy machine a journal
+    look-up or write (its thread, its fsync) can take longer: on CI an exit once had its
+    payments back only after the test had driven the car through, so it never ended the
+    session."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await lane.drained()
+            await settle()
+            await lane.drained()
+    except TimeoutError:
+        raise AssertionError(f"lane {lane.id} still busy after {timeout_s} s "
+                             f"(state {lane.state})") from None

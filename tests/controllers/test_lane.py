@@ -38,7 +38,7 @@ def make_rig(settings: Settings, journal: Journal, clock: FakeClock, *, lane: st
     access.load("deny_list", [DenyEntry(plate="BAD666", reason="stolen")])
     sessions = SessionBook(settings, journal, access, clock)
     config = next(c for c in settings.lanes if c.id == lane)
-    return Rig(config, settings, journal, clock, access, sessions, lot or Lot())
+    return Rig(config, journal, clock, access, sessions, lot or Lot())
 
 
 async def test_a_permit_holder_enters_and_the_barrier_closes_behind_the_car(

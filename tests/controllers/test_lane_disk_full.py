@@ -190,7 +190,7 @@ async def test_a_car_let_in_while_the_disk_is_full_can_leave_before_its_entry_is
 
     entry = make_rig(settings, journal, clock)
     exit_config = next(c for c in settings.lanes if c.id == "exit")
-    exit_ = Rig(exit_config, settings, journal, clock, entry.lane.access, entry.lane.sessions,
+    exit_ = Rig(exit_config, journal, clock, entry.lane.access, entry.lane.sessions,
                 Lot())
     disk = FullDisk(journal, monkeypatch)
     disk.full = True

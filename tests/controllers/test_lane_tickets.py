@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sqlite3
 import stat
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from parking_sim.camera import GroundTruthReader
 from structlog.testing import capture_logs
 
 from gateway.app import Gateway
 from gateway.config import LaneConfig, PrinterConfig, ScannerConfig, Settings, load_settings
-from gateway.controllers.lane import Lane, TicketPrinter, TicketScanner
+from gateway.controllers.lane import TicketPrinter, TicketScanner
 from gateway.controllers.sessions import SessionBook
 from gateway.core.access import Access, EntryDecision, OpenStay
 from gateway.core.clock import FakeClock
@@ -27,14 +25,7 @@ from gateway.core.tickets import TicketError, TicketSigner
 from gateway.drivers.printer import PaperOut, PaperStatus, PrinterFault
 from gateway.journal import Journal
 from tests.conftest import EXAMPLE
-from tests.controllers.lanes import (
-    FakeBarrier,
-    FakeCamera,
-    FakeLoop,
-    Lot,
-    settle,
-    until_idle,
-)
+from tests.controllers.lanes import Lot, Rig, settle, until_idle
 
 KEY = bytes(range(32))
 PERMIT = "PERMIT1"
@@ -78,7 +69,9 @@ class FakeScanner:
         pass
 
     async def next_scan(self) -> str:
-        return await self.scans.get()
+        text = await self.scans.get()
+        self.scans.task_done()
+        return text
 
     def scan(self, text: str) -> None:
         self.scans.put_nowait(text)
@@ -104,63 +97,25 @@ def sessions(settings: Settings, journal: Journal, access: Access, clock: FakeCl
     return book
 
 
-class TicketRig:
-    """One lane with fakes around it; a printer at an entry, a scanner at an exit."""
+class TicketRig(Rig):
+    """One lane with fakes around it (a printer at an entry, a scanner at an exit), unless
+    the test gives its own."""
 
     def __init__(self, config: LaneConfig, journal: Journal, clock: FakeClock, access: Access,
                  sessions: SessionBook, lot: Lot | None = None, *,
                  printer: TicketPrinter | None = None, scanner: TicketScanner | None = None
                  ) -> None:
-        self.arming, self.safety, self.closing = (FakeLoop("arming"), FakeLoop("safety"),
-                                                  FakeLoop("closing"))
-        self.barrier = FakeBarrier(self.safety)
-        self.camera = FakeCamera(config.id, clock)
         self.printer = FakePrinter()
         self.scanner = FakeScanner()
-        self.journal, self.clock = journal, clock
-        self.lane = Lane(config, arming=self.arming, safety=self.safety, closing=self.closing,
-                         barrier=self.barrier, camera=self.camera, plates=GroundTruthReader(),
-                         access=access, sessions=sessions, journal=journal, clock=clock,
-                         lot=lot or Lot(), printer=printer or self.printer,
-                         scanner=scanner or self.scanner)
-
-    @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[TicketRig]:
-        task = asyncio.create_task(self.lane.run())
-        try:
-            await settle()
-            yield self
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            assert self.barrier.unsafe == []
-
-    async def arrive(self, plate: str | None) -> None:
-        self.camera.show(plate)
-        self.arming.set(True)
-        await until_idle(self.lane)
-
-    async def drive_through(self) -> None:
-        for loop, value in ((self.safety, True), (self.arming, False), (self.closing, True),
-                            (self.safety, False), (self.closing, False)):
-            loop.set(value)
-            self.clock.advance(0.5)
-            await until_idle(self.lane)
+        super().__init__(config, journal, clock, access, sessions, lot or Lot(),
+                         printer=printer or self.printer, scanner=scanner or self.scanner)
 
     async def scan(self, text: str) -> None:
-        """A ticket at the scanner, and the lane's decision on it carried out. Once the fake
-        scanner's queue is empty the scan is posted (its reader posts as it takes it)."""
+        """A ticket at the scanner, and the lane's decision on it carried out."""
         self.scanner.scan(text)
-        for _ in range(2500):  # 5 s at most
-            if self.scanner.scans.empty():
-                break
-            await asyncio.sleep(0.002)
+        async with asyncio.timeout(5.0):
+            await self.scanner.scans.join()  # taken, so posted to the lane
         await until_idle(self.lane)
-
-    async def events(self, type_: str) -> list[dict[str, Any]]:
-        return [json.loads(r.data_json) for r in await self.journal.read_outbox(0, 10_000)
-                if r.type == type_]
 
 
 def lane_config(settings: Settings, lane_id: str, **update: Any) -> LaneConfig:
